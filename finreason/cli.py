@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import difflib
 import re
+import shutil
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -74,6 +76,10 @@ def default_constants() -> dict[str, Any]:
 
 
 def cuda_available() -> bool:
+    # Importing torch costs seconds; on Linux without the NVIDIA driver the answer is known, so
+    # light commands (06_evaluate.py --score, --help) stay fast.
+    if sys.platform.startswith("linux") and not Path("/proc/driver/nvidia/version").exists() and not shutil.which("nvidia-smi"):
+        return False
     try:
         import torch
     except ImportError:

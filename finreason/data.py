@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from finreason.programs import ProgramError, execute
-from finreason.records import atomic_write_text
+from finreason.records import atomic_write_bytes
 
 SPLITS = ("train", "dev", "test")
 VENDORED_DIR = Path(__file__).resolve().parent.parent / "data" / "finqa"
@@ -201,7 +201,12 @@ def _split_file(folder: Path, split: str) -> Path | None:
 
 def _read_bytes(path: Path) -> bytes:
     raw = path.read_bytes()
-    return gzip.decompress(raw) if path.suffix == ".gz" else raw
+    if path.suffix != ".gz":
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError) as error:
+        raise DataError(f"{path}: not a valid gzip file ({error})") from None
 
 
 def _decode(data: bytes, path: Path | str) -> Any:
@@ -215,9 +220,14 @@ def _verify_manifest(folder: Path, split: str, data: bytes) -> None:
     manifest_path = folder / "MANIFEST.json"
     if not manifest_path.is_file():
         return
-    entry = _decode(manifest_path.read_bytes(), manifest_path).get(f"{split}.json")
+    manifest = _decode(manifest_path.read_bytes(), manifest_path)
+    if not isinstance(manifest, Mapping):
+        raise DataError(f"{manifest_path}: expected an object of file entries")
+    entry = manifest.get(f"{split}.json")
     if entry is None:
         return
+    if not isinstance(entry, Mapping):
+        raise DataError(f"{manifest_path}: the entry for {split}.json is not an object")
     digest = hashlib.sha256(data).hexdigest()
     if digest != entry.get("sha256"):
         raise DataError(
@@ -263,7 +273,7 @@ def download_official(cache_dir: Path, timeout_s: float, splits: tuple[str, ...]
             raise DataError(f"downloaded {url} has SHA-1 {digest}, expected {OFFICIAL_BLOB_SHA1[split]}; not using it")
         fetched[split] = data
     for split, data in fetched.items():
-        atomic_write_text(cache_dir / f"{split}.json", data.decode("utf-8"))
+        atomic_write_bytes(cache_dir / f"{split}.json", data)  # bytes as fetched: the SHA-1 must hold on reload
     return True
 
 

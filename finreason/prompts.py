@@ -1,0 +1,307 @@
+"""The one prompt builder: evidence selection, chat messages and SFT targets.
+
+Zero-shot, SFT, GRPO, evaluation and the app all call ``build_prompt`` so a model is always
+trained and tested on exactly the same text. The evidence is the report's table (rendered as a
+pipe table, whole rows only) plus the report sentences that rank best against the question
+(BM25), kept in their original order, within a token budget measured with the model's own
+tokenizer. The question is never cut.
+
+``example`` may be a ``finreason.data.Example`` or any object with ``question``, ``table``,
+``pre_text`` and ``post_text`` (and optionally ``text``), e.g. an upload in the app.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rank_bm25 import BM25Okapi
+
+from finreason.programs import TABLE_OPS, ProgramError, cell_to_num, execute, format_value, split_steps, str_to_num, tokenize
+
+SYSTEM_PROMPT = (
+    "You answer questions about a company's financial report from its table and text.\n"
+    "Reply in exactly this format:\n"
+    "1. One or two sentences of reasoning naming the numbers you use.\n"
+    "2. A line 'Program:' with the calculation in the FinQA program language: steps op(arg1, arg2) "
+    "separated by ', '. Ops: add, subtract, multiply, divide, exp, greater, table_max, table_min, "
+    "table_sum, table_average. #k is the result of step k (the first step is #0). Constants are "
+    "written const_100, const_1000, const_m1 (= -1); percents like 5%. Table ops take a row name "
+    "(the first cell of a table row) and none, e.g. table_sum(net income, none).\n"
+    "3. A line 'Answer:' with the final number, a fraction rather than a percent (a 1.6% change is "
+    "0.016), or yes/no."
+)
+
+# One worked example: a small zero-shot model should fail on the maths, not on the format.
+FEW_SHOT_TEXT = (
+    "Example:\n"
+    "Question: what was the percent change in revenue from 2007 to 2008?\n"
+    "From the table: revenue is 5829 in 2008 and 5735 in 2007.\n"
+    "Program: subtract(5829, 5735), divide(#0, 5735)\n"
+    "Answer: 0.01639"
+)
+
+# Function words that match everywhere and would drown the informative terms in BM25.
+_STOPWORDS = frozenset(
+    "a an and are as at be by did do does for from had has have how in is it its of on or that the "
+    "this to was were what which with who whom why will would than then there these those".split()
+)
+_TERM = re.compile(r"[a-z]+|\d+(?:\.\d+)?")
+# Budget overshoot re-measurement stops after this many drops: each drop removes a whole part.
+_MAX_TRIM_ROUNDS = 10_000
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What went into the prompt: kept table rows and sentences (indices), their ids, text and size."""
+
+    table_rows: list[int]
+    sentences: list[int]
+    kept_ids: set[str] = field(default_factory=set)
+    text: str = ""
+    n_tokens: int = 0
+
+
+# --- text helpers -------------------------------------------------------------------------
+
+
+def report_sentences(example: Any) -> list[str]:
+    """example.text when present (FinQA's text_N indexing), else pre_text + post_text."""
+    text = getattr(example, "text", None)
+    if text is None:
+        text = list(getattr(example, "pre_text", []) or []) + list(getattr(example, "post_text", []) or [])
+    return [str(sentence) for sentence in text]
+
+
+def bm25_terms(text: str) -> list[str]:
+    """Lowercase words and numbers; "5,829" and "$5829" both become "5829" so figures match."""
+    lowered = text.lower().replace(",", "")
+    return [term for term in _TERM.findall(lowered) if term not in _STOPWORDS]
+
+
+def render_row(row: Sequence[str]) -> str:
+    return "| " + " | ".join(str(cell).strip() for cell in row) + " |"
+
+
+def count_tokens(tokenizer: Any, texts: Sequence[str]) -> list[int]:
+    """Tokens per text with the model's tokenizer, in one batched call."""
+    if not texts:
+        return []
+    encoded = tokenizer(list(texts), add_special_tokens=False)
+    return [len(ids) for ids in encoded["input_ids"]]
+
+
+def rank_by_bm25(query: str, documents: Sequence[str]) -> list[int]:
+    """Document indices, best match first; ties (and no match at all) keep document order."""
+    if not documents:
+        return []
+    corpus = [bm25_terms(document) or ["<empty>"] for document in documents]
+    scores = BM25Okapi(corpus).get_scores(bm25_terms(query))
+    return sorted(range(len(documents)), key=lambda index: (-scores[index], index))
+
+
+# --- evidence selection -------------------------------------------------------------------
+
+
+def _render_evidence(table: Sequence[Sequence[str]], rows: Sequence[int], sentences: Sequence[str], kept: Sequence[int]) -> str:
+    parts = []
+    if rows:
+        parts.append("Table:")
+        parts.extend(render_row(table[index]) for index in sorted(rows))
+    if kept:
+        parts.append("Text:")
+        parts.extend(sentences[index] for index in sorted(kept))
+    return "\n".join(parts)
+
+
+def _greedy_fill(order: Sequence[int], costs: Sequence[int], budget: int) -> tuple[list[int], int]:
+    """Take items in ``order`` while they fit (skipping, not stopping at, one that does not)."""
+    taken, used = [], 0
+    for index in order:
+        if used + costs[index] <= budget:
+            taken.append(index)
+            used += costs[index]
+    return taken, used
+
+
+def rank_rows(question: str, table: Sequence[Sequence[str]]) -> list[int]:
+    """Row indices: the header first, then body rows by BM25 against the question."""
+    if not table:
+        return []
+    body = rank_by_bm25(question, [" ".join(row) for row in table[1:]])
+    return [0, *[index + 1 for index in body]]
+
+
+def _choose_rows(row_order: list[int], row_costs: list[int], budget: int) -> list[int]:
+    """The whole table when it fits; otherwise the header plus the best-ranked rows that fit."""
+    if sum(row_costs) <= budget:
+        return list(range(len(row_costs)))
+    rows, _ = _greedy_fill(row_order, row_costs, budget)
+    return rows
+
+
+def _trim_once(rows: list[int], kept: list[int], sentence_order: list[int], row_order: list[int]) -> bool:
+    """Drop the lowest-ranked kept sentence, else the lowest-ranked body row; False if nothing left."""
+    for index in reversed(sentence_order):
+        if index in kept:
+            kept.remove(index)
+            return True
+    for index in reversed(row_order):
+        if index in rows:
+            rows.remove(index)
+            return True
+    return False
+
+
+def select_evidence(example: Any, tokenizer: Any, budget: int) -> Evidence:
+    """Table rows and report sentences for ``example`` within ``budget`` tokens (measured).
+
+    Every row and sentence is tokenized once; a part costs its tokens plus one for its newline.
+    The joined text is then measured exactly and, in the rare case tokens merge differently
+    across lines, trimmed from the lowest-ranked end until it fits.
+    """
+    question = str(example.question)
+    table = [list(row) for row in (getattr(example, "table", None) or [])]  # indices stay FinQA's table_i
+    sentences = report_sentences(example)
+    header_cost = max(count_tokens(tokenizer, ["Table:", "Text:"]) or [0]) + 1
+    row_costs = [cost + 1 for cost in count_tokens(tokenizer, [render_row(row) for row in table])]
+    sentence_costs = [cost + 1 for cost in count_tokens(tokenizer, sentences)]
+
+    row_order = rank_rows(question, table)
+    rows = _choose_rows(row_order, row_costs, budget - header_cost) if table else []
+    used = sum(row_costs[index] for index in rows) + (header_cost if rows else 0)
+    sentence_order = rank_by_bm25(question, sentences)
+    kept, _ = _greedy_fill(sentence_order, sentence_costs, budget - used - header_cost)
+
+    text = _render_evidence(table, rows, sentences, kept)
+    n_tokens = count_tokens(tokenizer, [text])[0] if text else 0
+    for _ in range(_MAX_TRIM_ROUNDS):
+        if n_tokens <= budget or not _trim_once(rows, kept, sentence_order, row_order):
+            break
+        text = _render_evidence(table, rows, sentences, kept)
+        n_tokens = count_tokens(tokenizer, [text])[0] if text else 0
+    kept_ids = {f"table_{index}" for index in rows} | {f"text_{index}" for index in kept}
+    return Evidence(sorted(rows), sorted(kept), kept_ids, text, n_tokens)
+
+
+# --- prompts ------------------------------------------------------------------------------
+
+
+def system_prompt(few_shot: bool = True) -> str:
+    return f"{SYSTEM_PROMPT}\n\n{FEW_SHOT_TEXT}" if few_shot else SYSTEM_PROMPT
+
+
+def build_messages(example: Any, tokenizer: Any, budget: int, few_shot: bool = True) -> list[dict[str, str]]:
+    """System (task, format, optional worked example) + user (evidence, then the whole question)."""
+    evidence = select_evidence(example, tokenizer, budget)
+    question = f"Question: {str(example.question).strip()}"
+    user = f"{evidence.text}\n\n{question}" if evidence.text else question
+    return [{"role": "system", "content": system_prompt(few_shot)}, {"role": "user", "content": user}]
+
+
+def build_prompt(example: Any, tokenizer: Any, budget: int, few_shot: bool = True) -> str:
+    """The rendered chat prompt, ending where the assistant starts writing."""
+    return tokenizer.apply_chat_template(
+        build_messages(example, tokenizer, budget, few_shot), tokenize=False, add_generation_prompt=True
+    )
+
+
+def prompt_from_cfg(example: Any, tokenizer: Any, cfg: Mapping[str, Any]) -> str:
+    return build_prompt(example, tokenizer, int(cfg["PROMPT_TOKEN_BUDGET"]), bool(cfg["FEW_SHOT_EXAMPLE"]))
+
+
+# --- SFT targets --------------------------------------------------------------------------
+
+
+def _program_numbers(program: str) -> list[float]:
+    """The literal numbers a program uses (not #refs, constants or row names)."""
+    try:
+        steps = split_steps(tokenize(program)[:-1])
+    except ProgramError:
+        return []
+    numbers = []
+    for op, arg1, arg2 in steps:
+        for arg in (arg2,) if op in TABLE_OPS else (arg1, arg2):
+            if "#" in arg or "const" in arg:
+                continue
+            number = str_to_num(arg)
+            if number is not None:
+                numbers.append(number)
+    return numbers
+
+
+def _same_number(left: float | None, right: float) -> bool:
+    return left is not None and abs(left - right) <= 1e-9 * max(1.0, abs(right))
+
+
+def _cite_table_row(table: Sequence[Sequence[str]], index: int, numbers: Sequence[float], whole_row: bool) -> str | None:
+    """'revenue is 5829 in 2008 and 5735 in 2007': the cells the program uses (all for table ops)."""
+    if index >= len(table) or not table[index]:
+        return None
+    row, header = table[index], table[0] if table else []
+    cells = []
+    for column in range(1, len(row)):
+        cell = str(row[column]).strip()
+        if whole_row or any(_same_number(cell_to_num(cell), number) for number in numbers):
+            label = str(header[column]).strip() if column < len(header) and index != 0 else ""
+            cells.append(f"{cell} in {label}" if label else cell)
+    if not cells:
+        return None
+    return f"{str(row[0]).strip() or 'the row'} is {' and '.join(cells)}"
+
+
+def _cite_sentence(sentence: str, numbers: Sequence[float], window: int = 6, max_words: int = 30) -> str | None:
+    """The words around the numbers the program uses (all of them when close), so the citation stays short."""
+    words = sentence.split()
+    hits = [
+        position
+        for position, word in enumerate(words)
+        if any(_same_number(cell_to_num(word.strip(".;:")), number) for number in numbers)
+    ]
+    if not hits:
+        return None
+    last = hits[-1] if hits[-1] - hits[0] + 2 * window <= max_words else hits[0]
+    start, end = max(0, hits[0] - window), min(len(words), last + window)
+    return " ".join(words[start:end]).rstrip(" .,;")
+
+
+def _reasoning(example: Any) -> str:
+    """One sentence naming the evidence the gold program uses, from gold_inds."""
+    table = [list(row) for row in (getattr(example, "table", None) or [])]
+    sentences = report_sentences(example)
+    numbers = _program_numbers(example.program)
+    whole_row = any(op in example.program for op in TABLE_OPS)
+    table_facts, text_facts = [], []
+    for key in sorted(getattr(example, "gold_inds", {}) or {}, key=_fact_order):
+        kind, _, raw_index = key.partition("_")
+        if not raw_index.isdigit():
+            continue
+        index = int(raw_index)
+        if kind == "table":
+            table_facts.append(_cite_table_row(table, index, numbers, whole_row))
+        elif kind == "text" and index < len(sentences):
+            text_facts.append(_cite_sentence(sentences[index], numbers))
+    table_facts = [fact for fact in table_facts if fact]
+    text_facts = [fact for fact in text_facts if fact]
+    parts = []
+    if table_facts:
+        parts.append("From the table: " + "; ".join(table_facts) + ".")
+    if text_facts:
+        parts.append("From the text: " + "; ".join(f'"{fact}"' for fact in text_facts) + ".")
+    if not parts:
+        shown = ", ".join(format_value(number) for number in numbers)
+        return f"The calculation uses {shown}." if shown else "The calculation follows from the report."
+    return " ".join(parts)
+
+
+def _fact_order(key: str) -> tuple[str, int]:
+    kind, _, raw_index = key.partition("_")
+    return (kind, int(raw_index) if raw_index.isdigit() else 0)
+
+
+def format_target(example: Any) -> str:
+    """The SFT assistant text: reasoning citing the gold evidence, the gold program, its value."""
+    answer = format_value(execute(example.program, example.table))
+    return f"{_reasoning(example)}\nProgram: {example.program}\nAnswer: {answer}"

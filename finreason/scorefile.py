@@ -1,0 +1,212 @@
+"""Score a predictions file against a FinQA split (``06_evaluate.py --score FILE``).
+
+Two formats, detected from the content:
+
+* FinQA's official prediction format: a JSON list of ``{"id": ..., "predicted": [tokens..., "EOF"]}``.
+  Scored exactly as the official ``evaluate.py``: execution accuracy (the executed tokens equal
+  ``exe_ans``) and program accuracy (``equal_program``); lenient accuracy is the lenient check
+  (``scoring.compare``) on the executed value.
+* Free-text completions: JSONL (or a JSON list) of ``{"id": ..., "completion": "..."}``, scored with
+  ``scoring.score_completion``: execution accuracy (strict) and lenient accuracy.
+
+Accuracies are over the scored rows ``n`` (predictions whose id is in the split), as the official
+script divides by the number of predictions. Ids not in the split are listed in ``unknown_ids``;
+gold ids with no prediction are counted in ``missing``; lines that are not JSON objects with a
+string ``id`` (or lack the format's field) are counted with their line numbers in
+``malformed_rows``; a repeated id keeps its first row and is listed in ``duplicate_ids``.
+Nothing in the file can crash scoring; a file in neither format raises ``ScoreFileError``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from finreason import scoring
+from finreason.data import DataError
+
+OFFICIAL = "official"
+COMPLETIONS = "completions"
+MAX_LISTED = 50  # ids / line numbers listed in the summary; the counts are always complete
+
+
+class ScoreFileError(ValueError):
+    """The predictions file cannot be scored; the message says why."""
+
+
+def _rows_from_json_list(items: list[Any]) -> list[tuple[int, Any]]:
+    # Position in the list stands in for the line number (1-based, like lines).
+    return [(position + 1, item) for position, item in enumerate(items)]
+
+
+def _rows_from_jsonl(text: str) -> tuple[list[tuple[int, Any]], list[int]]:
+    rows, malformed = [], []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append((number, json.loads(line)))
+        except (json.JSONDecodeError, RecursionError):
+            malformed.append(number)
+    return rows, malformed
+
+
+def _read_rows(path: Path) -> tuple[list[tuple[int, Any]], list[int]]:
+    if not path.is_file():
+        raise ScoreFileError(f"{path}: no such file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ScoreFileError(f"{path}: not UTF-8 text ({error})") from None
+    except OSError as error:
+        raise ScoreFileError(f"{path}: cannot read ({error})") from None
+    if text.lstrip().startswith("["):
+        try:
+            whole = json.loads(text)
+        except (json.JSONDecodeError, RecursionError):
+            whole = None
+        if isinstance(whole, list):
+            return _rows_from_json_list(whole), []
+    return _rows_from_jsonl(text)
+
+
+def _detect(rows: list[tuple[int, Any]], path: Path) -> str:
+    official = sum(1 for _, row in rows if isinstance(row, dict) and "predicted" in row)
+    completions = sum(1 for _, row in rows if isinstance(row, dict) and "completion" in row)
+    if official == 0 and completions == 0:
+        raise ScoreFileError(
+            f"{path}: neither FinQA's official prediction format (a JSON list of "
+            '{"id", "predicted": [tokens..., "EOF"]}) nor JSONL of {"id", "completion"}'
+        )
+    return OFFICIAL if official > completions else COMPLETIONS
+
+
+def _rate(count: int, total: int) -> float | None:
+    return count / total if total else None
+
+
+def score_file(path: str | Path, split: str, bundle: Any, rel_tol: float = 0.01) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(summary, one verdict dict per scored prediction) for ``path`` against ``bundle[split]``."""
+    path = Path(path)
+    try:
+        gold_by_id = bundle.by_id(split)
+    except DataError as error:
+        raise ScoreFileError(str(error)) from None
+    rows, malformed = _read_rows(path)
+    kind = _detect(rows, path)
+    field = "predicted" if kind == OFFICIAL else "completion"
+
+    verdicts: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    unknown_ids: list[str] = []
+    duplicate_ids: list[str] = []
+    for number, row in rows:
+        if not isinstance(row, dict) or not isinstance(row.get("id"), str) or field not in row:
+            malformed.append(number)
+            continue
+        example_id = row["id"]
+        example = gold_by_id.get(example_id)
+        if example is None:
+            unknown_ids.append(example_id)
+            continue
+        if example_id in seen:
+            duplicate_ids.append(example_id)
+            continue
+        seen.add(example_id)
+        if kind == OFFICIAL:
+            verdicts.append(_official_verdict(example, row[field], rel_tol))
+        else:
+            verdicts.append(_completion_verdict(example, row[field], rel_tol))
+
+    n = len(verdicts)
+    summary: dict[str, Any] = {
+        "format": kind,
+        "file": str(path),
+        "split": split,
+        "n": n,
+        "execution_accuracy": _rate(sum(v["strict"] for v in verdicts), n),
+        "lenient_accuracy": _rate(sum(v["lenient"] for v in verdicts), n),
+    }
+    if kind == OFFICIAL:
+        summary["program_accuracy"] = _rate(sum(v["program_correct"] for v in verdicts), n)
+    summary["rel_tol"] = rel_tol
+    missing = [example_id for example_id in gold_by_id if example_id not in seen]
+    summary["missing"] = len(missing)
+    summary["missing_ids"] = missing[:MAX_LISTED]
+    summary["unknown_ids"] = unknown_ids
+    summary["unknown_count"] = len(unknown_ids)
+    malformed.sort()
+    summary["malformed_rows"] = {"count": len(malformed), "lines": malformed[:MAX_LISTED]}
+    summary["duplicate_ids"] = duplicate_ids[:MAX_LISTED]
+    summary["data"] = bundle.describe()
+    return summary, verdicts
+
+
+def _official_verdict(example: Any, predicted: Any, rel_tol: float) -> dict[str, Any]:
+    exe_correct, program_correct = scoring.score_official_prediction(predicted, example)
+    value, error = None, None
+    if isinstance(predicted, list) and all(isinstance(token, str) for token in predicted):
+        value, _, error = scoring.run_tokens(predicted, example.table)
+    else:
+        error = "predicted is not a list of program tokens"
+    _, lenient = scoring.compare(value, example.exe_ans, rel_tol)
+    return {
+        "id": example.id,
+        "strict": exe_correct,
+        "lenient": exe_correct or lenient,
+        "program_correct": program_correct,
+        "predicted": value,
+        "gold": example.exe_ans,
+        "source": "program" if value is not None else "none",
+        "error": error,
+    }
+
+
+def _completion_verdict(example: Any, completion: Any, rel_tol: float) -> dict[str, Any]:
+    verdict = scoring.score_completion(completion, example.exe_ans, example.table, rel_tol)
+    record = {"id": example.id, **verdict.as_dict(), "gold": example.exe_ans}
+    if not isinstance(completion, str):
+        record["error"] = f"completion is {type(completion).__name__}, not a string"
+    return record
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.2%}"
+    return str(value)
+
+
+def format_summary_table(summary: dict[str, Any]) -> str:
+    """A small aligned text table of a ``score_file`` summary, for printing."""
+    rows = [
+        ("file", summary.get("file", "")),
+        ("format", summary.get("format", "")),
+        ("split", summary.get("split", "")),
+        ("scored (n)", summary.get("n", 0)),
+        ("execution accuracy", _fmt(summary.get("execution_accuracy"))),
+        (f"lenient accuracy (rel_tol {summary.get('rel_tol')})", _fmt(summary.get("lenient_accuracy"))),
+    ]
+    if "program_accuracy" in summary:
+        rows.append(("program accuracy", _fmt(summary["program_accuracy"])))
+    malformed = summary.get("malformed_rows") or {}
+    rows += [
+        ("missing (gold ids not predicted)", summary.get("missing", 0)),
+        ("unknown ids (not in split)", summary.get("unknown_count", len(summary.get("unknown_ids", [])))),
+        ("malformed rows", malformed.get("count", 0)),
+        ("duplicate ids", len(summary.get("duplicate_ids", []))),
+    ]
+    data = summary.get("data") or {}
+    if data:
+        kind = "full release" if data.get("full_release") else "SUBSET"
+        rows.append(("data", f"{data.get('source')} ({kind}) {data.get('location')}"))
+    width = max(len(label) for label, _ in rows)
+    lines = [f"{label:<{width}}  {value}" for label, value in rows]
+    unknown = summary.get("unknown_ids") or []
+    if unknown:
+        lines.append(f"unknown ids: {', '.join(map(str, unknown[:10]))}{' ...' if len(unknown) > 10 else ''}")
+    if malformed.get("lines"):
+        lines.append(f"malformed lines: {', '.join(map(str, malformed['lines'][:10]))}{' ...' if malformed.get('count', 0) > 10 else ''}")
+    return "\n".join(lines)

@@ -1,0 +1,157 @@
+"""The app's own-document mode: turn an uploaded or pasted table plus report text into an example.
+
+A table is CSV or a markdown pipe table (first row = header, first cell of every row = the row
+name that table operations refer to). Cells are normalised like FinQA's (lowercase, trimmed),
+because the models were trained on FinQA's style. Every user mistake raises ``UploadError`` with
+a message meant for the user; nothing here raises anything else on any input.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass, field
+from pathlib import PurePath
+
+TABLE_EXTENSIONS = (".csv", ".md", ".txt")
+MAX_ROWS = 200  # a report table; more is almost certainly the wrong file
+MAX_COLUMNS = 30
+MAX_CELL_CHARS = 200
+MAX_QUESTION_CHARS = 500
+_SEPARATOR_ROW = re.compile(r"^\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$")
+_SENTENCE_END = re.compile(r"(?<=[.!?;])\s+(?=[A-Za-z0-9$(])")
+
+
+class UploadError(ValueError):
+    """The upload or the question cannot be used; ``str(error)`` is shown to the user as is."""
+
+
+@dataclass(frozen=True)
+class UserDocument:
+    """Quacks like ``finreason.data.Example`` for the prompt builder and the scorer."""
+
+    question: str
+    table: list[list[str]]
+    pre_text: list[str] = field(default_factory=list)
+    post_text: list[str] = field(default_factory=list)
+    id: str = "upload"
+    filename: str = ""
+
+    @property
+    def text(self) -> list[str]:
+        return self.pre_text + self.post_text
+
+
+def check_size(data: bytes | str, max_kb: int, what: str = "the upload") -> None:
+    size = len(data.encode("utf-8") if isinstance(data, str) else data)
+    if size > max_kb * 1024:
+        raise UploadError(f"{what} is {size / 1024:.0f} KB; the limit is {max_kb} KB (APP_MAX_UPLOAD_KB). Upload just the table you need.")
+
+
+def decode(data: bytes) -> str:
+    """UTF-8 text (a BOM is dropped); binary files are refused."""
+    if b"\x00" in data[:4096]:
+        raise UploadError("this file is binary, not a table: upload a .csv or a markdown (.md) pipe table")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        try:
+            return data.decode("cp1252")
+        except UnicodeDecodeError:
+            raise UploadError("this file is not UTF-8 text: save the table as CSV (UTF-8) and upload it again") from None
+
+
+def _pipe_rows(text: str) -> list[list[str]]:
+    rows = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or _SEPARATOR_ROW.match(line):
+            continue
+        if "|" not in line:
+            raise UploadError(f"line {line[:40]!r} has no '|': a markdown table needs '|' between cells on every line")
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows
+
+
+def _csv_rows(text: str) -> list[list[str]]:
+    sample = text[:4096]
+    try:
+        dialect = csv.Sniffer().sniff(sample, delimiters=",;\t")
+    except csv.Error:
+        dialect = csv.excel
+    try:
+        return [[cell.strip() for cell in row] for row in csv.reader(io.StringIO(text), dialect) if any(c.strip() for c in row)]
+    except csv.Error as error:
+        raise UploadError(f"this CSV cannot be read ({error})") from None
+
+
+def looks_like_pipe_table(text: str) -> bool:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return bool(lines) and sum(line.startswith("|") or line.count("|") >= 2 for line in lines) >= max(1, len(lines) // 2)
+
+
+def normalise_table(rows: list[list[str]]) -> list[list[str]]:
+    """Lowercase trimmed cells, ragged rows padded; refuses what is not a table."""
+    rows = [row for row in rows if any(cell.strip() for cell in row)]
+    if len(rows) < 2:
+        raise UploadError("a table needs a header row and at least one data row")
+    if len(rows) > MAX_ROWS:
+        raise UploadError(f"the table has {len(rows)} rows; the limit is {MAX_ROWS}")
+    width = max(len(row) for row in rows)
+    if width < 2:
+        raise UploadError("a table needs at least two columns: a row name and a value (is this CSV separated by commas?)")
+    if width > MAX_COLUMNS:
+        raise UploadError(f"the table has {width} columns; the limit is {MAX_COLUMNS}")
+    if any(len(cell) > MAX_CELL_CHARS for row in rows for cell in row):
+        raise UploadError(f"a cell is longer than {MAX_CELL_CHARS} characters: this does not look like a table")
+    table = [[cell.strip().lower() for cell in row] + [""] * (width - len(row)) for row in rows]
+    if not any(re.search(r"\d", cell) for row in table[1:] for cell in row[1:]):
+        raise UploadError("the table has no numbers outside its first column: nothing to calculate with")
+    return table
+
+
+def parse_table_text(text: str, max_kb: int) -> list[list[str]]:
+    """A pasted table: markdown pipe table when the lines use '|', else CSV."""
+    check_size(text, max_kb, "the pasted table")
+    if not text.strip():
+        raise UploadError("the table is empty")
+    rows = _pipe_rows(text) if looks_like_pipe_table(text) else _csv_rows(text)
+    return normalise_table(rows)
+
+
+def parse_table_upload(name: str, data: bytes, max_kb: int) -> list[list[str]]:
+    """An uploaded .csv / .md / .txt table, checked for size and type first."""
+    check_size(data, max_kb, f"{name!r}")
+    suffix = PurePath(name or "").suffix.lower()
+    if suffix not in TABLE_EXTENSIONS:
+        raise UploadError(f"{name!r} is not a table file: upload {', '.join(TABLE_EXTENSIONS)} (CSV or a markdown pipe table)")
+    text = decode(data)
+    if not text.strip():
+        raise UploadError(f"{name!r} is empty")
+    rows = _pipe_rows(text) if suffix == ".md" or looks_like_pipe_table(text) else _csv_rows(text)
+    return normalise_table(rows)
+
+
+def split_sentences(text: str) -> list[str]:
+    """Report text as sentences (FinQA's text_N units): blank lines and sentence ends split."""
+    sentences = []
+    for paragraph in re.split(r"\n\s*\n|\n", text or ""):
+        for sentence in _SENTENCE_END.split(paragraph.strip()):
+            if sentence.strip():
+                sentences.append(sentence.strip().lower())
+    return sentences
+
+
+def build_document(question: str, table: list[list[str]] | None, report_text: str, max_kb: int) -> UserDocument:
+    """The example the prompt builder sees; refuses an empty question or no evidence at all."""
+    question = (question or "").strip()
+    if not question:
+        raise UploadError("type a question first, e.g. 'what was the percent change in revenue from 2018 to 2019?'")
+    if len(question) > MAX_QUESTION_CHARS:
+        raise UploadError(f"the question is {len(question)} characters; keep it under {MAX_QUESTION_CHARS}")
+    check_size(report_text or "", max_kb, "the report text")
+    sentences = split_sentences(report_text)
+    if not table and not sentences:
+        raise UploadError("give a table (upload or paste) or some report text: the model answers only from evidence")
+    return UserDocument(question=question.lower(), table=table or [], pre_text=sentences)

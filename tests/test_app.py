@@ -1,0 +1,240 @@
+"""The Streamlit app: upload parsing (table-driven) and the page itself through AppTest."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+
+from finreason import uploads
+
+ROOT = Path(__file__).resolve().parent.parent
+MAX_KB = 4
+
+# --- upload parsing ----------------------------------------------------------------------------
+
+PIPE = "| ( in millions ) | 2019 | 2018 |\n|---|---|---|\n| Revenue | $ 5,829 | 5735 |\n| net income | 120 | 98 |\n"
+CSV = "( in millions ),2019,2018\nRevenue,\"$ 5,829\",5735\nnet income,120,98\n"
+CSV_SEMICOLON = "( in millions );2019;2018\nRevenue;$ 5,829;5735\nnet income;120;98\n"
+EXPECTED = [["( in millions )", "2019", "2018"], ["revenue", "$ 5,829", "5735"], ["net income", "120", "98"]]
+
+
+@pytest.mark.parametrize(
+    "name, data, expected",
+    [
+        ("t.md", PIPE.encode(), EXPECTED),  # markdown pipe table, separator row dropped, lowercased
+        ("t.csv", CSV.encode(), EXPECTED),  # CSV with a quoted thousands separator
+        ("t.csv", CSV_SEMICOLON.encode(), EXPECTED),  # semicolon CSV (European Excel)
+        ("t.txt", PIPE.encode(), EXPECTED),  # .txt holding a pipe table: detected by its '|'
+        ("t.csv", ("\ufeff" + CSV).encode(), EXPECTED),  # UTF-8 BOM from Excel
+        ("t.csv", b"a,b,c\nx,1\n", [["a", "b", "c"], ["x", "1", ""]]),  # ragged row padded
+        ("T.CSV", CSV.encode(), EXPECTED),  # extension case does not matter
+    ],
+)
+def test_parse_table_upload_accepts(name, data, expected):
+    assert uploads.parse_table_upload(name, data, MAX_KB) == expected
+
+
+@pytest.mark.parametrize(
+    "name, data, message",
+    [
+        ("big.csv", b"a,1\n" * 2000, "limit is 4 KB"),  # oversized: APP_MAX_UPLOAD_KB
+        ("t.pdf", CSV.encode(), "not a table file"),  # wrong type
+        ("t.csv", b"\x89PNG\r\n\x1a\n\x00\x00\x00", "binary"),  # binary content behind a .csv name
+        ("t.csv", b"", "empty"),  # empty file
+        ("t.csv", b"just one line of prose without separators\n", "header row and at least one data row"),  # not a table
+        ("t.csv", b"name\nrevenue\ncosts\n", "at least two columns"),  # a single column
+        ("t.csv", b"a,b\nx,y\nz,w\n", "no numbers"),  # nothing to calculate with
+        ("t.md", b"| a | b |\nplain line\n| c | 1 |\n", "has no '|'"),  # broken markdown table
+        ("t.csv", ("a," * 40 + "\n" + "b,1," * 20 + "\n").encode(), "columns; the limit"),  # far too wide
+    ],
+)
+def test_parse_table_upload_refuses(name, data, message):
+    with pytest.raises(uploads.UploadError, match=message):
+        uploads.parse_table_upload(name, data, MAX_KB)
+
+
+@pytest.mark.parametrize(
+    "question, table, text, message",
+    [
+        ("", EXPECTED, "", "type a question"),  # empty question
+        ("   ", EXPECTED, "", "type a question"),  # whitespace only
+        ("what?", None, "", "give a table"),  # no evidence at all
+        ("x" * 600, EXPECTED, "", "keep it under"),  # absurdly long question
+        ("what?", None, "x" * 5000, "report text is"),  # report text over the size limit
+    ],
+)
+def test_build_document_refuses(question, table, text, message):
+    with pytest.raises(uploads.UploadError, match=message):
+        uploads.build_document(question, table, text, MAX_KB)
+
+
+def test_build_document_quacks_like_an_example():
+    document = uploads.build_document("What was Revenue growth?", EXPECTED, "Revenue rose. Costs fell.\nNew paragraph", MAX_KB)
+    assert document.question == "what was revenue growth?"
+    assert document.text == ["revenue rose.", "costs fell.", "new paragraph"]
+    assert document.table == EXPECTED
+
+
+def test_pasted_table_text():
+    assert uploads.parse_table_text(PIPE, MAX_KB) == EXPECTED
+    assert uploads.parse_table_text(CSV, MAX_KB) == EXPECTED
+    with pytest.raises(uploads.UploadError, match="empty"):
+        uploads.parse_table_text("  \n", MAX_KB)
+
+
+# --- the page (AppTest, the real embedded model, 8 answer tokens) -------------------------------
+
+@pytest.fixture(scope="module")
+def app_args(tmp_path_factory):
+    """Overrides for every page test: cpu profile, a private OUTPUT_DIR (no adapters), no network."""
+    out = tmp_path_factory.mktemp("app_out")
+    args = ["--PROFILE=cpu", f"--OUTPUT_DIR={out}", "--MAX_NEW_TOKENS=8", "--DOWNLOAD_DATA=false",
+            f"--FINQA_CACHE_DIR={out / 'no-cache'}", "--PROMPT_TOKEN_BUDGET=256"]
+    return " ".join(shlex.quote(a) for a in args)
+
+
+@pytest.fixture
+def app(app_args, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("FINREASON_ARGS", app_args)
+    # the first run converts the embedded GGUF once (tens of seconds on 2 cores)
+    return AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+
+
+def _texts(elements) -> str:
+    return "\n".join(str(element.value) for element in elements)
+
+
+@pytest.mark.slow
+def test_page_loads_and_answers_an_example(app):
+    app.run()
+    assert not app.exception, _texts(app.exception)
+    assert "base model, no adapter" in _texts(app.caption)  # says which model it loaded
+    app.button(key="ask_example").click().run()
+    assert not app.exception, _texts(app.exception)
+    subheaders = _texts(app.subheader)
+    for heading in ("Evidence the prompt kept", "Model reasoning", "Program", "Answer"):
+        assert heading in subheaders
+    assert app.metric[0].label == "model answer"
+    # 8 tokens rarely finish a program: the verdict against the gold answer is still shown
+    assert "gold answer" in _texts([*app.success, *app.warning, *app.error])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "completion, expected_alert, expected_steps",
+    [
+        # the gold program: every step traced, the verdict says correct
+        ("From the table.\nProgram: {program}\nAnswer: {answer}", "Correct: gold answer", True),
+        # a program that cannot run: a warning naming the reason, the Answer line still scored
+        ("Guess.\nProgram: divide(#7, 2)\nAnswer: 1.5", "Wrong: gold answer", False),
+    ],
+)
+def test_result_rendering(app, monkeypatch, completion, expected_alert, expected_steps):
+    # AppTest runs app.py in this process, so a canned completion replaces generation
+    from finreason import evaluation
+    from finreason.data import load_finqa
+
+    first = load_finqa(download=False, cache_dir="/nonexistent-finreason-cache", splits=("test",), verbose=False)["test"][0]
+    text = completion.format(program=first.program, answer=first.exe_ans)
+    monkeypatch.setattr(evaluation, "generate", lambda loaded, prompts, *args, **kwargs: [text for _ in prompts])
+    app.run()
+    app.button(key="ask_example").click().run()
+    assert not app.exception, _texts(app.exception)
+    assert expected_alert in _texts([*app.success, *app.warning, *app.error])
+    if expected_steps:
+        steps = app.dataframe[-1].value
+        assert list(steps["step"]) == [f"#{i}" for i in range(first.num_steps)]
+    else:
+        assert "does not execute" in _texts(app.warning)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "upload, pasted, question, message",
+    [
+        (("big.csv", b"a,1\n" * 200_000, "text/csv"), "", "what?", "the limit is"),  # over APP_MAX_UPLOAD_KB
+        (("t.csv", b"\x00\x01binary", "text/csv"), "", "what?", "binary"),  # not a table
+        (None, PIPE, "", "type a question"),  # empty question
+        (None, "", "what?", "give a table"),  # no evidence
+    ],
+)
+def test_bad_uploads_give_messages(app, upload, pasted, question, message):
+    app.run()
+    app.radio(key="mode").set_value("Your own table and text").run()
+    if upload is not None:
+        app.file_uploader(key="table_file").set_value(upload)
+    app.text_area(key="table_text").set_value(pasted)
+    app.text_input(key="question").set_value(question)
+    app.button(key="ask_upload").click().run()
+    assert not app.exception, _texts(app.exception)
+    assert message in _texts(app.error)
+
+
+@pytest.mark.slow
+def test_own_table_is_answered(app):
+    app.run()
+    app.radio(key="mode").set_value("Your own table and text").run()
+    app.text_area(key="table_text").set_value(PIPE)
+    app.text_input(key="question").set_value("what was the change in revenue from 2018 to 2019?")
+    app.text_input(key="expected").set_value("94")
+    app.button(key="ask_upload").click().run()
+    assert not app.exception, _texts(app.exception)
+    assert "Model reasoning" in _texts(app.subheader)
+    # the typed expected answer gives a verdict (8 tokens: almost surely "Wrong", never an input error)
+    assert "gold answer 94" in _texts([*app.success, *app.warning, *app.error])
+
+
+@pytest.mark.slow
+def test_broken_adapter_falls_back_with_a_warning(app, app_args):
+    # a GRPO adapter folder without weights: the page says so and uses the next best model
+    out = Path(next(a.split("=", 1)[1] for a in shlex.split(app_args) if a.startswith("--OUTPUT_DIR=")))
+    broken = out / "grpo" / "adapter"
+    broken.mkdir(parents=True)
+    try:
+        (broken / "adapter_config.json").write_text("{}")
+        app.run()
+        assert not app.exception, _texts(app.exception)
+        assert "GRPO adapter" in _texts(app.warning) and "skipped" in _texts(app.warning)
+        assert "base model, no adapter" in _texts(app.caption)
+    finally:
+        import shutil
+
+        shutil.rmtree(out / "grpo")
+
+
+@pytest.mark.slow
+def test_bad_override_is_a_message(monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("FINREASON_ARGS", "--NO_SUCH_KEY=1")
+    app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    assert not app.exception
+    assert "unknown config key" in _texts(app.error)
+
+
+# --- the real app in headless Chromium ----------------------------------------------------------
+
+def _browser_check():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("browser_check", ROOT / "tests" / "browser_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_app_in_headless_chromium(app_args, tmp_path):
+    check = _browser_check()
+    reason = check.missing_browser()
+    if reason:
+        pytest.skip(f"no browser for the end-to-end check: {reason}")
+    screenshot = tmp_path / "app.png"
+    seen = check.run_check(screenshot, shlex.split(app_args), timeout_s=400)
+    assert "base model" in seen["caption"]
+    assert "gold answer" in seen["verdict"]
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and screenshot.stat().st_size > 20_000

@@ -1,0 +1,84 @@
+"""00_check_env: runs here, writes its JSON, and fails loudly when something required is missing."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def check_env():
+    spec = importlib.util.spec_from_file_location("check_env", ROOT / "00_check_env.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_main_passes_here_and_writes_json(tmp_path, check_env, capsys):
+    assert check_env.main([f"--OUTPUT_DIR={tmp_path}", "--PROFILE=cpu"]) == 0
+    saved = json.loads((tmp_path / "check_env.json").read_text())
+    assert saved["ok"] is True
+    assert saved["provenance"]["profile"] == "cpu"
+    assert saved["packages"]["torch"]
+    assert saved["bnb_4bit"] is True  # bitsandbytes NF4 runs a real matmul on this CPU
+    assert saved["memory_estimate_gb"]["peak"] > 0
+    assert "memory estimate" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "requirement, expect_exit, message",
+    [
+        ("torch==2.13.0\n", 0, None),  # the installed pin: fine
+        ("finreason-no-such-package==1.0  # simulated missing\n", 1, "finreason-no-such-package"),  # missing: fails, named
+        ("numpy==0.0.1\n", 0, None),  # version drift only warns
+    ],
+)
+def test_requirements_checked(tmp_path, check_env, capsys, requirement, expect_exit, message):
+    pins = tmp_path / "requirements.txt"
+    pins.write_text(requirement)
+    code = check_env.main([f"--OUTPUT_DIR={tmp_path}", "--PROFILE=cpu", f"--requirements={pins}"])
+    out = capsys.readouterr()
+    assert code == expect_exit
+    if message:
+        assert message in out.out and "ENVIRONMENT NOT READY" in out.err
+
+
+def test_bf16_requested_without_support_fails(tmp_path, check_env, monkeypatch, capsys):
+    # a card without bf16 (T4) asked for bfloat16: the check names the constant to change
+    monkeypatch.setattr(check_env, "_cpu_bf16_works", lambda torch: False)
+    code = check_env.main([f"--OUTPUT_DIR={tmp_path}", "--PROFILE=cpu", "--COMPUTE_DTYPE=bfloat16"])
+    assert code == 1
+    assert "--COMPUTE_DTYPE=float16" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "overrides, fits_8gb",
+    [
+        ({}, True),  # the rtx4060 defaults are written for 8 GB
+        ({"LOAD_IN_4BIT": False, "COMPUTE_DTYPE": "float32", "MAX_SEQ_LEN": 4096, "SFT_BATCH_SIZE": 8}, False),  # far too big
+    ],
+)
+def test_memory_estimate(check_env, overrides, fits_8gb):
+    from finreason.cli import resolve_config
+
+    cfg = resolve_config(["--PROFILE=rtx4060"]).replace(**overrides)
+    gb = check_env.estimate_memory_gb(cfg, check_env.KNOWN_MODELS[cfg.MODEL_NAME])
+    assert (gb["peak"] <= 8.0) == fits_8gb
+    if not fits_8gb:
+        assert "MAX_SEQ_LEN" in check_env.advice(gb)
+
+
+def test_torch_missing_fails_with_a_message(tmp_path, check_env, monkeypatch, capsys):
+    # `import torch` failing (broken or absent install) is fatal and says what to do
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch", None)
+    code = check_env.main([f"--OUTPUT_DIR={tmp_path}", "--PROFILE=cpu"])
+    out = capsys.readouterr()
+    assert code == 1
+    assert "cannot import torch" in out.out and "ENVIRONMENT NOT READY: torch" in out.err

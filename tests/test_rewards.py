@@ -1,0 +1,139 @@
+"""GRPO reward functions: TRL signature, the evaluation's correctness check, never raising."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from finreason import rewards, scoring
+from finreason.cli import resolve_config
+
+TABLE = [["", "2019", "2018"], ["revenue", "$ 120", "$ 100"], ["costs", "80", "70"]]
+GOLD_CHANGE = "0.2"  # (120 - 100) / 100, as 03_format_data.py writes gold: repr(float)
+
+
+def conversational(text):
+    return [{"role": "assistant", "content": text}]
+
+
+@pytest.mark.parametrize(
+    ("completion", "gold", "table", "correct", "formatted"),
+    [
+        # positive: program executes on the table and matches gold
+        ("Revenue rose.\nProgram: subtract(120, 100), divide(#0, 100)\nAnswer: 20%", GOLD_CHANGE, TABLE, 1.0, 1.0),
+        # positive: conversational completion is unwrapped to its assistant text
+        (conversational("Program: subtract(120, 100), divide(#0, 100)\nAnswer: 0.2"), GOLD_CHANGE, TABLE, 1.0, 1.0),
+        # positive: content given as a list of text parts
+        ([{"role": "assistant", "content": [{"type": "text", "text": "Answer: 0.2"}]}], GOLD_CHANGE, TABLE, 1.0, 1.0),
+        # positive: table-referencing program (FinQA's table_* ops) executes on the row
+        ("Program: table_max(revenue, none)\nAnswer: 120", "120.0", TABLE, 1.0, 1.0),
+        # positive: yes/no gold
+        ("Program: greater(120, 100)\nAnswer: yes", "yes", TABLE, 1.0, 1.0),
+        # negative: well-formed but wrong number still earns the format reward
+        ("Program: subtract(120, 100)\nAnswer: 20", GOLD_CHANGE, TABLE, 0.0, 1.0),
+        # negative: lenient-only match (20 vs 0.2 percent rescale) is not strict
+        ("Answer: 20", GOLD_CHANGE, None, 0.0, 1.0),
+        # negative: empty completion
+        ("", GOLD_CHANGE, TABLE, 0.0, 0.0),
+        # negative: prose without Program/Answer
+        ("The revenue went up a lot this year.", GOLD_CHANGE, TABLE, 0.0, 0.0),
+        # negative: garbage bytes and control characters
+        ("\x00\xff\ufffd Program: ((((( Answer: ???", GOLD_CHANGE, TABLE, 0.0, 0.0),
+        # negative: a huge completion must not raise or hang
+        ("Program: add(1, 2) " * 5000, GOLD_CHANGE, TABLE, 0.0, 1.0),
+        # negative: non-string completion (TRL never sends one, but a reward must not crash)
+        (None, GOLD_CHANGE, TABLE, 0.0, 0.0),
+        # negative: malformed message list
+        ([{"role": "assistant"}, 3, "x"], GOLD_CHANGE, TABLE, 0.0, 0.0),
+        # negative: gold missing / unparseable gives 0, not an exception
+        ("Answer: 0.2", "n/a", TABLE, 0.0, 1.0),
+    ],
+)
+def test_rewards_table(completion, gold, table, correct, formatted):
+    assert rewards.correctness_reward([completion], gold=[gold], table=[table]) == [correct]
+    assert rewards.format_reward([completion], table=[table]) == [formatted]
+
+
+def test_correctness_is_the_evaluation_check():
+    # the reward must agree with scoring.score_completion(...).strict on every case, by construction
+    cases = ["Answer: 0.2", "Answer: 20%", "Program: divide(20, 100)", "nothing", "Answer: yes"]
+    expected = [1.0 if scoring.score_completion(c, GOLD_CHANGE, TABLE).strict else 0.0 for c in cases]
+    assert rewards.correctness_reward(cases, gold=[GOLD_CHANGE] * 5, table=[TABLE] * 5) == expected
+
+
+def test_trl_extra_kwargs_are_ignored():
+    # TRL passes prompts, completion_ids, trainer_state, log_metric, log_extra and every dataset column
+    out = rewards.correctness_reward(
+        ["Answer: 0.2", "Answer: 1"], prompts=["p", "p"], completion_ids=[[1], [2]], gold=[GOLD_CHANGE] * 2,
+        table=[TABLE] * 2, id=["a", "a"], trainer_state=None, log_metric=lambda *a: None, log_extra=lambda *a: None,
+    )
+    assert out == [1.0, 0.0]
+
+
+def test_missing_columns_score_zero_not_raise():
+    assert rewards.correctness_reward(["Answer: 0.2"]) == [0.0]
+    assert rewards.correctness_reward(["Answer: 0.2", "Answer: 0.2"], gold=[GOLD_CHANGE], table=[TABLE]) == [1.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "weights"),
+    [
+        ([], [1.0, 0.1]),  # defaults from config.py
+        (["--REWARD_FORMAT_WEIGHT=0"], [1.0, 0.0]),  # format bonus switched off
+        (["--REWARD_CORRECT_WEIGHT=2.5", "--REWARD_FORMAT_WEIGHT=0.5"], [2.5, 0.5]),  # both overridden
+    ],
+)
+def test_reward_functions_and_weights(overrides, weights):
+    funcs, got = rewards.reward_functions(resolve_config(overrides))
+    assert got == weights
+    # distinct __name__s: TRL logs rewards/<name>/mean per function
+    assert [f.__name__ for f in funcs] == ["correctness_reward", "format_reward"]
+
+
+def test_weighted_rewards_match_trl_sum():
+    cfg = resolve_config(["--REWARD_FORMAT_WEIGHT=0.1"])
+    got = rewards.weighted_rewards(["Answer: 0.2", "Answer: 5", "junk"], cfg, gold=[GOLD_CHANGE] * 3, table=[TABLE] * 3)
+    assert [round(x, 6) for x in got] == [1.1, 0.1, 0.0]
+
+
+@pytest.mark.parametrize(
+    ("values", "size", "zero_share", "mean"),
+    [
+        ([1, 0, 1, 0], 4, 0.0, 0.5),  # one mixed group: has a gradient
+        ([1, 1, 0, 0], 2, 1.0, 0.5),  # two uniform groups: no gradient at all
+        ([1, 1, 1, 0, 0, 0], 3, 1.0, 0.5),  # all-correct and all-wrong groups
+        ([0.1, 1.1, 0.1, 0.1], 2, 0.5, 0.35),  # weighted totals: first group mixed, second uniform
+    ],
+)
+def test_group_stats(values, size, zero_share, mean):
+    stats = rewards.group_stats(values, size)
+    assert stats["zero_variance_share"] == zero_share
+    assert math.isclose(stats["mean_reward"], mean)
+
+
+@pytest.mark.parametrize(("values", "size"), [([1, 0, 1], 2), ([], 2), ([1, 0], 0)])  # ragged / empty / bad size
+def test_group_stats_rejects_bad_layout(values, size):
+    with pytest.raises(ValueError):
+        rewards.group_stats(values, size)
+
+
+@pytest.mark.parametrize(
+    ("completions", "prompts", "share"),
+    [
+        (["Answer: 0.2", "Answer: 1", "Answer: 1", "Answer: 1"], ["a", "a", "b", "b"], 0.5),  # a mixed, b all wrong
+        (["Answer: 1"] * 4, ["a", "a", "b", "b"], 1.0),  # nothing correct: no correctness signal at all
+        (["Answer: 0.2", "Answer: 1"], ["a", "a"], 0.0),  # one mixed group
+    ],
+)
+def test_correctness_logs_its_own_zero_variance_share(completions, prompts, share):
+    logged = {}
+    n = len(completions)
+    rewards.correctness_reward(completions, gold=[GOLD_CHANGE] * n, table=[TABLE] * n, prompts=prompts, log_metric=logged.__setitem__)
+    assert logged == {"correctness_zero_variance_share": share}
+
+
+def test_no_metric_without_prompts():
+    logged = {}
+    rewards.correctness_reward(["Answer: 0.2"], gold=[GOLD_CHANGE], table=[TABLE], log_metric=logged.__setitem__)
+    assert logged == {}

@@ -1,0 +1,272 @@
+"""SFT and GRPO scripts end to end on a tiny random Qwen2 model and real FinQA rows.
+
+The model is conftest's session fixture ``tiny_qwen2_dir`` (random Qwen2, hidden 64, 2 layers,
+4 heads, SmolLM2's tokenizer). It learns nothing in a few steps; these tests check the plumbing:
+data checks before any model loads, completion-only labels, adapters and cards saved, finite
+losses, rewards logged, and resumption after a kill.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+
+from finreason import models, training
+from finreason.cli import resolve_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_script(filename: str):
+    spec = importlib.util.spec_from_file_location(filename.replace(".py", "").lstrip("0123456789_"), ROOT / filename)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+SFT = load_script("04_train_sft.py")
+GRPO = load_script("05_train_grpo.py")
+
+
+def common_args(out: Path, model_dir: Path, *extra: str) -> list[str]:
+    return [
+        f"--OUTPUT_DIR={out}", f"--MODEL_NAME={model_dir}", "--PROFILE=cpu", "--DOWNLOAD_DATA=false",
+        # a short prompt keeps each step to a few seconds on two cores
+        "--PROMPT_TOKEN_BUDGET=64", "--FEW_SHOT_EXAMPLE=false", "--MAX_SEQ_LEN=768",
+        "--SFT_BATCH_SIZE=2", "--SFT_GRAD_ACCUM=1", "--SAVE_STEPS=1", "--LORA_R=4", "--LORA_ALPHA=8",
+        "--NUM_GENERATIONS=2", "--GRPO_BATCH_SIZE=2", "--GRPO_GRAD_ACCUM=1", "--GRPO_MAX_NEW_TOKENS=8",
+        "--EVAL_BATCH_SIZE=2", "--MAX_NEW_TOKENS=8",
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def formatted(tmp_path_factory, tiny_qwen2_dir) -> Path:
+    """outputs/data/ written by the real 03_format_data.py on real (vendored) FinQA rows."""
+    out = tmp_path_factory.mktemp("formatted")
+    fmt = load_script("03_format_data.py")
+    fmt.main(common_args(out, tiny_qwen2_dir, "--SFT_TRAIN_LIMIT=6", "--GRPO_TRAIN_LIMIT=4", "--no-progress"))
+    assert (out / "data" / "sft_train.jsonl").is_file()
+    return out
+
+
+@pytest.fixture(scope="module")
+def sft_run(tmp_path_factory, formatted, tiny_qwen2_dir):
+    """A 2-step SFT run saving every step: (output dir, summary)."""
+    out = tmp_path_factory.mktemp("sft")
+    shutil.copytree(formatted / "data", out / "data")
+    summary = SFT.main(common_args(out, tiny_qwen2_dir, "--SFT_MAX_STEPS=2", "--no-eval"))
+    return out, summary
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+# --- inputs refused before any model loads -----------------------------------------------------
+
+
+@pytest.fixture
+def no_model_load(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the input check")
+
+    monkeypatch.setattr(models, "load_model", refuse)
+    monkeypatch.setattr(models, "load_tokenizer", refuse)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "03_format_data.py"),  # missing file names the script that writes it
+        ("", "no training rows"),  # empty file
+        ("\n\n", "no training rows"),  # blank lines only
+        ('{"id": "a", "prompt": "p"\n', "not valid JSON"),  # torn / malformed line
+        ('["a", "b"]\n', "not a JSON object"),  # wrong record type
+        ('{"id": "a", "prompt": "p"}\n', "missing field 'completion'"),  # missing field
+        ('{"id": "a", "prompt": "p", "completion": 3}\n', "should be str"),  # wrong field type
+        ('{"id": "a", "prompt": "p", "completion": "  "}\n', "is empty"),  # empty target
+    ],
+)
+def test_sft_refuses_bad_data_before_loading(tmp_path, no_model_load, content, message):
+    if content is not None:
+        (tmp_path / "data").mkdir()
+        (tmp_path / "data" / "sft_train.jsonl").write_text(content, encoding="utf-8")
+    with pytest.raises(SystemExit) as exit_info:
+        SFT.main([f"--OUTPUT_DIR={tmp_path}", "--PROFILE=cpu"])
+    assert message in str(exit_info.value)
+    assert "04_train_sft.py" in str(exit_info.value)
+
+
+@pytest.mark.parametrize(
+    ("with_adapter", "content", "message"),
+    [
+        (False, None, "04_train_sft.py"),  # no SFT adapter: names the script that trains it
+        (True, None, "03_format_data.py"),  # adapter present, prompts missing
+        (True, "", "no training rows"),  # empty prompt file
+        (True, '{"id": "a", "prompt": "p", "gold": 1.5, "table": []}\n', "should be str"),  # gold must be a string
+        (True, '{"id": "a", "prompt": "p", "gold": "1.5"}\n', "missing field 'table'"),  # no table for the reward
+    ],
+)
+def test_grpo_refuses_bad_inputs_before_loading(tmp_path, no_model_load, with_adapter, content, message):
+    if with_adapter:
+        (tmp_path / "sft" / "adapter").mkdir(parents=True)
+        (tmp_path / "sft" / "adapter" / "adapter_config.json").write_text("{}", encoding="utf-8")
+    if content is not None:
+        (tmp_path / "data").mkdir()
+        (tmp_path / "data" / "grpo_train.jsonl").write_text(content, encoding="utf-8")
+    with pytest.raises(SystemExit) as exit_info:
+        GRPO.main([f"--OUTPUT_DIR={tmp_path}", "--PROFILE=cpu"])
+    assert message in str(exit_info.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "ok"),
+    [
+        (["--NUM_GENERATIONS=4", "--GRPO_BATCH_SIZE=4", "--GRPO_GRAD_ACCUM=1"], True),  # one group per step
+        (["--NUM_GENERATIONS=4", "--GRPO_BATCH_SIZE=2", "--GRPO_GRAD_ACCUM=2"], True),  # group split over accumulation
+        (["--NUM_GENERATIONS=4", "--GRPO_BATCH_SIZE=3", "--GRPO_GRAD_ACCUM=1"], False),  # partial group
+        (["--NUM_GENERATIONS=1"], False),  # no group to compare within
+    ],
+)
+def test_grpo_batch_geometry(overrides, ok):
+    cfg = resolve_config(["--PROFILE=cpu", *overrides])
+    if ok:
+        GRPO.check_batch_geometry(cfg)
+    else:
+        with pytest.raises(training.TrainingInputError):
+            GRPO.check_batch_geometry(cfg)
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def test_last_checkpoint_ignores_incomplete_saves(tmp_path):
+    assert training.last_checkpoint(tmp_path / "missing") is None
+    for step, complete in ((2, True), (10, True), (12, False)):  # 12 was being written when killed
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        if complete:
+            (folder / "trainer_state.json").write_text("{}", encoding="utf-8")
+    (tmp_path / "checkpoint-x").mkdir()  # not a checkpoint name
+    assert training.last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-10")
+
+
+def test_step_log_keeps_the_newest_entry_per_step(tmp_path):
+    path = tmp_path / "log.jsonl"
+    path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n{"step": 2, "loss": 1.4}\n{"step": 3, "lo', encoding="utf-8")
+    assert [(e["step"], e["loss"]) for e in training.read_step_log(path)] == [(1, 2.0), (2, 1.4)]
+
+
+def test_hardware_arguments_on_cpu():
+    cfg = resolve_config(["--PROFILE=cpu"])
+    hardware = training.hardware_arguments(cfg)
+    assert hardware["use_cpu"] and not hardware["bf16"] and not hardware["fp16"]
+    assert hardware["optim"] == "adamw_torch"  # paged 8-bit AdamW needs CUDA
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("wanted", "expected"),
+    [
+        ("q_proj,v_proj", ["q_proj", "v_proj"]),  # all present
+        ("q_proj,c_attn,down_proj", ["q_proj", "down_proj"]),  # c_attn (GPT-2 naming) is absent: skipped
+        (" q_proj , ,k_proj ", ["q_proj", "k_proj"]),  # whitespace and empty items tolerated
+        ("c_attn,c_proj", None),  # none present: refused with the modules that exist
+    ],
+)
+def test_target_modules_keep_the_present_ones(tiny_qwen2_dir, wanted, expected):
+    cfg = resolve_config([f"--MODEL_NAME={tiny_qwen2_dir}", f"--LORA_TARGET_MODULES={wanted}"])
+    if expected is None:
+        with pytest.raises(training.TrainingInputError, match="none of LORA_TARGET_MODULES"):
+            SFT.present_target_modules(cfg)
+    else:
+        assert SFT.present_target_modules(cfg) == expected
+
+
+# --- SFT ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_sft_loss_is_on_completion_tokens_only(formatted, tiny_qwen2_dir, tmp_path):
+    cfg = resolve_config(common_args(tmp_path, tiny_qwen2_dir))
+    rows = training.load_rows(formatted / "data" / "sft_train.jsonl", training.SFT_FIELDS)[:2]
+    loaded = models.load_model(cfg.replace(LORA_TARGET_MODULES="q_proj,v_proj"), trainable=True)
+    trainer = SFT.make_trainer(cfg, SFT.paths(cfg), rows, loaded.model, loaded.tokenizer, None)
+    tokenizer = loaded.tokenizer
+    for row, example in zip(rows, trainer.train_dataset):
+        prompt_len = len(tokenizer(row["prompt"])["input_ids"])
+        labels = example["labels"]
+        assert all(label == -100 for label in labels[:prompt_len])
+        assert all(label != -100 for label in labels[prompt_len:])
+        # the supervised part decodes to the target plus the end-of-turn token
+        assert tokenizer.decode(labels[prompt_len:]) == row["completion"] + tokenizer.eos_token
+
+
+@pytest.mark.slow
+def test_sft_trains_and_saves_an_adapter(sft_run):
+    out, summary = sft_run
+    adapter = out / "sft" / "adapter"
+    for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer_config.json", "README.md", "training_summary.json"):
+        assert (adapter / name).is_file(), name
+    assert summary["global_step"] == 2 and summary["resumed_from"] is None
+    assert math.isfinite(summary["final_loss"]) and math.isfinite(summary["first_loss"])
+    assert summary["provenance"]["config"]["SFT_MAX_STEPS"] == 2
+    card = (adapter / "README.md").read_text(encoding="utf-8")
+    assert str(out / "data" / "sft_train.jsonl") in card and "final training loss" in card
+    assert sorted(p.name for p in (out / "sft" / "checkpoints").glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    assert any((out / "sft" / "runs").rglob("events.out.tfevents.*"))
+    steps = [e["step"] for e in training.read_step_log(out / "sft" / "train_log.jsonl")]
+    assert steps == [1, 2]
+
+
+@pytest.mark.slow
+def test_sft_resumes_from_the_last_checkpoint(sft_run, tiny_qwen2_dir, tmp_path):
+    # simulate a kill after step 2 of 3: the rerun continues at checkpoint-2 instead of step 0
+    out = copy_run(sft_run[0], tmp_path / "run")
+    summary = SFT.main(common_args(out, tiny_qwen2_dir, "--SFT_MAX_STEPS=3", "--no-eval"))
+    assert summary["resumed_from"].endswith("checkpoint-2")
+    assert summary["global_step"] == 3
+    log = training.read_step_log(out / "sft" / "train_log.jsonl")
+    assert [e["step"] for e in log] == [1, 2, 3]
+
+
+@pytest.mark.slow
+def test_sft_in_4bit_with_dev_evaluation(formatted, tiny_qwen2_dir, tmp_path):
+    # QLoRA path: NF4 base through bitsandbytes on CPU, then the shared evaluator on 2 dev examples
+    shutil.copytree(formatted / "data", tmp_path / "data")
+    summary = SFT.main(common_args(tmp_path, tiny_qwen2_dir, "--LOAD_IN_4BIT=true", "--SFT_MAX_STEPS=1", "--SFT_EVAL_LIMIT=2"))
+    assert summary["global_step"] == 1 and math.isfinite(summary["final_loss"])
+    assert summary["model_info"]["quantization"] == "nf4"
+    assert summary["dev_eval"]["n"] == 2 and summary["dev_eval"]["stage"] == "sft_dev"
+    assert (tmp_path / "eval" / "sft_dev.jsonl").is_file()
+    config = json.loads((tmp_path / "sft" / "adapter" / "adapter_config.json").read_text(encoding="utf-8"))
+    assert config["r"] == 4
+
+
+# --- GRPO --------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_grpo_one_step_from_the_sft_adapter(sft_run, tiny_qwen2_dir, tmp_path):
+    out = copy_run(sft_run[0], tmp_path / "run")
+    summary = GRPO.main(common_args(out, tiny_qwen2_dir, "--GRPO_MAX_STEPS=1", "--DIFFICULTY_MAX_CANDIDATES=2"))
+    assert summary["global_step"] == 1
+    assert summary["sft_adapter_sha256"] == training.adapter_fingerprint(out / "sft" / "adapter")
+    adapter = out / "grpo" / "adapter"
+    assert (adapter / "adapter_model.safetensors").is_file() and (adapter / "README.md").is_file()
+    # rewards and the zero-variance share are logged per step
+    step = training.read_step_log(out / "grpo" / "step_log.jsonl")[0]
+    for key in ("reward", "frac_reward_zero_std", "correctness_zero_variance_share", "rewards/correctness_reward/mean", "rewards/format_reward/mean"):
+        assert math.isfinite(step[key]), key
+    assert 0.0 <= summary["last_step"]["zero_variance_share"] <= 1.0
+    # a random model never solves FinQA: the filter keeps nothing and falls back to all candidates
+    report = json.loads((out / "grpo" / "difficulty_filter.json").read_text(encoding="utf-8"))
+    assert report["candidates"] == 2 and report["kept"] == 0 and "unfiltered" in report["decision"]
+    assert summary["train_rows"] == 4
