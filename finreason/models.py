@@ -414,7 +414,9 @@ def _load_transformers(cfg: Mapping[str, Any], model_path: str, device: str):
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=dtype,
         )
-    kwargs["device_map"] = {"": 0} if device == "cuda" else {"": "cpu"}
+    # Under accelerate/DeepSpeed each process owns one GPU: LOCAL_RANK says which.
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    kwargs["device_map"] = {"": local_rank} if device == "cuda" else {"": "cpu"}
     try:
         return AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
     except (OSError, ValueError) as error:
