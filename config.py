@@ -56,7 +56,7 @@ SFT_EPOCHS = 3.0  # passes over train; ignored when SFT_MAX_STEPS > 0
 SFT_MAX_STEPS = -1  # optimizer steps; -1 = use SFT_EPOCHS
 SFT_EVAL_LIMIT = 200  # fixed dev slice evaluated after training
 SAVE_STEPS = 50  # checkpoint every N optimizer steps, so a killed run resumes
-GRADIENT_CHECKPOINTING = True  # trades ~30% speed for most activation memory
+GRADIENT_CHECKPOINTING = True  # recompute activations in backward: slower, far less memory
 
 # --- GRPO --------------------------------------------------------------------------------
 GRPO_TRAIN_LIMIT = 0  # candidate questions before the difficulty filter; 0 = all of train
@@ -110,7 +110,7 @@ PROFILES = {
         "EVAL_BATCH_SIZE": 8,
         "MAX_NEW_TOKENS": 96,  # SFT targets are ~70 tokens (p95 ~100)
         "SFT_TRAIN_LIMIT": 64,
-        "SFT_BATCH_SIZE": 2,  # batch 4 at 1k tokens peaked near 16 GB of RAM
+        "SFT_BATCH_SIZE": 2,  # the whole cpu pipeline peaked at 15 GB RSS with 2; 4 was OOM-killed
         "SFT_GRAD_ACCUM": 1,
         "SFT_LEARNING_RATE": 5e-4,  # few steps: a higher LoRA rate learns the format in time
         "SFT_MAX_STEPS": 24,

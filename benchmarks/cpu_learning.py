@@ -1,8 +1,8 @@
 """Does training help, end to end on CPU? SmolLM2-135M: zero-shot vs SFT vs SFT+GRPO.
 
 Command:
-    .venv/bin/python benchmarks/cpu_learning.py [--train 80] [--dev 32] [--sft-steps 20]
-        [--grpo-steps 3] [--grpo-candidates 8] [--budget 128] [--sft-lr 5e-4] [--fresh] [--KEY=value ...]
+    .venv/bin/python benchmarks/cpu_learning.py [--train 256] [--dev 32] [--sft-steps 96]
+        [--grpo-steps 3] [--grpo-candidates 8] [--sft-lr 5e-4] [--fresh] [--KEY=value ...]
 
 Runs the real pipeline functions with config overrides (cpu profile), in its own output folder
 <OUTPUT_DIR>/bench/cpu_learning/ so it never touches the main outputs:
@@ -16,20 +16,17 @@ p_value (exact McNemar, SFT vs zero-shot on the same examples), grpo_strict, grp
 grpo_first_step / grpo_last_step {mean_reward, zero_variance_share (total reward, TRL's
 frac_reward_zero_std), correctness_zero_variance_share}, stage timings, provenance.
 
-Sized for about 30 minutes on 2 free CPU cores. Measured on such a machine (shared with other
-jobs, so an upper bound): one SFT step of 4 sequences of ~500 tokens took 40-115 s and one greedy
-evaluation 3-10 s per example. Hence the small defaults and the shortened prompts (evidence
-budget 128 tokens, no few-shot example; every stage sees the same prompts): the system prompt
-alone is ~250 tokens. A few hundred SFT examples (--train 256 --sft-steps 64) take about an hour.
-With n=32 the McNemar test only detects large differences; the point is the trend and that the
-whole loop runs. Resumable: a killed run continues where it stopped (checkpoints, cached
+Every stage sees the cpu profile's prompts (PROMPT_TOKEN_BUDGET, the few-shot example), exactly
+what run_pipeline.sh and the app use. Sized for under 30 minutes on 2 free CPU cores: on an idle
+machine one SFT step of 2 sequences of ~800 tokens takes ~9 s and greedy evaluation ~2.5 s per
+example. With n=32 the McNemar test only detects large differences; the point is the trend and
+that the whole loop runs. Resumable: a killed run continues where it stopped (checkpoints, cached
 evaluation records); --fresh starts over.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import shutil
 import sys
 import time
@@ -37,27 +34,19 @@ from pathlib import Path
 from typing import Any
 
 from finreason import cli, records
+from finreason.scripts import load_script
 
-ROOT = Path(__file__).resolve().parent.parent
 NAME = "cpu_learning"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--train", type=int, default=80, help="training examples formatted for SFT (default 80)")
+    parser.add_argument("--train", type=int, default=256, help="training examples formatted for SFT (default 256)")
     parser.add_argument("--dev", type=int, default=32, help="dev examples evaluated at every stage (default 32)")
-    parser.add_argument("--sft-steps", type=int, default=20, help="SFT optimizer steps (default 20 = one pass at batch 4)")
+    parser.add_argument("--sft-steps", type=int, default=96, help="SFT optimizer steps (default 96: 192 sequences at the cpu batch of 2)")
     parser.add_argument("--grpo-steps", type=int, default=3, help="GRPO optimizer steps (default 3)")
     parser.add_argument("--grpo-candidates", type=int, default=8, help="questions screened by the difficulty filter (default 8)")
     parser.add_argument("--sft-lr", type=float, default=5e-4, help="SFT learning rate for this short run (default 5e-4)")
-    parser.add_argument("--budget", type=int, default=128, help="PROMPT_TOKEN_BUDGET for every stage (default 128)")
     parser.add_argument("--fresh", action="store_true", help="delete this benchmark's previous run first")
-
-
-def load_script(filename: str) -> Any:
-    spec = importlib.util.spec_from_file_location(filename[3:-3], ROOT / filename)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -72,11 +61,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     overrides = [
         f"--PROFILE={cfg.PROFILE}", f"--OUTPUT_DIR={run_dir}", f"--MODEL_NAME={base_path}", f"--SEED={cfg.SEED}",
         f"--DATA_DIR={cfg.DATA_DIR}", f"--DOWNLOAD_DATA={cfg.DOWNLOAD_DATA}",
-        f"--PROMPT_TOKEN_BUDGET={args.budget}", "--FEW_SHOT_EXAMPLE=false", "--MAX_SEQ_LEN=1024",
+        f"--PROMPT_TOKEN_BUDGET={cfg.PROMPT_TOKEN_BUDGET}", f"--FEW_SHOT_EXAMPLE={cfg.FEW_SHOT_EXAMPLE}",
+        f"--MAX_SEQ_LEN={cfg.MAX_SEQ_LEN}",
         # SFT targets run to ~105 tokens; a shorter limit would cut correct answers off
         "--MAX_NEW_TOKENS=112",
         f"--SFT_TRAIN_LIMIT={args.train}", f"--SFT_MAX_STEPS={args.sft_steps}", f"--SFT_EVAL_LIMIT={args.dev}",
-        f"--SAVE_STEPS={max(1, args.sft_steps // 4)}", "--SFT_BATCH_SIZE=4", "--SFT_GRAD_ACCUM=1",
+        f"--SAVE_STEPS={max(1, args.sft_steps // 4)}", f"--SFT_BATCH_SIZE={cfg.SFT_BATCH_SIZE}", "--SFT_GRAD_ACCUM=1",
         # twenty steps at the default 2e-4 barely move a zero-initialised LoRA (measured: greedy
         # output unchanged after 4 steps); a higher rate is the usual choice for so short a run
         f"--SFT_LEARNING_RATE={args.sft_lr}",

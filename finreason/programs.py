@@ -15,6 +15,7 @@ Where the official code swallows every exception and answers "invalid", this mod
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -158,19 +159,22 @@ def _operand(arg: str, results: dict[int, Value | complex], index: int) -> Value
     return number
 
 
+# Python's own operators on floats, as the official evaluation applies them (so its overflow,
+# complex-power and string quirks are reproduced); shared with the symbolic comparison.
+NUMERIC_OPS = {
+    "add": operator.add,
+    "subtract": operator.sub,
+    "multiply": operator.mul,
+    "divide": operator.truediv,
+    "exp": operator.pow,
+}
+
+
 def _arithmetic(op: str, left, right, index: int) -> Value | complex:
     try:
-        if op == "add":
-            return left + right
-        if op == "subtract":
-            return left - right
-        if op == "multiply":
-            return left * right
-        if op == "divide":
-            return left / right
-        if op == "exp":
-            return left**right
-        return "yes" if left > right else "no"
+        if op == "greater":
+            return "yes" if left > right else "no"
+        return NUMERIC_OPS[op](left, right)
     except ZeroDivisionError:
         raise ProgramError(f"step {index}: division by zero in {op}") from None
     except OverflowError:
@@ -373,21 +377,12 @@ def equal_program(gold_tokens: Sequence[str], predicted_tokens: Sequence[str]) -
                 parts.append(expression(steps, int(arg.replace("#", "")), memo, depth + 1))
             else:
                 parts.append(symbols[arg])
-        memo[index] = combine(op, *parts)
+        left, right = parts
+        if op == "greater":
+            memo[index] = sympy.StrictGreaterThan(left, right, evaluate=False)
+        else:
+            memo[index] = NUMERIC_OPS[op](left, right)
         return memo[index]
-
-    def combine(op: str, left, right):
-        if op == "add":
-            return left + right
-        if op == "subtract":
-            return left - right
-        if op == "multiply":
-            return left * right
-        if op == "divide":
-            return left / right
-        if op == "exp":
-            return left**right
-        return sympy.StrictGreaterThan(left, right, evaluate=False)
 
     try:
         gold_expr = sympy.simplify(expression(gold_steps, len(gold_steps) - 1, {}))

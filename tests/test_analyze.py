@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,15 +11,7 @@ import pytest
 from finreason import analysis
 from finreason.data import load_finqa
 from finreason.records import append_jsonl, atomic_write_json
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name.replace(".py", ""), ROOT / name)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from finreason.scripts import load_script
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +124,7 @@ def test_analyze_main_writes_report(tmp_path, dev, stages, with_logs):
     if with_logs:
         _trainer_state(tmp_path / "sft", [{"step": s, "loss": 2.0 / s} for s in range(1, 5)])
         _trainer_state(tmp_path / "grpo", [{"step": s, "reward": 0.1 * s, "reward_std": 0.2, "completions/mean_length": 60 + s} for s in range(1, 5)])
-    script = _load_script("07_analyze.py")
+    script = load_script("07_analyze.py")
     numbers = script.main([f"--OUTPUT_DIR={tmp_path}", "--PROFILE=cpu", "--DOWNLOAD_DATA=false",
                            "--FINQA_CACHE_DIR=/nonexistent-finreason-cache", "--BOOTSTRAP_SAMPLES=50"])
     report = (tmp_path / "report.md").read_text()
@@ -161,7 +152,7 @@ def test_analyze_survives_damaged_files(tmp_path):
     (tmp_path / "eval" / "sft.jsonl").write_text('{"id": "x", "strict": true, "gold": 1.0, "source": "program", "program": "add(1, 0)", "predicted": 1.0}\n{"id": "y", "str')
     (tmp_path / "eval" / "sft.summary.json").write_text("{not json")
     (tmp_path / "grpo" / "runs").mkdir(parents=True)
-    script = _load_script("07_analyze.py")
+    script = load_script("07_analyze.py")
     numbers = script.main([f"--OUTPUT_DIR={tmp_path}", "--PROFILE=cpu", "--DOWNLOAD_DATA=false",
                            "--FINQA_CACHE_DIR=/nonexistent-finreason-cache", "--BOOTSTRAP_SAMPLES=20"])
     assert numbers["stages"][0]["n"] == 1

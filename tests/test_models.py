@@ -4,7 +4,6 @@ scoring mode end to end in a subprocess."""
 from __future__ import annotations
 
 import builtins
-import importlib.util
 import json
 import subprocess
 import sys
@@ -13,18 +12,12 @@ from pathlib import Path
 import pytest
 
 from finreason import evaluation, models, prompts
+from finreason.scripts import load_script
 from finreason.cli import resolve_config
 
 from conftest import build_tiny_qwen2, tiny_overrides
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def load_script(filename: str):
-    spec = importlib.util.spec_from_file_location(filename.replace(".py", "").lstrip("0123456789_"), ROOT / filename)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def save_adapter(model_dir: Path, adapter_dir: Path) -> Path:

@@ -8,7 +8,6 @@ losses, rewards logged, and resumption after a kill.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import shutil
@@ -17,16 +16,8 @@ from pathlib import Path
 import pytest
 
 from finreason import models, training
+from finreason.scripts import load_script
 from finreason.cli import resolve_config
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def load_script(filename: str):
-    spec = importlib.util.spec_from_file_location(filename.replace(".py", "").lstrip("0123456789_"), ROOT / filename)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 SFT = load_script("04_train_sft.py")
