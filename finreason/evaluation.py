@@ -73,23 +73,52 @@ def _cache_argument(model: Any) -> str:
     return "cache" if "cache" in inspect.signature(type(base).forward).parameters else "past_key_values"
 
 
+# Below this many shared tokens a separate prefix pass costs more than it saves.
+MIN_SHARED_PREFIX = 32
+
+
+def _shared_prefix_length(token_lists: Sequence[Sequence[int]]) -> int:
+    """Tokens every row starts with, leaving each row at least one token of its own."""
+    shortest = min(len(tokens) for tokens in token_lists)
+    length = 0
+    first = token_lists[0]
+    while length < shortest - 1 and all(tokens[length] == first[length] for tokens in token_lists):
+        length += 1
+    return length if length >= MIN_SHARED_PREFIX else 0
+
+
 def _generate_batch(model: Any, token_lists: list[list[int]], pad_id: int, stops: set[int], max_new_tokens: int) -> list[list[int]]:
     """Greedy decoding of one left-padded batch; finished rows are dropped from the KV cache."""
     import torch
     from transformers import DynamicCache
 
     device = model.device
-    width = max(len(tokens) for tokens in token_lists)
-    input_ids = torch.full((len(token_lists), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(token_lists), width), dtype=torch.long)
-    for row, tokens in enumerate(token_lists):
-        input_ids[row, width - len(tokens):] = torch.tensor(tokens, dtype=torch.long)
-        mask[row, width - len(tokens):] = 1
-    input_ids, mask = input_ids.to(device), mask.to(device)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
     cache_argument = _cache_argument(model)
     # one cache object for the whole batch: rows are dropped from it in place
     cache = DynamicCache(config=model.config)
+    # Every prompt starts with the same system prompt and worked example (~300 tokens): run that
+    # shared prefix once and copy its keys/values to every row instead of recomputing it per row.
+    prefix = _shared_prefix_length(token_lists)
+    prefix_mask = torch.ones((len(token_lists), prefix), dtype=torch.long, device=device)
+    if prefix:
+        model(
+            input_ids=torch.tensor([token_lists[0][:prefix]], dtype=torch.long, device=device),
+            position_ids=torch.arange(prefix, device=device)[None, :],
+            use_cache=True, logits_to_keep=1, **{cache_argument: cache},
+        )
+        cache.batch_repeat_interleave(len(token_lists))
+    suffixes = [tokens[prefix:] for tokens in token_lists]
+    width = max(len(tokens) for tokens in suffixes)
+    input_ids = torch.full((len(suffixes), width), pad_id, dtype=torch.long)
+    suffix_mask = torch.zeros((len(suffixes), width), dtype=torch.long)
+    for row, tokens in enumerate(suffixes):
+        input_ids[row, width - len(tokens):] = torch.tensor(tokens, dtype=torch.long)
+        suffix_mask[row, width - len(tokens):] = 1
+    input_ids, suffix_mask = input_ids.to(device), suffix_mask.to(device)
+    # the left padding sits between the shared prefix and each row's own tokens: masked out, and
+    # positions continue from the prefix as if it were not there
+    positions = (prefix + suffix_mask.cumsum(-1) - 1).clamp(min=0)
+    mask = torch.cat([prefix_mask, suffix_mask], dim=-1)
     out = model(
         input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
         **{cache_argument: cache},
