@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args, cfg = cli.parse_args(__doc__, argv, add_arguments)
     try:
         return run(args, cfg)
-    except training.TrainingInputError as error:
+    except (training.TrainingInputError, models.ModelError) as error:
         sys.exit(f"04_train_sft.py: {error}")
 
 
@@ -95,18 +95,10 @@ def run(args: argparse.Namespace, cfg: Any) -> dict[str, Any]:
 
     set_seed(cfg.SEED)
 
-    # lora targets: the configured modules this architecture actually has
-    cfg = cfg.replace(LORA_TARGET_MODULES=",".join(present_target_modules(cfg)))
-
-    # model: QLoRA base (NF4 when LOAD_IN_4BIT) with fresh trainable LoRA weights
+    # model: QLoRA base (NF4 when LOAD_IN_4BIT) with fresh trainable LoRA weights on the
+    # LORA_TARGET_MODULES this architecture has (the loader builds the PEFT model)
     loaded = models.load_model(cfg, trainable=True)
     model, tokenizer, model_info = loaded.model, loaded.tokenizer, dict(loaded.info)
-    peft_config = None
-    from peft import PeftModel
-
-    if not isinstance(model, PeftModel) and not hasattr(model, "peft_config"):
-        model = training.prepare_base_for_lora(model, cfg)
-        peft_config = training.lora_config(cfg, model)
     # SFTTrainer pads on the right for training; generation (evaluation) uses left padding
     tokenizer.padding_side = "right"
 
@@ -114,7 +106,7 @@ def run(args: argparse.Namespace, cfg: Any) -> dict[str, Any]:
     if args.fresh:
         shutil.rmtree(where["checkpoints"], ignore_errors=True)
         where["log"].unlink(missing_ok=True)
-    trainer = make_trainer(cfg, where, rows, model, tokenizer, peft_config)
+    trainer = make_trainer(cfg, where, rows, model, tokenizer)
     trainable, total = training.trainable_parameters(trainer.model)
     print(f"[sft] trainable parameters: {trainable:,} of {total:,} ({100 * trainable / max(total, 1):.2f}%)", file=sys.stderr)
 
@@ -189,7 +181,7 @@ def run(args: argparse.Namespace, cfg: Any) -> dict[str, Any]:
     return summary
 
 
-def make_trainer(cfg: Any, where: dict[str, Path], rows: list[dict[str, Any]], model: Any, tokenizer: Any, peft_config: Any) -> Any:
+def make_trainer(cfg: Any, where: dict[str, Path], rows: list[dict[str, Any]], model: Any, tokenizer: Any) -> Any:
     """TRL SFTTrainer on prompt-completion rows: TRL tokenizes prompt and prompt + completion and
     sets the prompt tokens' labels to -100, so only the assistant's answer is learned."""
     from datasets import Dataset
@@ -215,24 +207,8 @@ def make_trainer(cfg: Any, where: dict[str, Path], rows: list[dict[str, Any]], m
         args=sft_args,
         train_dataset=dataset,
         processing_class=tokenizer,
-        peft_config=peft_config,
         callbacks=[training.tensorboard_callback(where["runs"]), training.step_log_callback(where["log"], keys=("loss",))],
     )
-
-
-def present_target_modules(cfg: Any) -> list[str]:
-    """LORA_TARGET_MODULES filtered to the base architecture, found on an empty (meta) model."""
-    from accelerate import init_empty_weights
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    model_path = models.resolve_model_path(cfg.MODEL_NAME, cfg.OUTPUT_DIR)
-    with init_empty_weights():
-        skeleton = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_path))
-    kept = training.target_modules(skeleton, cfg.LORA_TARGET_MODULES)
-    dropped = [m for m in cfg.LORA_TARGET_MODULES.split(",") if m.strip() and m.strip() not in kept]
-    if dropped:
-        print(f"[sft] LORA_TARGET_MODULES not in this model, skipped: {', '.join(dropped)}", file=sys.stderr)
-    return kept
 
 
 def evaluate_adapter(cfg: Any, bundle: Any, where: dict[str, Path]) -> dict[str, Any]:

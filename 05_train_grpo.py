@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args, cfg = cli.parse_args(__doc__, argv, add_arguments)
     try:
         return run(args, cfg)
-    except training.TrainingInputError as error:
+    except (training.TrainingInputError, models.ModelError) as error:
         sys.exit(f"05_train_grpo.py: {error}")
 
 

@@ -353,14 +353,34 @@ def _check_adapter_shapes(model: Any, weights: Path, adapter: str, base_name: st
                 )
 
 
-def lora_config(cfg: Mapping[str, Any]):
+def target_modules(model: Any, wanted: str) -> list[str]:
+    """The comma-separated LORA_TARGET_MODULES that exist in ``model`` (Linear-like leaves).
+
+    Models differ in projection names; asking PEFT for a missing one is an error, so keep the
+    present ones (saying which were skipped) and refuse only when none are present.
+    """
+    requested = [name.strip() for name in wanted.split(",") if name.strip()]
+    present = {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if not list(module.children())}
+    kept = [name for name in requested if name in present]
+    if not kept:
+        raise ModelError(
+            f"none of LORA_TARGET_MODULES={wanted!r} exist in this model; its leaf modules include "
+            f"{sorted(present)[:12]}"
+        )
+    skipped = [name for name in requested if name not in present]
+    if skipped:
+        print(f"[model] LORA_TARGET_MODULES not in this model, skipped: {', '.join(skipped)}", file=sys.stderr)
+    return kept
+
+
+def lora_config(cfg: Mapping[str, Any], model: Any):
     from peft import LoraConfig
 
     return LoraConfig(
         r=cfg["LORA_R"],
         lora_alpha=cfg["LORA_ALPHA"],
         lora_dropout=cfg["LORA_DROPOUT"],
-        target_modules=[name.strip() for name in cfg["LORA_TARGET_MODULES"].split(",") if name.strip()],
+        target_modules=target_modules(model, cfg["LORA_TARGET_MODULES"]),
         bias="none",
         task_type="CAUSAL_LM",
     )
@@ -382,7 +402,7 @@ def _load_unsloth(unsloth_module: Any, cfg: Mapping[str, Any], model_path: str, 
 
         model = PeftModel.from_pretrained(model, adapter, is_trainable=trainable)
     elif trainable:
-        lora = lora_config(cfg)
+        lora = lora_config(cfg, model)
         model = FastLanguageModel.get_peft_model(
             model,
             r=lora.r,
@@ -462,7 +482,7 @@ def load_model(cfg: Mapping[str, Any], adapter: str | None = None, trainable: bo
         elif trainable:
             from peft import get_peft_model
 
-            model = get_peft_model(model, lora_config(cfg))
+            model = get_peft_model(model, lora_config(cfg, model))
             loader = "peft"
     # the tokenizer always comes from the base, so every stage sees byte-identical prompts
     tokenizer = load_tokenizer(cfg, model_path)

@@ -114,57 +114,6 @@ def adapter_fingerprint(adapter_dir: str | os.PathLike) -> str:
 # --- model -------------------------------------------------------------------------------------
 
 
-def target_modules(model: Any, wanted: str) -> list[str]:
-    """The comma-separated LORA_TARGET_MODULES that exist in ``model`` (Linear-like leaves).
-
-    Models differ in projection names; asking PEFT for a missing one is an error, so keep the
-    present ones and refuse only when none are present.
-    """
-    requested = [name.strip() for name in wanted.split(",") if name.strip()]
-    present = {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if not list(module.children())}
-    kept = [name for name in requested if name in present]
-    if not kept:
-        raise TrainingInputError(
-            f"none of LORA_TARGET_MODULES={wanted!r} exist in this model; its leaf modules include "
-            f"{sorted(present)[:12]}"
-        )
-    return kept
-
-
-def lora_config(cfg: Mapping[str, Any], model: Any) -> Any:
-    from peft import LoraConfig
-
-    return LoraConfig(
-        r=int(cfg["LORA_R"]),
-        lora_alpha=int(cfg["LORA_ALPHA"]),
-        lora_dropout=float(cfg["LORA_DROPOUT"]),
-        target_modules=target_modules(model, cfg["LORA_TARGET_MODULES"]),
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
-
-
-def is_quantized(model: Any) -> bool:
-    base = model
-    get_base = getattr(model, "get_base_model", None)
-    if callable(get_base):
-        base = get_base()
-    return bool(getattr(base, "is_loaded_in_4bit", False) or getattr(base, "is_loaded_in_8bit", False))
-
-
-def prepare_base_for_lora(model: Any, cfg: Mapping[str, Any]) -> Any:
-    """QLoRA preparation (freeze, upcast norms, input grads) for a k-bit base; no-op otherwise."""
-    if not is_quantized(model):
-        return model
-    from peft import prepare_model_for_kbit_training
-
-    return prepare_model_for_kbit_training(
-        model,
-        use_gradient_checkpointing=bool(cfg["GRADIENT_CHECKPOINTING"]),
-        gradient_checkpointing_kwargs={"use_reentrant": False},
-    )
-
-
 def trainable_parameters(model: Any) -> tuple[int, int]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())

@@ -173,12 +173,16 @@ def test_hardware_arguments_on_cpu():
     ],
 )
 def test_target_modules_keep_the_present_ones(tiny_qwen2_dir, wanted, expected):
-    cfg = resolve_config([f"--MODEL_NAME={tiny_qwen2_dir}", f"--LORA_TARGET_MODULES={wanted}"])
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with init_empty_weights():
+        skeleton = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(tiny_qwen2_dir))
     if expected is None:
-        with pytest.raises(training.TrainingInputError, match="none of LORA_TARGET_MODULES"):
-            SFT.present_target_modules(cfg)
+        with pytest.raises(models.ModelError, match="none of LORA_TARGET_MODULES"):
+            models.target_modules(skeleton, wanted)
     else:
-        assert SFT.present_target_modules(cfg) == expected
+        assert models.target_modules(skeleton, wanted) == expected
 
 
 # --- SFT ---------------------------------------------------------------------------------------
@@ -189,7 +193,7 @@ def test_sft_loss_is_on_completion_tokens_only(formatted, tiny_qwen2_dir, tmp_pa
     cfg = resolve_config(common_args(tmp_path, tiny_qwen2_dir))
     rows = training.load_rows(formatted / "data" / "sft_train.jsonl", training.SFT_FIELDS)[:2]
     loaded = models.load_model(cfg.replace(LORA_TARGET_MODULES="q_proj,v_proj"), trainable=True)
-    trainer = SFT.make_trainer(cfg, SFT.paths(cfg), rows, loaded.model, loaded.tokenizer, None)
+    trainer = SFT.make_trainer(cfg, SFT.paths(cfg), rows, loaded.model, loaded.tokenizer)
     tokenizer = loaded.tokenizer
     for row, example in zip(rows, trainer.train_dataset):
         prompt_len = len(tokenizer(row["prompt"])["input_ids"])
