@@ -534,17 +534,21 @@ def has_parseable_answer(completion: Any, table: Sequence[Sequence[str]] | None 
     return parsed.answer_text is not None and parse_number(parsed.answer_text) is not None
 
 
-def score_official_prediction(predicted_tokens: Any, example: Any) -> tuple[bool, bool]:
-    """FinQA's official (execution accuracy, program accuracy) for one token-list prediction
-    (``programs.equal_program`` bounds the symbolic comparison, so hostile input stays fast)."""
+def official_prediction_verdict(predicted_tokens: Any, example: Any) -> tuple[bool, bool, str | None]:
+    """FinQA's official (execution accuracy, program accuracy) for one token-list prediction, and
+    a note saying why program accuracy was decided by a bound rather than the official symbolic
+    comparison (None when the official comparison decided). ``programs.compare_programs`` keeps
+    sympy to expressions of at most ``programs.MAX_EQUAL_PROGRAM_NODES`` nodes and proves wrong
+    programs unequal without it, so any prediction, however long, scores in milliseconds to a
+    few tenths of a second. Never raises."""
     if not isinstance(predicted_tokens, (list, tuple)) or not all(isinstance(t, str) for t in predicted_tokens):
-        return False, False
+        return False, False, None
     if len(predicted_tokens) > 4 * programs.MAX_PROGRAM_STEPS + 1:
-        return False, False
+        return False, False, f"predicted program has more than {programs.MAX_PROGRAM_STEPS} steps: not run or compared"
     try:
         table, gold, gold_program = example.table, example.exe_ans, example.program
     except AttributeError:
-        return False, False
+        return False, False, "the example has no table, exe_ans or program"
     try:
         executed = programs.execute_tokens(list(predicted_tokens), table)
     except _EXECUTION_ERRORS:
@@ -552,7 +556,13 @@ def score_official_prediction(predicted_tokens: Any, example: Any) -> tuple[bool
     else:
         exe_correct = executed == gold
     try:
-        program_correct = bool(programs.equal_program(programs.tokenize(gold_program), list(predicted_tokens)))
-    except _EXECUTION_ERRORS:
-        program_correct = False
+        comparison = programs.compare_programs(programs.tokenize(gold_program), list(predicted_tokens))
+    except _EXECUTION_ERRORS as error:
+        return exe_correct, False, f"program comparison failed: {str(error) or type(error).__name__}"
+    return exe_correct, comparison.equal, comparison.reason
+
+
+def score_official_prediction(predicted_tokens: Any, example: Any) -> tuple[bool, bool]:
+    """(execution accuracy, program accuracy) of ``official_prediction_verdict``, without its note."""
+    exe_correct, program_correct, _ = official_prediction_verdict(predicted_tokens, example)
     return exe_correct, program_correct

@@ -9,7 +9,14 @@ from hypothesis import strategies as st
 from finreason import scoring
 from finreason.data import load_finqa
 from finreason.programs import format_value, tokenize
-from finreason.scoring import has_parseable_answer, parse_completion, parse_number, score_completion, score_official_prediction
+from finreason.scoring import (
+    has_parseable_answer,
+    official_prediction_verdict,
+    parse_completion,
+    parse_number,
+    score_completion,
+    score_official_prediction,
+)
 
 GOLD = 0.01639  # subtract(5829, 5735), divide(#0, 5735) = 94 / 5735 rounded to 5 decimals
 PROGRAM = "subtract(5829, 5735), divide(#0, 5735)"
@@ -213,6 +220,34 @@ def test_score_official_prediction(finqa, predicted, expected):
     start = time.perf_counter()
     assert score_official_prediction(predicted, example) == expected
     assert time.perf_counter() - start < 5.0
+
+
+_SWKS_PADDED = "multiply(351, const_m1), add(#0, 538)" + "".join(f", add(#{k}, 538), subtract(#{k + 1}, 538)" for k in range(1, 40, 2))
+
+
+@pytest.mark.parametrize(
+    "predicted, expected",
+    [
+        (tokenize("multiply(351, const_m1), add(#0, 538)"), (True, True, None)),  # the gold: the official comparison decided
+        (tokenize("multiply(351, const_m1), subtract(#0, 538)"), (False, False, None)),  # wrong: decided officially, no note
+        (tokenize(_SWKS_PADDED), (True, False, "too large to compare symbolically")),  # symbolically the gold, 42 steps: the bound decides
+        (tokenize(", ".join(["add(351, 538)"] * 300)), (False, False, "more than 256 steps")),  # past the step limit: not even run
+        (None, (False, False, None)),  # not tokens: the verdict's error says so, not this note
+    ],
+)
+def test_official_prediction_verdict_notes(finqa, predicted, expected):
+    example = {e.id: e for e in finqa["dev"]}["SWKS/2006/page_81.pdf-1"]
+    exe_correct, program_correct, note = official_prediction_verdict(predicted, example)
+    assert (exe_correct, program_correct) == expected[:2]
+    if expected[2] is None:
+        assert note is None
+    else:
+        assert expected[2] in note
+    assert score_official_prediction(predicted, example) == expected[:2]
+
+
+def test_official_prediction_verdict_on_a_non_example():
+    assert official_prediction_verdict(tokenize("add(1, 2)"), object()) == (False, False, "the example has no table, exe_ans or program")
 
 
 def test_round_trip_every_vendored_example(finqa):
