@@ -10,11 +10,22 @@ Two formats, detected from the content:
   ``scoring.score_completion``: execution accuracy (strict) and lenient accuracy.
 
 Accuracies are over the scored rows ``n`` (predictions whose id is in the split), as the official
-script divides by the number of predictions. Ids not in the split are listed in ``unknown_ids``;
-gold ids with no prediction are counted in ``missing``; lines that are not JSON objects with a
-string ``id`` (or lack the format's field) are counted with their line numbers in
-``malformed_rows``; a repeated id keeps its first row and is listed in ``duplicate_ids``.
-Nothing in the file can crash scoring; a file in neither format raises ``ScoreFileError``.
+script divides by the number of predictions. The summary (``score_file``'s first value) has:
+
+* ``format``, ``file``, ``split``, ``n``, ``execution_accuracy``, ``lenient_accuracy``,
+  ``program_accuracy`` (official format only), ``rel_tol``, and ``data`` (the bundle's ``describe()``);
+* ``missing`` (count) and ``missing_ids``: gold ids with no prediction;
+* ``unknown_count`` and ``unknown_ids``: ids not in the split;
+* ``malformed_rows`` = ``{"count", "lines"}``: lines that are not JSON objects with a string
+  ``id`` (or lack the format's field);
+* ``duplicate_count`` and ``duplicate_ids``: a repeated id keeps its first row;
+* ``program_compare_notes`` (official format only): how many program verdicts were not the
+  official symbolic comparison's, almost always a size bound on a long prediction (each such
+  verdict says why in its ``program_compare_note``; see ``programs.compare_programs``).
+
+Every id / line-number list holds at most ``MAX_LISTED`` entries; the counts are complete.
+Nothing in the file can crash scoring. A file in neither format, or one in which no id belongs
+to the split (e.g. test predictions scored with ``--split dev``), raises ``ScoreFileError``.
 """
 
 from __future__ import annotations
@@ -52,7 +63,9 @@ def _rows_from_jsonl(text: str) -> tuple[list[tuple[int, Any]], list[int]]:
     return rows, malformed
 
 
-def _read_rows(path: Path) -> tuple[list[tuple[int, Any]], list[int]]:
+def _read_rows(path: Path) -> tuple[list[tuple[int, Any]], list[int], bool]:
+    """(rows, malformed line numbers, whether the whole file was too deeply nested to parse)."""
+    too_deep = False
     if not path.is_file():
         raise ScoreFileError(f"{path}: no such file")
     try:
@@ -64,20 +77,25 @@ def _read_rows(path: Path) -> tuple[list[tuple[int, Any]], list[int]]:
     if text.lstrip().startswith("["):
         try:
             whole = json.loads(text)
-        except (json.JSONDecodeError, RecursionError):
+        except json.JSONDecodeError:
             whole = None
+        except RecursionError:
+            # Too deep for a JSON list; read on as JSONL, where only the deep lines are lost.
+            whole, too_deep = None, True
         if isinstance(whole, list):
-            return _rows_from_json_list(whole), []
-    return _rows_from_jsonl(text)
+            return _rows_from_json_list(whole), [], False
+    rows, malformed = _rows_from_jsonl(text)
+    return rows, malformed, too_deep
 
 
-def _detect(rows: list[tuple[int, Any]], path: Path) -> str:
+def _detect(rows: list[tuple[int, Any]], path: Path, too_deep: bool) -> str:
     official = sum(1 for _, row in rows if isinstance(row, dict) and "predicted" in row)
     completions = sum(1 for _, row in rows if isinstance(row, dict) and "completion" in row)
     if official == 0 and completions == 0:
+        deep = " (its JSON is nested too deeply to read as one list)" if too_deep else ""
         raise ScoreFileError(
             f"{path}: neither FinQA's official prediction format (a JSON list of "
-            '{"id", "predicted": [tokens..., "EOF"]}) nor JSONL of {"id", "completion"}'
+            '{"id", "predicted": [tokens..., "EOF"]}) nor JSONL of {"id", "completion"}' + deep
         )
     return OFFICIAL if official > completions else COMPLETIONS
 
@@ -93,8 +111,8 @@ def score_file(path: str | Path, split: str, bundle: Any, rel_tol: float = 0.01)
         gold_by_id = bundle.by_id(split)
     except DataError as error:
         raise ScoreFileError(str(error)) from None
-    rows, malformed = _read_rows(path)
-    kind = _detect(rows, path)
+    rows, malformed, too_deep = _read_rows(path)
+    kind = _detect(rows, path, too_deep)
     field = "predicted" if kind == OFFICIAL else "completion"
 
     verdicts: list[dict[str, Any]] = []
@@ -120,6 +138,8 @@ def score_file(path: str | Path, split: str, bundle: Any, rel_tol: float = 0.01)
             verdicts.append(_completion_verdict(example, row[field], rel_tol))
 
     n = len(verdicts)
+    if n == 0:
+        raise ScoreFileError(_no_match_message(path, split, bundle, unknown_ids))
     summary: dict[str, Any] = {
         "format": kind,
         "file": str(path),
@@ -130,21 +150,36 @@ def score_file(path: str | Path, split: str, bundle: Any, rel_tol: float = 0.01)
     }
     if kind == OFFICIAL:
         summary["program_accuracy"] = _rate(sum(v["program_correct"] for v in verdicts), n)
+        summary["program_compare_notes"] = sum(1 for v in verdicts if v["program_compare_note"])
     summary["rel_tol"] = rel_tol
     missing = [example_id for example_id in gold_by_id if example_id not in seen]
     summary["missing"] = len(missing)
     summary["missing_ids"] = missing[:MAX_LISTED]
-    summary["unknown_ids"] = unknown_ids
+    summary["unknown_ids"] = unknown_ids[:MAX_LISTED]
     summary["unknown_count"] = len(unknown_ids)
     malformed.sort()
     summary["malformed_rows"] = {"count": len(malformed), "lines": malformed[:MAX_LISTED]}
     summary["duplicate_ids"] = duplicate_ids[:MAX_LISTED]
+    summary["duplicate_count"] = len(duplicate_ids)
     summary["data"] = bundle.describe()
     return summary, verdicts
 
 
+def _no_match_message(path: Path, split: str, bundle: Any, unknown_ids: list[str]) -> str:
+    if not unknown_ids:
+        return f"{path}: no row has a string id and the format's field, so nothing was scored against the {split!r} split"
+    shown = ", ".join(repr(example_id) for example_id in unknown_ids[:3])
+    message = f"{path}: none of its {len(unknown_ids)} ids is in the {split!r} split (e.g. {shown})"
+    # Only the splits already loaded are checked: loading another split to guess is not cheap.
+    unknown = set(unknown_ids)
+    for other, examples in getattr(bundle, "splits", {}).items():
+        if other != split and any(example.id in unknown for example in examples):
+            return f"{message}; they are {other!r} ids: score with --split {other}"
+    return f"{message}; are these predictions for another split? (--split)"
+
+
 def _official_verdict(example: Any, predicted: Any, rel_tol: float) -> dict[str, Any]:
-    exe_correct, program_correct = scoring.score_official_prediction(predicted, example)
+    exe_correct, program_correct, program_note = scoring.official_prediction_verdict(predicted, example)
     value, error = None, None
     if isinstance(predicted, list) and all(isinstance(token, str) for token in predicted):
         value, _, error = scoring.run_tokens(predicted, example.table)
@@ -156,6 +191,7 @@ def _official_verdict(example: Any, predicted: Any, rel_tol: float) -> dict[str,
         "strict": exe_correct,
         "lenient": exe_correct or lenient,
         "program_correct": program_correct,
+        "program_compare_note": program_note,  # None when the official comparison decided program_correct
         "predicted": value,
         "gold": example.exe_ans,
         "source": "program" if value is not None else "none",
@@ -196,8 +232,10 @@ def format_summary_table(summary: dict[str, Any]) -> str:
         ("missing (gold ids not predicted)", summary.get("missing", 0)),
         ("unknown ids (not in split)", summary.get("unknown_count", len(summary.get("unknown_ids", [])))),
         ("malformed rows", malformed.get("count", 0)),
-        ("duplicate ids", len(summary.get("duplicate_ids", []))),
+        ("duplicate ids", summary.get("duplicate_count", len(summary.get("duplicate_ids", [])))),
     ]
+    if summary.get("program_compare_notes"):
+        rows.append(("program verdicts not compared officially", f"{summary['program_compare_notes']} (see program_compare_note)"))
     data = summary.get("data") or {}
     if data:
         kind = "full release" if data.get("full_release") else "SUBSET"
