@@ -62,6 +62,40 @@ def decode(data: bytes) -> str:
             raise UploadError("this file is not UTF-8 text: save the table as CSV (UTF-8) and upload it again") from None
 
 
+def _pipe_cells(line: str) -> list[str]:
+    """The cells of one markdown table line, split at unescaped '|'.
+
+    As in GitHub-flavoured markdown, ``\\|`` is a literal pipe inside a cell, and a backslash
+    escapes only the one character after it (so in ``\\\\|`` the pipe separates). Other escapes
+    are kept as written. The pipes that open and close the line are not cells.
+    """
+    cells: list[str] = []
+    current: list[str] = []
+    index = 0
+    last_was_separator = False
+    while index < len(line):
+        char = line[index]
+        last_was_separator = False
+        if char == "\\" and index + 1 < len(line):
+            following = line[index + 1]
+            current.append("|" if following == "|" else char + following)
+            index += 2
+            continue
+        if char == "|":
+            cells.append("".join(current))
+            current = []
+            last_was_separator = True
+        else:
+            current.append(char)
+        index += 1
+    cells.append("".join(current))
+    if line.startswith("|"):
+        cells = cells[1:]
+    if last_was_separator and cells:
+        cells = cells[:-1]
+    return [cell.strip() for cell in cells]
+
+
 def _pipe_rows(text: str) -> list[list[str]]:
     rows = []
     for line in text.splitlines():
@@ -70,7 +104,7 @@ def _pipe_rows(text: str) -> list[list[str]]:
             continue
         if "|" not in line:
             raise UploadError(f"line {line[:40]!r} has no '|': a markdown table needs '|' between cells on every line")
-        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+        rows.append(_pipe_cells(line))
     return rows
 
 

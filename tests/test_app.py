@@ -37,6 +37,29 @@ def test_parse_table_upload_accepts(name, data, expected):
 
 
 @pytest.mark.parametrize(
+    "line, cells",
+    [
+        ("| revenue | 5 |", ["revenue", "5"]),  # outer pipes open and close the line, they are not cells
+        ("revenue | 5", ["revenue", "5"]),  # outer pipes are optional
+        (r"| a \| b | 5 |", ["a | b", "5"]),  # an escaped pipe is a literal pipe inside the cell
+        (r"| a | b \|", ["a", "b |"]),  # an escaped pipe at the end is text, not the closing pipe
+        (r"| \|a\| | 5 |", ["|a|", "5"]),  # escaped pipes at both ends of a cell
+        (r"| c:\\| 5 |", [r"c:\\", "5"]),  # an escaped backslash does not escape the pipe after it
+        (r"| x\y | 5 |", [r"x\y", "5"]),  # other backslashes are kept as written
+        ("| a || 5 |", ["a", "", "5"]),  # an empty cell between two pipes is kept
+        ("|", []),  # a lone pipe has no cells
+    ],
+)
+def test_pipe_cells(line, cells):
+    assert uploads._pipe_cells(line) == cells
+
+
+def test_escaped_pipe_in_an_uploaded_table():
+    table = "| ( in millions ) | 2019 |\n|---|---|\n| revenue \\| net | 5 |\n"
+    assert uploads.parse_table_upload("t.md", table.encode(), MAX_KB) == [["( in millions )", "2019"], ["revenue | net", "5"]]
+
+
+@pytest.mark.parametrize(
     "name, data, message",
     [
         ("big.csv", b"a,1\n" * 2000, "limit is 4 KB"),  # oversized: APP_MAX_UPLOAD_KB
