@@ -214,6 +214,9 @@ def _decode(data: bytes, path: Path | str) -> Any:
         return json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise DataError(f"{path}: not valid JSON ({error})") from None
+    except RecursionError:
+        # FinQA nests four levels deep; thousands mean a damaged or hostile file, not a traceback.
+        raise DataError(f"{path}: JSON nested too deeply to read; the file is damaged, replace it") from None
 
 
 def _verify_manifest(folder: Path, split: str, data: bytes) -> None:

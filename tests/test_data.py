@@ -4,6 +4,7 @@ import copy
 import gzip
 import hashlib
 import json
+import re
 
 import pytest
 
@@ -66,6 +67,29 @@ def test_data_dir_errors(tmp_path, raw_dev, problem):
     if problem == "not_a_list":
         (folder / "test.json").write_text('{"a": 1}', encoding="utf-8")
     with pytest.raises(DataError):
+        load_finqa(data_dir=str(folder), cache_dir=str(tmp_path / "empty_cache"), download=False, verbose=False)
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("test.json", "{oops", "test.json: not valid JSON"),  # a syntax error
+        ("test.json", "[" * 100_000 + "]" * 100_000, "test.json: JSON nested too deeply"),  # deeper than the parser's recursion: no RecursionError
+        ("test.json", '[{"id": ' + "[" * 100_000 + "]" * 100_000 + "}]", "test.json: JSON nested too deeply"),  # one deep field in one example
+        ("MANIFEST.json", '{"a": ' + "[" * 100_000 + "]" * 100_000 + "}", "MANIFEST.json: JSON nested too deeply"),  # the manifest is decoded the same way
+        ("test.json", b"\xff\xfe[]", "test.json: not valid JSON"),  # not UTF-8
+    ],
+)
+def test_unreadable_json_is_a_data_error(tmp_path, raw_dev, name, content, message):
+    folder = tmp_path / "mine"
+    for split in data.SPLITS:
+        write_split(folder, split, raw_dev[:2])
+    target = folder / name
+    if isinstance(content, bytes):
+        target.write_bytes(content)
+    else:
+        target.write_text(content, encoding="utf-8")
+    with pytest.raises(DataError, match=re.escape(message)):
         load_finqa(data_dir=str(folder), cache_dir=str(tmp_path / "empty_cache"), download=False, verbose=False)
 
 
