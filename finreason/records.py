@@ -7,15 +7,19 @@ source, package versions, and whatever the caller adds (model, adapter, loader p
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+_LOG = logging.getLogger(__name__)
 
 TRACKED_PACKAGES = (
     "torch", "transformers", "trl", "peft", "bitsandbytes", "datasets", "accelerate",
@@ -60,33 +64,85 @@ def append_jsonl(path: str | os.PathLike, records: Iterable[Mapping[str, Any]]) 
         os.fsync(handle.fileno())
 
 
-def read_jsonl(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
-    """Yield complete records; a torn last line (killed mid-write) is skipped, not fatal."""
-    path = Path(path)
-    if not path.exists():
-        return
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            if not line.endswith("\n"):
+@dataclass
+class ReadStats:
+    """What ``read_jsonl`` kept and skipped in one file; complete once the iterator is exhausted."""
+
+    records: int = 0
+    torn: int = 0  # a last line without its newline: the process was killed mid-write
+    undecodable: int = 0  # bytes that are not UTF-8
+    corrupt: int = 0  # not JSON, or nested too deeply to parse
+    not_object: int = 0  # JSON, but not an object
+
+    @property
+    def dropped(self) -> int:
+        return self.torn + self.undecodable + self.corrupt + self.not_object
+
+    def describe(self) -> str:
+        parts = [
+            (self.torn, "torn last line"),
+            (self.undecodable, "not UTF-8"),
+            (self.corrupt, "not JSON"),
+            (self.not_object, "not a JSON object"),
+        ]
+        return ", ".join(f"{count} {what}" for count, what in parts if count)
+
+
+def _records(path: Path, stats: ReadStats) -> Iterator[dict[str, Any]]:
+    # Bytes, not text: one line that is not UTF-8 must cost that line, not the whole file.
+    with path.open("rb") as handle:
+        for raw in handle:
+            if not raw.endswith(b"\n"):
+                if raw.strip():
+                    stats.torn += 1
                 break
-            line = line.strip()
+            try:
+                line = raw.decode("utf-8").strip()
+            except UnicodeDecodeError:
+                stats.undecodable += 1
+                continue
             if not line:
                 continue
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
+                stats.corrupt += 1
                 continue
-            if isinstance(record, dict):
-                yield record
+            if not isinstance(record, dict):
+                stats.not_object += 1
+                continue
+            stats.records += 1
+            yield record
+
+
+def read_jsonl(path: str | os.PathLike, stats: ReadStats | None = None) -> Iterator[dict[str, Any]]:
+    """Yield complete records; damaged lines are skipped, not fatal, and counted.
+
+    A torn last line (killed mid-write), a line that is not UTF-8 or not JSON, and JSON that is
+    not an object are skipped and counted in ``stats`` (pass a ``ReadStats`` to learn them);
+    when any were skipped, one warning naming the file and the counts is logged at the end.
+    Blank lines are ignored.
+    """
+    path = Path(path)
+    stats = stats if stats is not None else ReadStats()
+    if not path.exists():
+        return
+    yield from _records(path, stats)
+    if stats.dropped:
+        _LOG.warning("%s: skipped %d damaged line(s) (%s); kept %d records", path, stats.dropped, stats.describe(), stats.records)
 
 
 def repair_jsonl(path: str | os.PathLike) -> int:
-    """Drop a torn trailing line so appends start on a clean line; returns records kept."""
+    """Rewrite the file with only its complete, decodable records, so appends start on a clean
+    line; returns records kept. Dropped lines are logged, as by ``read_jsonl``."""
     path = Path(path)
     if not path.exists():
         return 0
-    records = list(read_jsonl(path))
+    stats = ReadStats()
+    records = list(_records(path, stats))
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records))
+    if stats.dropped:
+        _LOG.warning("%s: repaired, dropping %d damaged line(s) (%s); kept %d records", path, stats.dropped, stats.describe(), stats.records)
     return len(records)
 
 

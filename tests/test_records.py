@@ -1,6 +1,7 @@
 """Results files survive kills: atomic JSON, torn JSONL lines, provenance completeness."""
 
 import json
+import logging
 
 import pytest
 
@@ -30,6 +31,60 @@ def test_read_jsonl_tolerates_damage(tmp_path, content, expected_ids):
     path = tmp_path / "run.jsonl"
     path.write_text(content)
     assert [r["id"] for r in records.read_jsonl(path)] == expected_ids
+
+
+@pytest.mark.parametrize(
+    "content, expected_ids, dropped",
+    [
+        (b'{"id": "a"}\n{"id": "b"}\n', ["a", "b"], {}),  # clean file: nothing dropped, nothing to warn about
+        (b'{"id": "a"}\n{"id": "b', ["a"], {"torn": 1}),  # killed mid-write: the torn last line is counted
+        (b'{"id": "a"}\nnot json\n{"id": "c"}\n', ["a", "c"], {"corrupt": 1}),  # a corrupt MIDDLE line is counted too, not silent
+        (b'{"id": "a"}\n{"id": "\xff\xfe"}\n{"id": "c"}\n', ["a", "c"], {"undecodable": 1}),  # invalid UTF-8: skipped, not a crash
+        (b'\xff' * 10 + b'\n{"id": "b"}\n\x80{"id": "c', ["b"], {"undecodable": 1, "torn": 1}),  # undecodable and torn together
+        (b'[1, 2]\n"text"\n{"id": "a"}\n', ["a"], {"not_object": 2}),  # JSON that is not an object is not a record
+        (b'{"id": "a"}\n\n   \n{"id": "b"}\n', ["a", "b"], {}),  # blank lines are not damage
+        (b'[' * 100_000 + b']' * 100_000 + b'\n{"id": "a"}\n', ["a"], {"corrupt": 1}),  # nested too deeply to parse: that line only
+        (b'{"id": "a"}\r\n{"id": "b"}\r\n', ["a", "b"], {}),  # Windows line ends are whole lines
+    ],
+)
+def test_read_jsonl_counts_and_warns_about_what_it_drops(tmp_path, caplog, content, expected_ids, dropped):
+    path = tmp_path / "run.jsonl"
+    path.write_bytes(content)
+    stats = records.ReadStats()
+    with caplog.at_level(logging.WARNING, logger="finreason.records"):
+        assert [r["id"] for r in records.read_jsonl(path, stats)] == expected_ids
+    assert stats.records == len(expected_ids)
+    counts = {kind: getattr(stats, kind) for kind in ("torn", "undecodable", "corrupt", "not_object") if getattr(stats, kind)}
+    assert counts == dropped
+    assert stats.dropped == sum(dropped.values())
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    if dropped:
+        assert len(warnings) == 1
+        assert str(path) in warnings[0] and f"skipped {stats.dropped} damaged line" in warnings[0]
+    else:
+        assert warnings == []
+
+
+def test_read_jsonl_without_stats_still_warns(tmp_path, caplog):
+    path = tmp_path / "run.jsonl"
+    path.write_bytes(b'{"id": "a"}\n\xc3\x28\n')
+    with caplog.at_level(logging.WARNING, logger="finreason.records"):
+        assert [r["id"] for r in records.read_jsonl(path)] == ["a"]
+    assert "1 not UTF-8" in caplog.text and str(path) in caplog.text
+
+
+def test_repair_keeps_only_decodable_complete_records(tmp_path, caplog):
+    path = tmp_path / "run.jsonl"
+    path.write_bytes(b'{"id": "a"}\n\xff\xfe\n{"id": "b"}\nnot json\n{"id": "c')
+    with caplog.at_level(logging.WARNING, logger="finreason.records"):
+        assert records.repair_jsonl(path) == 2
+    assert "dropping 3 damaged line" in caplog.text
+    caplog.clear()
+    stats = records.ReadStats()
+    with caplog.at_level(logging.WARNING, logger="finreason.records"):
+        assert [r["id"] for r in records.read_jsonl(path, stats)] == ["a", "b"]
+    assert stats.dropped == 0 and caplog.text == ""  # the repaired file is clean
+    path.read_text(encoding="utf-8")  # and all UTF-8 again
 
 
 def test_repair_then_append_starts_on_a_clean_line(tmp_path):
