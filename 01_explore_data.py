@@ -12,18 +12,21 @@ any cached model).
 from __future__ import annotations
 
 import argparse
+import logging
 import statistics
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from finreason import records
-from finreason.cli import parse_args
-from finreason.data import SPLITS, DataError, Example, load_from_config
+from finreason import configuration, console, storage
+from finreason.data import SPLITS, Example, load_from_config
+from finreason.layout import Layout
+from finreason.provenance import provenance
 from finreason.prompts import render_row
+
+_LOG = logging.getLogger("explore")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -145,15 +148,12 @@ def plot_overview(bundle_splits: dict[str, list[Example]], summary: dict[str, An
     plt.close(figure)
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args, cfg = parse_args(__doc__, argv, add_arguments)
-    out_dir = Path(cfg.OUTPUT_DIR) / "explore"
+def main(argv=None) -> dict[str, Any]:
+    args, cfg = configuration.parse_args(__doc__, argv, add_arguments)
+    out_dir = Layout.of(cfg).explore_dir
 
     # data
-    try:
-        bundle = load_from_config(cfg, splits=SPLITS)
-    except DataError as error:
-        raise SystemExit(f"error: {error}") from None
+    bundle = load_from_config(cfg, splits=SPLITS)
 
     # tokenizer (optional: only for token counts)
     tokenizer = None
@@ -175,12 +175,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report = {
         "splits": summary,
         "tokenizer": cfg.MODEL_NAME if tokenizer is not None else None,
-        "provenance": records.provenance(cfg, data=bundle.describe()),
+        "provenance": provenance(cfg, data=bundle.describe()),
     }
-    records.atomic_write_json(out_dir / "summary.json", report)
-    print(f"\nwrote {out_dir / 'summary.json'} and {out_dir / 'overview.png'}", file=sys.stderr)
+    storage.atomic_write_json(out_dir / "summary.json", report)
+    _LOG.info("wrote %s and %s", out_dir / "summary.json", out_dir / "overview.png")
     return report
 
 
 if __name__ == "__main__":
-    main()
+    console.run_main(main)

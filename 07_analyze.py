@@ -3,30 +3,33 @@
     python 07_analyze.py [--PROFILE=cpu] [--OUTPUT_DIR=outputs]
 
 Reads  OUTPUT_DIR/eval/<stage>.jsonl and <stage>.summary.json (whatever stages exist),
-       OUTPUT_DIR/sft/ and OUTPUT_DIR/grpo/ training logs (trainer_state.json, else TensorBoard runs/),
-       and the FinQA examples (for gold programs, to categorise errors).
+       OUTPUT_DIR/sft/ and OUTPUT_DIR/grpo/ training logs (step_log.jsonl, trainer_state.json or
+       TensorBoard runs/), and the FinQA examples (for gold programs, to categorise errors).
 Writes OUTPUT_DIR/report.md, OUTPUT_DIR/figures/*.png, OUTPUT_DIR/analysis.json (numbers + provenance).
-Missing stages are listed in the report, never an error.
+Missing stages are listed in the report, never an error; each stage's evidence mode is shown.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import logging
 
-from finreason.analysis import TRAINING_STAGES, build_report, load_stages, load_training_log
-from finreason.cli import parse_args
+from finreason import configuration, console, storage
+from finreason.analysis import load_stages, load_training_log
 from finreason.data import DataError, load_from_config
-from finreason.records import atomic_write_json, provenance
+from finreason.layout import TRAINED_STAGES, Layout
+from finreason.provenance import provenance
+from finreason.report import build_report
+
+_LOG = logging.getLogger("analyze")
 
 
 def main(argv=None) -> dict:
-    _, cfg = parse_args(__doc__.splitlines()[0], argv)
-    out_dir = Path(cfg.OUTPUT_DIR)
+    _, cfg = configuration.parse_args(__doc__.splitlines()[0], argv)
+    where = Layout.of(cfg)
 
     # eval results: every stage present, in pipeline order
-    stages = load_stages(out_dir / "eval")
-    print(f"[analyze] stages found: {', '.join(stages) or 'none'}", file=sys.stderr)
+    stages = load_stages(where)
+    _LOG.info("stages found: %s", ", ".join(stages) or "none")
 
     # data: gold programs for the error categories; the report still works without them
     examples, data_note, data_description = {}, "", None
@@ -42,19 +45,19 @@ def main(argv=None) -> dict:
                 data_note = "Data: a SUBSET of FinQA (not comparable to published test scores)."
 
     # training logs
-    logs = {stage: load_training_log(out_dir / stage, stage) for stage in TRAINING_STAGES}
+    logs = {stage: load_training_log(where.stage_dir(stage), stage) for stage in TRAINED_STAGES}
 
     # report + figures
     numbers = build_report(
-        out_dir, stages, logs, examples,
+        where, stages, logs, examples,
         rel_tol=cfg.LENIENT_REL_TOL, samples=cfg.BOOTSTRAP_SAMPLES, seed=cfg.SEED, data_note=data_note,
     )
-    atomic_write_json(out_dir / "analysis.json", {**numbers, "provenance": provenance(cfg, data=data_description)})
+    storage.atomic_write_json(where.analysis, {**numbers, "provenance": provenance(cfg, data=data_description)})
     if numbers["missing_stages"]:
-        print(f"[analyze] missing stages: {', '.join(numbers['missing_stages'])}", file=sys.stderr)
-    print(f"[analyze] wrote {numbers['report']} and {len(numbers['figures'])} figures", file=sys.stderr)
+        _LOG.info("missing stages: %s", ", ".join(numbers["missing_stages"]))
+    _LOG.info("wrote %s and %d figures", numbers["report"], len(numbers["figures"]))
     return numbers
 
 
 if __name__ == "__main__":
-    main()
+    console.run_main(main)

@@ -1,22 +1,25 @@
 """FinReason demo: ask a FinQA question, or your own table + text, and see how the model answers.
 
-    streamlit run app.py --server.address 127.0.0.1                        # best adapter, auto profile
-    streamlit run app.py --server.address 127.0.0.1 -- --PROFILE=cpu --MAX_NEW_TOKENS=128
-    FINREASON_ARGS="--PROFILE=cpu" streamlit run app.py                     # same overrides via the env
+    python app.py [--port 8501] [--KEY=value ...]        # binds APP_HOST (127.0.0.1), from any folder
+    python app.py --PROFILE=cpu --MAX_NEW_TOKENS=128
+    FINREASON_ARGS="--PROFILE=cpu" streamlit run app.py --server.address 127.0.0.1
 
-Config overrides (any config.py constant as --KEY=value) come after ``--`` on the streamlit
-command line, or from the FINREASON_ARGS environment variable, which takes precedence (tests use
-it: streamlit's AppTest has no command line). .streamlit/config.toml binds to 127.0.0.1 and turns
-usage statistics off.
+``python app.py`` starts Streamlit on APP_HOST itself, so the demo stays private wherever it is
+started; started with ``streamlit run`` on any other address, the page refuses to serve and
+says how to start it. Config overrides (any config.py constant as --KEY=value) come after ``--``
+on the streamlit command line, or from the FINREASON_ARGS environment variable, which takes
+precedence (tests use it: streamlit's AppTest has no command line).
 
-Reads  OUTPUT_DIR/grpo/adapter, else OUTPUT_DIR/sft/adapter, else the base model (the page says
-       which); FinQA's test split for the examples; uploaded tables (CSV or markdown, at most
-       APP_MAX_UPLOAD_KB).
+Reads  OUTPUT_DIR/grpo/, else OUTPUT_DIR/sft/ trained weights (an adapter or a whole model), else
+       the base model (the page says which, and which evidence mode it was trained with); FinQA's
+       test split for the examples (evidence as EVIDENCE_MODE picks); uploaded tables (CSV or
+       markdown, at most APP_MAX_UPLOAD_KB; always retrieved evidence: they have no gold facts).
 Writes nothing (the model conversion cache under OUTPUT_DIR/models/ on first use, via models).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -27,9 +30,10 @@ from typing import Any
 
 import streamlit as st
 
-from finreason import evaluation, models, programs, prompts, scoring, uploads
-from finreason.cli import Config, ConfigError, resolve_config
+from finreason import generation, models, programs, prompts, scoring, uploads
+from finreason.configuration import Config, ConfigError, config_tokens, resolve_config
 from finreason.data import DataError, load_from_config
+from finreason.layout import TRAINED_STAGES, Layout
 
 ENV_ARGS = "FINREASON_ARGS"
 EXAMPLE_SPLIT = "test"
@@ -45,39 +49,47 @@ def app_argv() -> list[str]:
     return shlex.split(env) if env is not None else list(sys.argv[1:])
 
 
-def adapter_candidates(cfg: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """(label, path) of the trained adapters present, best first."""
-    root = Path(cfg["OUTPUT_DIR"])
-    found = []
-    for label in ("grpo", "sft"):
-        path = root / label / "adapter"
-        if (path / "adapter_config.json").is_file():
-            found.append((label, str(path)))
-    return found
+def weights_candidates(cfg: Config) -> list[tuple[str, str]]:
+    """(stage, folder) of the trained weights present, best (latest stage) first."""
+    where = Layout.of(cfg)
+    found = [(stage, where.weights(stage)) for stage in reversed(TRAINED_STAGES)]
+    return [(stage, str(folder)) for stage, folder in found if folder is not None]
 
 
 @st.cache_resource(show_spinner="Loading the model (first time only)…", max_entries=2)
-def _load_model(_cfg: Config, cfg_key: tuple, adapter: str | None, adapter_mtime: float) -> models.LoadedModel:
-    # cfg_key stands in for the unhashable Config and adapter_mtime makes a retrained adapter reload
-    return models.load_model(_cfg, adapter=adapter)
+def _load_model(_cfg: Config, cfg_key: tuple, weights: str | None, weights_mtime: float) -> models.LoadedModel:
+    # cfg_key stands in for the unhashable Config and weights_mtime makes retrained weights reload
+    return models.load_model(_cfg, weights=weights)
 
 
 def _mtime(folder: str | None) -> float:
     if folder is None:
         return 0.0
-    return max((path.stat().st_mtime for path in Path(folder).glob("adapter_*")), default=0.0)
+    return max((path.stat().st_mtime for path in Path(folder).glob("*.safetensors")), default=0.0)
+
+
+def trained_evidence_mode(folder: str | None) -> str | None:
+    """The EVIDENCE_MODE the weights were trained with, as their training_summary.json records it."""
+    if folder is None:
+        return None
+    try:
+        return json.loads((Path(folder) / models.TRAINING_SUMMARY).read_text(encoding="utf-8")).get("evidence_mode")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def load_best_model(cfg: Config) -> tuple[models.LoadedModel, str, list[str]]:
-    """The best adapter that loads (GRPO, then SFT), else the base model; notes say what was skipped."""
+    """The best trained weights that load (GRPO, then SFT), else the base model; notes say what was skipped."""
     key = tuple(sorted(cfg.snapshot().items()))
     notes = []
-    for label, path in adapter_candidates(cfg):
+    for stage, folder in weights_candidates(cfg):
         try:
-            return _load_model(cfg, key, path, _mtime(path)), f"{label.upper()} adapter ({path})", notes
+            loaded = _load_model(cfg, key, folder, _mtime(folder))
         except models.ModelError as error:
-            notes.append(f"{label.upper()} adapter at {path} skipped: {error}")
-    return _load_model(cfg, key, None, 0.0), "base model, no adapter (train one with 04_train_sft.py)", notes
+            notes.append(f"{stage.upper()} weights at {folder} skipped: {error}")
+            continue
+        return loaded, f"{stage.upper()} {loaded.info.get('weights_kind')} ({folder})", notes
+    return _load_model(cfg, key, None, 0.0), "base model, no trained weights (train them with 04_train_sft.py)", notes
 
 
 @st.cache_resource(show_spinner="Loading FinQA…")
@@ -93,12 +105,12 @@ def reasoning_text(completion: str) -> str:
     return (completion[: match.start()] if match else completion).strip()
 
 
-def answer(loaded: models.LoadedModel, cfg: Config, example: Any, gold: Any) -> dict[str, Any]:
-    """Prompt, evidence, completion, verdict and program trace for one question."""
+def answer(loaded: models.LoadedModel, cfg: Config, example: Any, gold: Any, mode: str) -> dict[str, Any]:
+    """Prompt, evidence (``mode``: "retrieved" or "gold"), completion, verdict and program trace."""
     tokenizer = loaded.tokenizer
-    evidence = prompts.select_evidence(example, tokenizer, int(cfg.PROMPT_TOKEN_BUDGET))
-    prompt = prompts.prompt_from_cfg(example, tokenizer, cfg)
-    completion = evaluation.generate(loaded, [prompt], int(cfg.MAX_NEW_TOKENS), 1, progress=False)[0]
+    evidence = prompts.evidence_for(example, tokenizer, cfg.PROMPT_TOKEN_BUDGET, mode)
+    prompt = prompts.prompt_from_cfg(example, tokenizer, cfg, mode)
+    completion = generation.generate(loaded, [prompt], cfg.MAX_NEW_TOKENS, 1, progress=False)[0]
     verdict = scoring.score_completion(completion, gold, example.table, cfg.LENIENT_REL_TOL)
     steps, trace_error = [], None
     if verdict.program:
@@ -133,8 +145,9 @@ def evidence_frame(table: Sequence[Sequence[str]], rows: Sequence[int], gold_ids
 def show_evidence(example: Any, evidence: prompts.Evidence) -> None:
     gold_ids = set(getattr(example, "gold_inds", {}) or {})
     st.subheader("Evidence the prompt kept")
-    st.caption(f"{len(evidence.table_rows)} of {len(example.table)} table rows and {len(evidence.sentences)} of "
-               f"{len(example.text)} sentences, {evidence.n_tokens} tokens (budget PROMPT_TOKEN_BUDGET)."
+    how = "FinQA's gold facts only" if evidence.mode == "gold" else "retrieved within the budget PROMPT_TOKEN_BUDGET"
+    st.caption(f"{prompts.evidence_label(evidence.mode)}. {len(evidence.table_rows)} of {len(example.table)} table rows and "
+               f"{len(evidence.sentences)} of {len(example.text)} sentences, {evidence.n_tokens} tokens ({how})."
                + (f" Gold facts kept: {len(gold_ids & evidence.kept_ids)} of {len(gold_ids)}." if gold_ids else ""))
     if evidence.table_rows:
         st.dataframe(evidence_frame(example.table, evidence.table_rows, gold_ids), hide_index=True, width="stretch")
@@ -235,6 +248,20 @@ def upload_inputs(cfg: Config, raw: Mapping[str, Any]) -> tuple[Any, Any] | None
     return document, gold
 
 
+def serving_address_problem(cfg: Config) -> str | None:
+    """Why this page must not be served, or None: under ``streamlit run`` the address comes from
+    the command line or a config.toml in the working folder, and anything but APP_HOST is refused."""
+    from streamlit import runtime
+
+    if not runtime.exists():
+        return None  # AppTest and bare imports: no server, nothing is exposed
+    address = st.get_option("server.address") or "every network interface"
+    if address == cfg.APP_HOST:
+        return None
+    return (f"This demo is being served on {address}, not APP_HOST={cfg.APP_HOST}. Stop it and start it with "
+            f"`python app.py` (it binds APP_HOST from any folder), or pass `--server.address {cfg.APP_HOST}`.")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     st.set_page_config(page_title="FinReason", page_icon="📊", layout="wide")
     st.title("FinReason: numerical reasoning over financial reports")
@@ -245,32 +272,44 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ConfigError as error:
         st.error(f"Bad configuration override: {error}")
         st.stop()
+    problem = serving_address_problem(cfg)
+    if problem:
+        st.error(problem)
+        st.stop()
 
-    # model: the best adapter that loads, cached across interactions
+    # model: the best trained weights that load, cached across interactions
     try:
         loaded, model_label, notes = load_best_model(cfg)
     except models.ModelError as error:
         st.error(f"The model could not be loaded: {error}")
         st.stop()
+    trained_mode = trained_evidence_mode(loaded.info.get("weights"))
     st.caption(f"Model: **{cfg.MODEL_NAME}** + {model_label} · profile {cfg.PROFILE} · "
-               f"{loaded.info.get('loader')}, {loaded.info.get('quantization')}, {loaded.info.get('device')}")
+               f"{loaded.info.get('loader')}, {loaded.info.get('quantization')}, {loaded.info.get('device')}"
+               + (f" · trained on {prompts.evidence_label(trained_mode)}" if trained_mode else ""))
     for note in notes:
         st.warning(note)
     with st.sidebar:
         st.header("Settings")
         st.write(f"Profile: `{cfg.PROFILE}`")
-        st.write(f"Adapter: {model_label}")
+        st.write(f"Weights: {model_label}")
+        st.write(f"Evidence for FinQA examples: {prompts.evidence_label(cfg.EVIDENCE_MODE)}")
         st.write(f"Answer tokens: {cfg.MAX_NEW_TOKENS} · evidence budget: {cfg.PROMPT_TOKEN_BUDGET} tokens")
-        st.caption("Change with `streamlit run app.py -- --KEY=value`.")
+        st.caption("Change with `python app.py --KEY=value`.")
 
-    # inputs
-    mode = st.radio("Ask about", (MODE_EXAMPLE, MODE_UPLOAD), horizontal=True, key="mode")
-    if mode == MODE_EXAMPLE:
+    # inputs: FinQA examples use EVIDENCE_MODE; your own tables have no gold facts, so retrieved
+    choice = st.radio("Ask about", (MODE_EXAMPLE, MODE_UPLOAD), horizontal=True, key="mode")
+    if choice == MODE_EXAMPLE:
         inputs = example_inputs(cfg)
+        evidence_mode = cfg.EVIDENCE_MODE
         if not st.button("Answer", type="primary", key="ask_example") or inputs is None:
             return
     else:
         raw = upload_widgets(cfg)
+        evidence_mode = "retrieved"
+        if cfg.EVIDENCE_MODE == "gold":
+            st.info("Your own table has no gold facts: the prompt uses retrieved evidence (the whole table and the "
+                    "sentences that best match the question), not the gold-facts setting the FinQA examples use.")
         if not st.button("Answer", type="primary", key="ask_upload"):
             return
         inputs = upload_inputs(cfg, raw)
@@ -280,9 +319,38 @@ def main(argv: Sequence[str] | None = None) -> None:
     # answer
     example, gold = inputs
     with st.spinner("The model is answering…"):
-        result = answer(loaded, cfg, example, gold)
+        result = answer(loaded, cfg, example, gold, evidence_mode)
     show_result(example, result)
 
 
+def launch(argv: Sequence[str]) -> None:
+    """``python app.py``: start Streamlit on APP_HOST (checked config first), from any folder."""
+    import argparse
+    import subprocess
+
+    parser = argparse.ArgumentParser(description="Start the FinReason demo on APP_HOST (config.py).", allow_abbrev=False,
+                                     epilog="Any config.py constant can follow as --KEY=value.")
+    parser.add_argument("--port", type=int, default=8501, help="port to serve on (default 8501)")
+    args, rest = parser.parse_known_args(list(argv))
+    overrides, stray = config_tokens(rest)
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    try:
+        cfg = resolve_config(overrides)
+    except ConfigError as error:
+        parser.error(str(error))
+    command = [sys.executable, "-m", "streamlit", "run", str(Path(__file__).resolve()),
+               "--server.address", cfg.APP_HOST, "--server.port", str(args.port),
+               "--browser.gatherUsageStats", "false", "--", *overrides]
+    print(f"FinReason demo on http://{cfg.APP_HOST}:{args.port}", file=sys.stderr)
+    sys.exit(subprocess.call(command))
+
+
 if __name__ == "__main__":
-    main()
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    # under `streamlit run` (or AppTest) a script-run context exists; plain `python app.py` has none
+    if get_script_run_ctx(suppress_warning=True) is not None:
+        main()
+    else:
+        launch(sys.argv[1:])

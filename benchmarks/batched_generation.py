@@ -17,9 +17,10 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
-from finreason import cli, data, evaluation, models, prompts, records
+from finreason import configuration, data, generation, models, prompts, storage
+from finreason.layout import Layout
+from finreason.provenance import provenance
 
 GOAL_SPEEDUP = 1.5
 
@@ -31,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv=None) -> dict:
-    args, cfg = cli.parse_args(__doc__.splitlines()[0], ["--PROFILE=cpu", *(sys.argv[1:] if argv is None else argv)], add_arguments)
+    args, cfg = configuration.parse_args(__doc__.splitlines()[0], ["--PROFILE=cpu", *(sys.argv[1:] if argv is None else argv)], add_arguments)
     batch_size = args.batch_size or cfg.EVAL_BATCH_SIZE
 
     # seed
@@ -41,7 +42,7 @@ def main(argv=None) -> dict:
 
     # data
     bundle = data.load_from_config(cfg, splits=("dev",))
-    examples = list(data.iter_examples(bundle, "dev", args.n))
+    examples = data.first(bundle["dev"], args.n)
 
     # model
     loaded = models.load_model(cfg)
@@ -49,7 +50,7 @@ def main(argv=None) -> dict:
     lengths = [len(loaded.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompt_texts]
 
     # warm-up, so neither way pays for first-call allocation
-    evaluation.generate_one_at_a_time(loaded, prompt_texts[:1], 4)
+    generation.generate_one_at_a_time(loaded, prompt_texts[:1], 4)
 
     # one at a time vs batched, alternating per batch-sized group (longest prompts first, as
     # generate orders them), so load from other processes on a shared machine hits both alike
@@ -62,11 +63,11 @@ def main(argv=None) -> dict:
         group = order[start:start + batch_size]
         group_prompts = [prompt_texts[index] for index in group]
         tick = time.perf_counter()
-        for index, text in zip(group, evaluation.generate_one_at_a_time(loaded, group_prompts, args.max_new_tokens)):
+        for index, text in zip(group, generation.generate_one_at_a_time(loaded, group_prompts, args.max_new_tokens)):
             single[index] = text
         single_s += time.perf_counter() - tick
         tick = time.perf_counter()
-        for index, text in zip(group, evaluation.generate(loaded, group_prompts, args.max_new_tokens, batch_size, progress=False)):
+        for index, text in zip(group, generation.generate(loaded, group_prompts, args.max_new_tokens, batch_size, progress=False)):
             batched[index] = text
         batched_s += time.perf_counter() - tick
     load_after = os.getloadavg()
@@ -87,12 +88,12 @@ def main(argv=None) -> dict:
         "torch_threads": torch.get_num_threads(),
         # other processes on the machine distort timings; the 1-minute load shows how much
         "load_average_1min": {"before": round(load_before[0], 2), "after": round(load_after[0], 2), "cpus": os.cpu_count()},
-        "provenance": records.provenance(
+        "provenance": provenance(
             cfg, data=bundle.describe(), model=loaded.info["base_model"], adapter=None, loader=loaded.info["loader"], model_info=loaded.info
         ),
     }
-    path = Path(cfg.OUTPUT_DIR) / "bench" / "batched_generation.json"
-    records.atomic_write_json(path, result)
+    path = Layout.of(cfg).bench_result("batched_generation")
+    storage.atomic_write_json(path, result)
     print(f"{'way':<16} {'seconds':>8} {'speedup':>8}")
     print(f"{'one at a time':<16} {single_s:>8.1f} {1.0:>8.2f}")
     print(f"{'batched (' + str(batch_size) + ')':<16} {batched_s:>8.1f} {single_s / batched_s:>8.2f}")

@@ -37,8 +37,10 @@ from typing import Any
 
 from tqdm import tqdm
 
-from finreason import prompts, records
-from finreason.cli import parse_args
+from finreason import prompts, storage
+from finreason.configuration import parse_args
+from finreason.layout import Layout
+from finreason.provenance import provenance
 from finreason.data import Example, load_from_config
 
 CUT_CHARS = 1200
@@ -222,10 +224,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             '" ".join(pre_text) + "\\n" + "\\n".join(" | ".join(row) for row in table) + "\\n" + " ".join(post_text), '
             "cut at 1200 characters; a fact is inside when its whole text ends within the cut"
         ),
-        "provenance": records.provenance(cfg, data=bundle.describe(), tokenizer=tokenizer_info),
+        "provenance": provenance(cfg, data=bundle.describe(), tokenizer=tokenizer_info),
     }
-    path = Path(cfg.OUTPUT_DIR) / "bench" / "evidence_recall.json"
-    records.atomic_write_json(path, report)
+    path = Layout.of(cfg).bench_result("evidence_recall")
+    storage.atomic_write_json(path, report)
     print(f"wrote {path}")
     return report
 

@@ -1,10 +1,11 @@
-"""Everything ``07_analyze.py`` reports: stage results, error categories, training curves, figures.
+"""What ``07_analyze.py`` reports, as numbers: stage results, breakdowns, error categories, training logs.
 
 Inputs are whatever exists under ``OUTPUT_DIR``: ``eval/<stage>.jsonl`` (one record per question,
 written by ``finreason.evaluation``), ``eval/<stage>.summary.json``, and the training logs of
-``sft/`` and ``grpo/`` (``trainer_state.json`` when a checkpoint saved one, else TensorBoard
-event files under ``runs/``). Nothing here assumes a stage exists: missing stages are listed,
-never fatal.
+``sft/`` and ``grpo/`` (the trainers' ``step_log.jsonl``, a checkpoint's ``trainer_state.json``
+or the TensorBoard event files under ``runs/``, whichever reaches furthest). Nothing here assumes
+a stage exists: missing stages are listed, never fatal. ``finreason.report`` turns these numbers
+into report.md and figures.
 
 Error categories (``categorize``) are defined on one record plus, when available, its FinQA
 example (for the gold program and the document's numbers). See ``CATEGORY_DEFINITIONS``.
@@ -23,16 +24,11 @@ from typing import Any
 
 import numpy as np
 
+from finreason import stats
+from finreason.layout import STAGES, STEP_LOG, Layout
 from finreason.programs import ProgramError, TABLE_OPS, split_steps, str_to_num, tokenize
-from finreason.records import read_jsonl
-
-# Stages in the order the pipeline produces them, with the script that writes each.
-EXPECTED_STAGES = {
-    "zero_shot": "02_zero_shot_baseline.py",
-    "sft": "06_evaluate.py --stage=sft (after 04_train_sft.py)",
-    "grpo": "06_evaluate.py --stage=grpo (after 05_train_grpo.py)",
-}
-TRAINING_STAGES = ("sft", "grpo")
+from finreason.storage import read_jsonl
+from finreason.training import read_step_log
 
 # Order matters: the first matching category wins (see categorize).
 CATEGORY_DEFINITIONS = {
@@ -77,46 +73,40 @@ class StageResult:
     def n(self) -> int:
         return len(self.records) if self.records else int(self.summary.get("n", 0) or 0)
 
+    @property
+    def evidence_mode(self) -> str:
+        """How the stage's prompts got their evidence; results from before the mode existed were retrieved."""
+        return str(self.summary.get("evidence_mode") or "retrieved")
+
 
 def stage_sort_key(name: str) -> tuple[int, int, str]:
-    """Pipeline order: zero-shot, then SFT, then GRPO stages (``sft_dev`` right after ``sft``)."""
-    for rank, expected in enumerate(EXPECTED_STAGES):
+    """Pipeline order: zero-shot, then SFT, then GRPO stages (other names after their stage)."""
+    for rank, expected in enumerate(STAGES):
         if name == expected or name.startswith(expected + "_"):
             return (rank, name != expected, name)
-    return (len(EXPECTED_STAGES), 1, name)
+    return (len(STAGES), 1, name)
 
 
-def load_stages(eval_dir: str | Path) -> dict[str, StageResult]:
-    """Every stage with a ``<stage>.jsonl`` or ``<stage>.summary.json`` in ``eval_dir``, in pipeline order."""
-    eval_dir = Path(eval_dir)
-    if not eval_dir.is_dir():
+def load_stages(where: Layout) -> dict[str, StageResult]:
+    """Every stage with records or a summary under ``eval/``, in pipeline order."""
+    if not where.eval_dir.is_dir():
         return {}
-    names = {path.name[: -len(".jsonl")] for path in eval_dir.glob("*.jsonl")}
-    names |= {path.name[: -len(".summary.json")] for path in eval_dir.glob("*.summary.json")}
+    names = {path.name[: -len(".jsonl")] for path in where.eval_dir.glob("*.jsonl")}
+    names |= {path.name[: -len(".summary.json")] for path in where.eval_dir.glob("*.summary.json")}
     stages = {}
     for name in sorted(names, key=stage_sort_key):
-        records = list(read_jsonl(eval_dir / f"{name}.jsonl"))
+        records = list(read_jsonl(where.eval_records(name)))
         summary: dict[str, Any] = {}
-        summary_path = eval_dir / f"{name}.summary.json"
+        summary_path = where.eval_summary(name)
         if summary_path.is_file():
             try:
                 loaded = json.loads(summary_path.read_text(encoding="utf-8"))
                 summary = loaded if isinstance(loaded, dict) else {}
-            except (json.JSONDecodeError, UnicodeDecodeError):
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
                 summary = {}
         if records or summary:
             stages[name] = StageResult(name, records, summary)
     return stages
-
-
-def bootstrap_ci(values: Sequence[float], samples: int, seed: int) -> tuple[float, float]:
-    """Percentile 95% interval of the mean; (nan, nan) for no data."""
-    data = np.asarray(values, dtype=float)
-    if data.size == 0:
-        return (math.nan, math.nan)
-    rng = np.random.default_rng(seed)
-    means = data[rng.integers(0, data.size, size=(max(samples, 1), data.size))].mean(axis=1)
-    return (float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5)))
 
 
 def _metric_from_summary(summary: Mapping[str, Any], metric: str) -> tuple[float, float, float] | None:
@@ -138,7 +128,7 @@ def accuracy(stage: StageResult, metric: str, samples: int, seed: int) -> tuple[
     values = [float(bool(r.get(metric))) for r in stage.records]
     if not values:
         return (math.nan, math.nan, math.nan)
-    low, high = bootstrap_ci(values, samples, seed)
+    low, high = stats.bootstrap_ci(values, samples, seed)
     return (float(np.mean(values)), low, high)
 
 
@@ -307,16 +297,6 @@ def _from_tensorboard(runs: Path) -> dict[str, list[tuple[int, float]]]:
     return {name: sorted(points.items()) for name, points in series.items()}
 
 
-def _from_step_log(path: Path) -> dict[str, list[tuple[int, float]]]:
-    """A training script's per-step JSONL (``train_log.jsonl``/``step_log.jsonl``); a resumed run's
-    repeated step keeps its newest entry."""
-    by_step: dict[int, dict[str, Any]] = {}
-    for entry in read_jsonl(path):
-        if isinstance(entry.get("step"), int) and not isinstance(entry.get("step"), bool):
-            by_step[entry["step"]] = {**by_step.get(entry["step"], {}), **entry}
-    return _from_trainer_state_entries([by_step[step] for step in sorted(by_step)])
-
-
 def _from_trainer_state_entries(entries: Iterable[Mapping[str, Any]]) -> dict[str, list[tuple[int, float]]]:
     series: dict[str, list[tuple[int, float]]] = defaultdict(list)
     for entry in entries:
@@ -332,15 +312,15 @@ def _last_step(series: Mapping[str, list[tuple[int, float]]]) -> int:
 
 
 def load_training_log(stage_dir: str | Path, stage: str) -> TrainingLog | None:
-    """The most complete log under ``stage_dir``: the script's per-step ``*_log.jsonl``, a
+    """The most complete log under ``stage_dir``: the trainer's ``step_log.jsonl``, a
     checkpoint's ``trainer_state.json`` or the TensorBoard scalars in ``runs/`` (the one reaching the
     furthest step wins; ties go in that order). None when there is no log at all."""
     stage_dir = Path(stage_dir)
     if not stage_dir.is_dir():
         return None
     candidates: list[tuple[Path, dict[str, list[tuple[int, float]]]]] = []
-    for path in sorted(stage_dir.glob("*log.jsonl")):
-        candidates.append((path, _from_step_log(path)))
+    if (stage_dir / STEP_LOG).is_file():
+        candidates.append((stage_dir / STEP_LOG, _from_trainer_state_entries(read_step_log(stage_dir / STEP_LOG))))
     for path in sorted(stage_dir.rglob("trainer_state.json")):
         try:
             state = json.loads(path.read_text(encoding="utf-8"))
@@ -360,293 +340,3 @@ def load_training_log(stage_dir: str | Path, stage: str) -> TrainingLog | None:
         if _last_step(series) > _last_step(best):
             best_path, best = path, series
     return TrainingLog(stage, str(best_path), best)
-
-
-# --- figures ---------------------------------------------------------------------------------
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: the analysis runs on servers without a display
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_accuracy(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
-    """Strict and lenient accuracy per stage with 95% CI error bars."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    x = np.arange(len(rows))
-    width = 0.38
-    for offset, metric, color in ((-width / 2, "strict", "#1f77b4"), (width / 2, "lenient", "#ff7f0e")):
-        acc = np.array([row[metric][0] for row in rows]) * 100
-        low = np.array([row[metric][1] for row in rows]) * 100
-        high = np.array([row[metric][2] for row in rows]) * 100
-        err = np.nan_to_num(np.vstack([acc - low, high - acc]).clip(min=0))
-        bars = ax.bar(x + offset, np.nan_to_num(acc), width, yerr=err, capsize=4, label=metric, color=color)
-        ax.bar_label(bars, labels=[f"{a:.1f}" for a in np.nan_to_num(acc)], padding=2, fontsize=8)
-    ax.set_xticks(x, [f"{row['stage']}\n(n={row['n']})" for row in rows])
-    ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(0, 112)  # headroom for the value labels above a bar at 100%
-    ax.set_yticks(range(0, 101, 20))
-    ax.set_title("Execution accuracy by stage (95% bootstrap CI)")
-    ax.legend()
-    return _save(fig, path, plt)
-
-
-def plot_grouped(table: Mapping[str, Mapping[str, tuple[int, float]]], title: str, xlabel: str, path: Path) -> Path:
-    """Strict accuracy per group, one bar per stage: ``table[stage][group] = (n, accuracy)``."""
-    plt = _pyplot()
-    groups = sorted({group for per_stage in table.values() for group in per_stage})
-    fig, ax = plt.subplots(figsize=(max(6.5, 1.1 * len(groups) * max(len(table), 1)), 4))
-    x = np.arange(len(groups))
-    width = 0.8 / max(len(table), 1)
-    for index, (stage, per_stage) in enumerate(table.items()):
-        acc = [per_stage.get(group, (0, math.nan))[1] * 100 for group in groups]
-        ax.bar(x + (index - (len(table) - 1) / 2) * width, np.nan_to_num(acc), width, label=stage)
-    counts = [max((per_stage.get(group, (0, 0))[0] for per_stage in table.values()), default=0) for group in groups]
-    ax.set_xticks(x, [f"{group}\n(n={count})" for group, count in zip(groups, counts)], fontsize=8)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("strict accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.set_title(title)
-    if table:
-        ax.legend()
-    return _save(fig, path, plt)
-
-
-def plot_categories(counts: Mapping[str, Counter], path: Path) -> Path:
-    """Share of each stage's wrong answers per error category."""
-    plt = _pyplot()
-    names = [name for name in CATEGORY_DEFINITIONS if any(c.get(name) for c in counts.values())] or ["no_answer"]
-    fig, ax = plt.subplots(figsize=(8, 4))
-    x = np.arange(len(names))
-    width = 0.8 / max(len(counts), 1)
-    for index, (stage, counter) in enumerate(counts.items()):
-        wrong = sum(v for k, v in counter.items() if k != "correct") or 1
-        share = [100 * counter.get(name, 0) / wrong for name in names]
-        bars = ax.bar(x + (index - (len(counts) - 1) / 2) * width, share, width, label=stage)
-        ax.bar_label(bars, labels=[str(counter.get(name, 0)) for name in names], padding=2, fontsize=8)
-    ax.set_xticks(x, [CATEGORY_LABELS[name] for name in names], rotation=20, ha="right", fontsize=8)
-    ax.set_ylabel("% of wrong answers (labels: counts)")
-    ax.set_ylim(0, 110)
-    ax.set_title("Error categories")
-    if counts:
-        ax.legend()
-    return _save(fig, path, plt)
-
-
-def plot_training(log: TrainingLog, panels: Sequence[tuple[str, Sequence[str]]], path: Path) -> Path | None:
-    """One panel per (title, candidate metric names); None when no panel has data."""
-    found = [(title, log.get(*names)) for title, names in panels]
-    found = [(title, points) for title, points in found if points]
-    if not found:
-        return None
-    plt = _pyplot()
-    from matplotlib.ticker import MaxNLocator
-
-    fig, axes = plt.subplots(1, len(found), figsize=(4.2 * len(found), 3.4), squeeze=False)
-    for ax, (title, points) in zip(axes[0], found):
-        steps, values = zip(*points)
-        ax.plot(steps, values, marker="o", markersize=3)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_title(title)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-    fig.suptitle(f"{log.stage.upper()} training")
-    return _save(fig, path, plt)
-
-
-def _save(fig, path: Path, plt) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-GRPO_PANELS = (
-    ("reward (mean)", ("reward",)),
-    ("reward std within group", ("reward_std",)),
-    ("completion length (tokens)", ("completions/mean_length", "completion_length")),
-)
-SFT_PANELS = (
-    ("training loss", ("loss",)),
-    ("eval loss", ("eval_loss",)),
-    ("token accuracy", ("mean_token_accuracy",)),
-)
-
-
-def paired_comparison(out_dir: Path, stage_names: Sequence[str]) -> dict[str, Any]:
-    """``finreason.evaluation.compare_stages`` on the pipeline stages (empty with fewer than two)."""
-    if len(stage_names) < 2:
-        return {"shared_ids": 0, "stages": [], "pairs": []}
-    from finreason.evaluation import compare_stages
-
-    return compare_stages(out_dir, list(stage_names))
-
-
-# --- report ----------------------------------------------------------------------------------
-
-def _pct(value: float) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}%"
-
-
-def _md_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(cell).replace("|", "\\|") for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _stage_provenance(stage: StageResult) -> str:
-    prov = stage.summary.get("provenance") if isinstance(stage.summary.get("provenance"), Mapping) else {}
-    model = prov.get("model") or (prov.get("config") or {}).get("MODEL_NAME") or "?"
-    adapter = prov.get("adapter") or "none"
-    split = stage.summary.get("split") or prov.get("split") or next((r.get("split") for r in stage.records if r.get("split")), "?")
-    return f"{model}; adapter {adapter}; split {split}"
-
-
-def build_report(
-    out_dir: str | Path,
-    stages: Mapping[str, StageResult],
-    logs: Mapping[str, TrainingLog | None],
-    examples: Mapping[str, Any],
-    rel_tol: float,
-    samples: int,
-    seed: int,
-    data_note: str = "",
-) -> dict[str, Any]:
-    """Write ``report.md`` and ``figures/*.png`` under ``out_dir``; return the numbers reported."""
-    out_dir = Path(out_dir)
-    fig_dir = out_dir / "figures"
-    figures: dict[str, Path] = {}
-    missing = [name for name in EXPECTED_STAGES if name not in stages]
-    lines = ["# FinReason report", ""]
-    if data_note:
-        lines += [f"_{data_note}_", ""]
-
-    # stages
-    lines += ["## Stages", ""]
-    if stages:
-        lines.append(f"Evaluated: {', '.join(stages)}.")
-    else:
-        lines.append("**No evaluation results found** (no `eval/*.jsonl` or `eval/*.summary.json`).")
-    if missing:
-        lines.append("Missing: " + "; ".join(f"{name} (run {EXPECTED_STAGES[name]})" for name in missing) + ".")
-    lines.append("")
-
-    # accuracy
-    rows = []
-    for name, stage in stages.items():
-        rows.append({
-            "stage": name,
-            "n": stage.n,
-            "strict": accuracy(stage, "strict", samples, seed),
-            "lenient": accuracy(stage, "lenient", samples, seed),
-            "program": stage.summary.get("program_accuracy"),
-            "provenance": _stage_provenance(stage),
-        })
-    if rows:
-        figures["accuracy"] = plot_accuracy(rows, fig_dir / "accuracy_by_stage.png")
-        lines += ["## Accuracy", "",
-                  "Strict = the official FinQA execution check; lenient = within "
-                  f"{100 * rel_tol:g}% after percent/fraction rescaling; program acc. = the official "
-                  "symbolic program match. 95% bootstrap intervals.", ""]
-        lines.append(_md_table(
-            ["stage", "n", "strict", "95% CI", "lenient", "95% CI", "program acc.", "model / adapter / split"],
-            [[r["stage"], r["n"], _pct(r["strict"][0]), f"{_pct(r['strict'][1])} – {_pct(r['strict'][2])}",
-              _pct(r["lenient"][0]), f"{_pct(r['lenient'][1])} – {_pct(r['lenient'][2])}", _pct(r["program"]), r["provenance"]]
-             for r in rows]))
-        lines += ["", "![accuracy by stage](figures/accuracy_by_stage.png)", ""]
-
-    # paired comparison on the questions every pipeline stage answered (06_evaluate's own test)
-    comparison = paired_comparison(out_dir, [name for name in EXPECTED_STAGES if name in stages and stages[name].records])
-    if comparison["pairs"]:
-        lines += ["## Paired comparison", "",
-                  f"On the {comparison['shared_ids']} questions every stage answered; p = exact McNemar test on strict correctness.", ""]
-        lines.append(_md_table(
-            ["A", "B", "only A right", "only B right", "p"],
-            [[pair["a"], pair["b"], pair["a_only"], pair["b_only"],
-              "n/a" if pair["p_value"] is None else f"{pair['p_value']:.3g}"] for pair in comparison["pairs"]]))
-        lines.append("")
-
-    # breakdowns
-    with_records = {name: stage for name, stage in stages.items() if stage.records}
-    breakdowns: dict[str, dict[str, dict[str, tuple[int, float]]]] = {}
-    for key, title, xlabel, figure in (
-        ("operation", "Strict accuracy by gold operation", "operation in the gold program", "accuracy_by_operation.png"),
-        ("num_steps", "Strict accuracy by number of gold program steps", "steps", "accuracy_by_steps.png"),
-        ("evidence_source", "Strict accuracy by where the gold evidence is", "evidence", None),
-    ):
-        table = {name: breakdown(stage.records, key) for name, stage in with_records.items()}
-        breakdowns[key] = table
-        if not table:
-            continue
-        lines += [f"## {title}", ""]
-        groups = sorted({group for per_stage in table.values() for group in per_stage})
-        lines.append(_md_table(
-            [xlabel, *[f"{name} (n / strict)" for name in table]],
-            [[group, *[(f"{table[name][group][0]} / {_pct(table[name][group][1])}" if group in table[name] else "–")
-                       for name in table]] for group in groups]))
-        lines.append("")
-        if figure:
-            figures[key] = plot_grouped(table, title, xlabel, fig_dir / figure)
-            lines += [f"![{title}](figures/{figure})", ""]
-
-    # error categories
-    categories: dict[str, Counter] = {}
-    samples_by_stage: dict[str, dict[str, str]] = {}
-    not_in_doc: dict[str, int] = {}
-    for name, stage in with_records.items():
-        categories[name], not_in_doc[name], samples_by_stage[name] = category_table(stage.records, examples, rel_tol)
-    if categories:
-        figures["categories"] = plot_categories(categories, fig_dir / "error_categories.png")
-        lines += ["## Error categories", "",
-                  "Each wrong answer gets the first category that applies, in this order:", ""]
-        lines += [f"- **{CATEGORY_LABELS[name]}**: {text}." for name, text in CATEGORY_DEFINITIONS.items()]
-        lines += ["", _md_table(
-            ["category", *[f"{name}" for name in categories], "example id (last stage)"],
-            [[CATEGORY_LABELS.get(cat, cat), *[categories[name].get(cat, 0) for name in categories],
-              next((samples_by_stage[name][cat] for name in reversed(list(categories)) if cat in samples_by_stage[name]), "")]
-             for cat in ["correct", *CATEGORY_DEFINITIONS]]), ""]
-        lines.append("Wrong numbers that include a number written nowhere in the table or text: "
-                     + ", ".join(f"{name} {count}" for name, count in not_in_doc.items()) + ".")
-        if not examples:
-            lines.append("The FinQA examples could not be loaded, so program errors are 'unclassified'.")
-        lines += ["", "![error categories](figures/error_categories.png)", ""]
-
-    # training
-    lines += ["## Training", ""]
-    training: dict[str, dict[str, Any]] = {}
-    for stage_name, panels, figure in (("sft", SFT_PANELS, "training_sft.png"), ("grpo", GRPO_PANELS, "training_grpo.png")):
-        log = logs.get(stage_name)
-        if log is None:
-            lines += [f"- {stage_name.upper()}: no training log found (no trainer_state.json or TensorBoard events under `{stage_name}/`).", ""]
-            continue
-        path = plot_training(log, panels, fig_dir / figure)
-        last = {title: log.get(*names)[-1][1] for title, names in panels if log.get(*names)}
-        steps = max((points[-1][0] for points in log.series.values() if points), default=0)
-        training[stage_name] = {"source": log.source, "steps": steps, "last": last}
-        shown_source = Path(log.source).relative_to(out_dir) if Path(log.source).is_relative_to(out_dir) else log.source
-        summary = ", ".join(f"{title} {value:.4g}" for title, value in last.items()) or "no known metrics"
-        lines += [f"- {stage_name.upper()}: {steps} steps logged (from `{shown_source}`); last: {summary}.", ""]
-        if path is not None:
-            figures[f"training_{stage_name}"] = path
-            lines += [f"![{stage_name} training](figures/{figure})", ""]
-
-    from finreason.records import atomic_write_text
-
-    report_path = atomic_write_text(out_dir / "report.md", "\n".join(lines) + "\n")
-    return {
-        "report": str(report_path),
-        "stages": [{**row, "strict": list(row["strict"]), "lenient": list(row["lenient"])} for row in rows],
-        "missing_stages": missing,
-        "comparison": comparison,
-        "breakdowns": {key: {stage: {g: list(v) for g, v in t.items()} for stage, t in table.items()}
-                       for key, table in breakdowns.items()},
-        "error_categories": {name: dict(counter) for name, counter in categories.items()},
-        "wrong_numbers_not_in_document": not_in_doc,
-        "training": training,
-        "figures": {name: str(path) for name, path in figures.items()},
-    }

@@ -17,16 +17,20 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import sys
+import logging
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+T = TypeVar("T")
+_LOG = logging.getLogger(__name__)
+
+from finreason.errors import FinReasonError
 from finreason.programs import ProgramError, execute
-from finreason.records import atomic_write_bytes
+from finreason.storage import atomic_write_bytes
 
 SPLITS = ("train", "dev", "test")
 VENDORED_DIR = Path(__file__).resolve().parent.parent / "data" / "finqa"
@@ -40,7 +44,7 @@ OFFICIAL_BLOB_SHA1 = {
 OFFICIAL_SIZES = {"train": 6251, "dev": 883, "test": 1147}
 
 
-class DataError(RuntimeError):
+class DataError(FinReasonError, RuntimeError):
     """The data cannot be used as it is; the message says what to do."""
 
 
@@ -118,12 +122,12 @@ class FinQA:
     def banner(self) -> str:
         counts = ", ".join(f"{split} {len(examples):,}" for split, examples in self.splits.items())
         kind = "the full official FinQA release" if self.full_release else "a SUBSET of FinQA (not comparable to published test scores)"
-        lines = [f"[data] FinQA from {self.source}: {self.location}", f"[data] {kind}: {counts}"]
+        lines = [f"FinQA from {self.source}: {self.location}", f"{kind}: {counts}"]
         for split, ids in self.skipped.items():
             if ids:
                 shown = ", ".join(f"{example_id} ({reason})" for example_id, reason in ids[:5])
                 more = f" and {len(ids) - 5} more" if len(ids) > 5 else ""
-                lines.append(f"[data] skipped {len(ids)} malformed {split} examples: {shown}{more}")
+                lines.append(f"skipped {len(ids)} malformed {split} examples: {shown}{more}")
         return "\n".join(lines)
 
 
@@ -302,22 +306,23 @@ def load_finqa(
     else:
         bundle = _load_folder(VENDORED_DIR, "vendored", splits, verify_official=False)
     if verbose:
-        print(bundle.banner(), file=sys.stderr, flush=True)
+        for line in bundle.banner().splitlines():
+            _LOG.info(line)
     return bundle
 
 
-def load_from_config(cfg: Mapping[str, Any], splits: tuple[str, ...] = SPLITS, verbose: bool = True) -> FinQA:
+def load_from_config(cfg: Any, splits: tuple[str, ...] = SPLITS, verbose: bool = True) -> FinQA:
     return load_finqa(
-        data_dir=cfg["DATA_DIR"],
-        cache_dir=cfg["FINQA_CACHE_DIR"],
-        download=cfg["DOWNLOAD_DATA"],
-        timeout_s=cfg["DOWNLOAD_TIMEOUT_S"],
+        data_dir=cfg.DATA_DIR,
+        cache_dir=cfg.FINQA_CACHE_DIR,
+        download=cfg.DOWNLOAD_DATA,
+        timeout_s=cfg.DOWNLOAD_TIMEOUT_S,
         splits=splits,
         verbose=verbose,
     )
 
 
-def iter_examples(bundle: FinQA, split: str, limit: int = 0) -> Iterator[Example]:
-    """The first ``limit`` examples of a split in file order (0 = all): a fixed, reproducible slice."""
-    examples = bundle[split]
-    yield from examples[:limit] if limit > 0 else examples
+def first(items: Sequence[T], limit: int) -> list[T]:
+    """The first ``limit`` items in file order (0 = all): every fixed, reproducible slice
+    (evaluation, SFT and GRPO training limits, the difficulty filter's candidates)."""
+    return list(items[:limit] if limit > 0 else items)

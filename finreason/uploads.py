@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import PurePath
 
+from finreason.errors import FinReasonError
+
 TABLE_EXTENSIONS = (".csv", ".md", ".txt")
 MAX_ROWS = 200  # a report table; more is almost certainly the wrong file
 MAX_COLUMNS = 30
@@ -23,7 +25,7 @@ _SEPARATOR_ROW = re.compile(r"^\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$")
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+(?=[A-Za-z0-9$(])")
 
 
-class UploadError(ValueError):
+class UploadError(FinReasonError, ValueError):
     """The upload or the question cannot be used; ``str(error)`` is shown to the user as is."""
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from finreason import data, models
-from finreason.cli import resolve_config
+from finreason.configuration import resolve_config
+from helpers import build_tiny_qwen2, tiny_overrides
 
 
 @pytest.fixture(scope="session")
@@ -26,36 +27,9 @@ def smollm2_tokenizer():
     return models.prepare_tokenizer(AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name))
 
 
-def build_tiny_qwen2(folder: Path, tokenizer, hidden_size: int = 64, seed: int = 0) -> Path:
-    """Save a random Qwen2ForCausalLM (2 layers) and the tokenizer to ``folder``."""
-    import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    config = Qwen2Config(
-        hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, vocab_size=len(tokenizer), max_position_embeddings=4096, tie_word_embeddings=True,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-    )
-    torch.manual_seed(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    Qwen2ForCausalLM(config).save_pretrained(folder, safe_serialization=True)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 @pytest.fixture(scope="session")
 def tiny_qwen2_dir(tmp_path_factory, smollm2_tokenizer) -> Path:
     return build_tiny_qwen2(tmp_path_factory.mktemp("models") / "tiny-qwen2", smollm2_tokenizer)
-
-
-def tiny_overrides(model_dir: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "--PROFILE=cpu", f"--MODEL_NAME={model_dir}", f"--OUTPUT_DIR={out}", "--DOWNLOAD_DATA=false",
-        # short prompts and answers keep each generate call well under a second on two cores
-        "--PROMPT_TOKEN_BUDGET=128", "--FEW_SHOT_EXAMPLE=false", "--MAX_NEW_TOKENS=8",
-        "--EVAL_BATCH_SIZE=2", "--BOOTSTRAP_SAMPLES=50", "--LOAD_IN_4BIT=false", "--COMPUTE_DTYPE=float32",
-        *extra,
-    ]
 
 
 @pytest.fixture

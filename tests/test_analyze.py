@@ -10,8 +10,9 @@ import pytest
 
 from finreason import analysis
 from finreason.data import load_finqa
-from finreason.records import append_jsonl, atomic_write_json
-from finreason.scripts import load_script
+from finreason.layout import STAGES
+from finreason.storage import append_jsonl, atomic_write_json
+from helpers import load_script
 
 
 @pytest.fixture(scope="module")
@@ -86,12 +87,15 @@ def test_program_operands(program, expected):
     assert analysis.program_operands(program) == expected
 
 
-def _write_stage(eval_dir: Path, stage: str, records: list[dict]) -> None:
+def _write_stage(eval_dir: Path, stage: str, records: list[dict], evidence_mode: str | None = None) -> None:
     append_jsonl(eval_dir / f"{stage}.jsonl", records)
     strict = sum(r["strict"] for r in records) / len(records)
-    atomic_write_json(eval_dir / f"{stage}.summary.json", {
+    summary = {
         "n": len(records), "split": "dev", "execution_accuracy": strict, "execution_accuracy_ci95": [0.0, 1.0],
-        "program_accuracy": 0.25, "provenance": {"model": "tiny", "adapter": None}})
+        "program_accuracy": 0.25, "provenance": {"model": "tiny", "weights": None}}
+    if evidence_mode:
+        summary["evidence_mode"] = evidence_mode
+    atomic_write_json(eval_dir / f"{stage}.summary.json", summary)
 
 
 def _trainer_state(folder: Path, entries: list[dict]) -> None:
@@ -129,7 +133,7 @@ def test_analyze_main_writes_report(tmp_path, dev, stages, with_logs):
                            "--FINQA_CACHE_DIR=/nonexistent-finreason-cache", "--BOOTSTRAP_SAMPLES=50"])
     report = (tmp_path / "report.md").read_text()
     assert [row["stage"] for row in numbers["stages"]] == list(stages)
-    for name in set(analysis.EXPECTED_STAGES) - set(stages):
+    for name in set(STAGES) - set(stages):
         assert name in numbers["missing_stages"]
     for figure in numbers["figures"].values():
         assert Path(figure).is_file() and Path(figure).stat().st_size > 1000
@@ -196,3 +200,23 @@ def test_example_namespace_document_numbers():
     example = SimpleNamespace(table=[["revenue", "$ 1,200", "5%"]], text=["costs were 3.5 million"])
     numbers = analysis.document_numbers(example)
     assert {1200.0, 0.05, 5.0, 3.5} <= numbers
+
+
+@pytest.mark.parametrize(
+    "modes, flagged",
+    [
+        (("retrieved", "retrieved"), False),  # the standard setting: no warning
+        ((None, None), False),  # results from before the mode existed were retrieved
+        (("gold", "gold"), True),  # the gold-facts setting is announced and marked in the table
+        (("retrieved", "gold"), True),  # a mix: the gold row is marked, not silently compared
+    ],
+)
+def test_report_states_each_stage_evidence_mode(tmp_path, dev, modes, flagged):
+    for (stage, mode), quality in zip(zip(("zero_shot", "sft"), modes), (1, 2)):
+        _write_stage(tmp_path / "eval", stage, _records(dev, quality), mode)
+    numbers = load_script("07_analyze.py").main([f"--OUTPUT_DIR={tmp_path}", "--PROFILE=cpu", "--DOWNLOAD_DATA=false",
+                                                 "--FINQA_CACHE_DIR=/nonexistent-finreason-cache", "--BOOTSTRAP_SAMPLES=20"])
+    report = (tmp_path / "report.md").read_text()
+    assert [row["evidence"] for row in numbers["stages"]] == [mode or "retrieved" for mode in modes]
+    assert ("GOLD facts only" in report) == flagged
+    assert ("| GOLD |" in report) == flagged

@@ -135,7 +135,7 @@ def _texts(elements) -> str:
 def test_page_loads_and_answers_an_example(app):
     app.run()
     assert not app.exception, _texts(app.exception)
-    assert "base model, no adapter" in _texts(app.caption)  # says which model it loaded
+    assert "base model, no trained weights" in _texts(app.caption)  # says which model it loaded
     app.button(key="ask_example").click().run()
     assert not app.exception, _texts(app.exception)
     subheaders = _texts(app.subheader)
@@ -158,12 +158,12 @@ def test_page_loads_and_answers_an_example(app):
 )
 def test_result_rendering(app, monkeypatch, completion, expected_alert, expected_steps):
     # AppTest runs app.py in this process, so a canned completion replaces generation
-    from finreason import evaluation
+    from finreason import generation
     from finreason.data import load_finqa
 
     first = load_finqa(download=False, cache_dir="/nonexistent-finreason-cache", splits=("test",), verbose=False)["test"][0]
     text = completion.format(program=first.program, answer=first.exe_ans)
-    monkeypatch.setattr(evaluation, "generate", lambda loaded, prompts, *args, **kwargs: [text for _ in prompts])
+    monkeypatch.setattr(generation, "generate", lambda loaded, prompts, *args, **kwargs: [text for _ in prompts])
     app.run()
     app.button(key="ask_example").click().run()
     assert not app.exception, _texts(app.exception)
@@ -221,8 +221,8 @@ def test_broken_adapter_falls_back_with_a_warning(app, app_args):
         (broken / "adapter_config.json").write_text("{}")
         app.run()
         assert not app.exception, _texts(app.exception)
-        assert "GRPO adapter" in _texts(app.warning) and "skipped" in _texts(app.warning)
-        assert "base model, no adapter" in _texts(app.caption)
+        assert "GRPO weights" in _texts(app.warning) and "skipped" in _texts(app.warning)
+        assert "base model, no trained weights" in _texts(app.caption)
     finally:
         import shutil
 
@@ -261,3 +261,51 @@ def test_app_in_headless_chromium(app_args, tmp_path):
     assert "base model" in seen["caption"]
     assert "gold answer" in seen["verdict"]
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and screenshot.stat().st_size > 20_000
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "mode, shown",
+    [
+        ("gold", "GOLD facts only"),  # the gold-facts setting is named on the page, with its caveat
+        ("retrieved", "retrieved evidence"),  # the standard setting
+    ],
+)
+def test_page_names_the_evidence_mode(app_args, monkeypatch, mode, shown):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("FINREASON_ARGS", f"{app_args} --EVIDENCE_MODE={mode}")
+    app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run()
+    assert not app.exception, _texts(app.exception)
+    app.button(key="ask_example").click().run()
+    assert not app.exception, _texts(app.exception)
+    assert shown in _texts(app.caption)
+    # your own table has no gold facts: in gold mode the page says it uses retrieved evidence
+    app.radio(key="mode").set_value("Your own table and text").run()
+    assert ("no gold facts" in _texts(app.info)) == (mode == "gold")
+
+
+def test_python_app_py_binds_app_host_from_any_folder(tmp_path):
+    """`python app.py` starts Streamlit with --server.address APP_HOST (checked without a server:
+    the launcher's command line is what decides the bind address)."""
+    import subprocess
+    import sys
+
+    probe = "\n".join([
+        "import runpy, subprocess, sys",
+        "subprocess.call = lambda command: print(' '.join(command)) or 0",
+        "sys.argv = [sys.argv[1], '--APP_HOST=127.0.0.9', '--port', '8600', '--PROFILE=cpu']",
+        "runpy.run_path(sys.argv[0], run_name='__main__')",
+    ])
+    done = subprocess.run([sys.executable, "-c", probe, str(ROOT / "app.py")], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "--server.address 127.0.0.9 --server.port 8600" in done.stdout
+    assert "-- --APP_HOST=127.0.0.9 --PROFILE=cpu" in done.stdout
+
+
+def test_python_app_py_refuses_a_bad_override(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(ROOT / "app.py"), "--APP_HOST="], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 2 and "--APP_HOST must be non-empty" in done.stderr and "Traceback" not in done.stderr

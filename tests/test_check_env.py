@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from finreason.scripts import load_script
+from helpers import load_script
 
 
 @pytest.fixture(scope="module")
@@ -56,16 +56,18 @@ def test_bf16_requested_without_support_fails(tmp_path, check_env, monkeypatch, 
     [
         ({}, True),  # the rtx4060 defaults are written for 8 GB
         ({"LOAD_IN_4BIT": False, "COMPUTE_DTYPE": "float32", "MAX_SEQ_LEN": 4096, "SFT_BATCH_SIZE": 8}, False),  # far too big
+        ({"LOAD_IN_4BIT": False, "FINETUNE": "full", "COMPUTE_DTYPE": "float32"}, False),  # every 1.5B weight in fp32 + Adam
     ],
 )
-def test_memory_estimate(check_env, overrides, fits_8gb):
-    from finreason.cli import resolve_config
+def test_memory_estimate(overrides, fits_8gb):
+    from finreason import memory
+    from finreason.configuration import resolve_config
 
     cfg = resolve_config(["--PROFILE=rtx4060"]).replace(**overrides)
-    gb = check_env.estimate_memory_gb(cfg, check_env.KNOWN_MODELS[cfg.MODEL_NAME])
+    gb = memory.estimate_gb(cfg, memory.KNOWN_MODELS[cfg.MODEL_NAME])
     assert (gb["peak"] <= 8.0) == fits_8gb
     if not fits_8gb:
-        assert "MAX_SEQ_LEN" in check_env.advice(gb)
+        assert "MAX_SEQ_LEN" in memory.advice(gb)
 
 
 def test_torch_missing_fails_with_a_message(tmp_path, check_env, monkeypatch, capsys):

@@ -34,6 +34,9 @@ def test_vendored_subset_counts(tmp_path):
 
 
 def test_banner_goes_to_stderr(tmp_path, capsys):
+    from finreason.console import setup_logging
+
+    setup_logging()
     load_finqa(cache_dir=str(tmp_path / "empty_cache"), download=False, splits=("dev",))
     assert "[data] FinQA from vendored" in capsys.readouterr().err
 

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from finreason import evaluation, models, records
-from finreason.cli import resolve_config
+from finreason import evaluation, models, storage
+from finreason.configuration import resolve_config
 from finreason.evaluation import RECORD_FIELDS
+from finreason.layout import Layout
 
 SUMMARY_KEYS = {
     "n", "execution_accuracy", "execution_accuracy_ci95", "lenient_accuracy", "lenient_accuracy_ci95",
@@ -24,12 +25,12 @@ SUMMARY_KEYS = {
 
 
 def read(path):
-    return list(records.read_jsonl(path))
+    return list(storage.read_jsonl(path))
 
 
 def test_evaluate_writes_complete_records_and_summary(tiny_loaded, tiny_cfg, dev_examples):
     out = tiny_cfg.OUTPUT_DIR
-    summary = evaluation.evaluate(tiny_loaded, dev_examples[:3], tiny_cfg, "zero_shot", out, split="dev", progress=False)
+    summary = evaluation.evaluate(tiny_loaded, dev_examples[:3], tiny_cfg, "zero_shot", split="dev", progress=False)
     rows = read(f"{out}/eval/zero_shot.jsonl")
     assert [r["id"] for r in rows] and sorted(r["id"] for r in rows) == sorted(e.id for e in dev_examples[:3])
     for row in rows:
@@ -37,7 +38,7 @@ def test_evaluate_writes_complete_records_and_summary(tiny_loaded, tiny_cfg, dev
         assert isinstance(row["strict"], bool) and isinstance(row["lenient"], bool)
         assert row["prompt_tokens"] > 0 and row["split"] == "dev"
     assert SUMMARY_KEYS <= set(summary)
-    assert summary["n"] == 3
+    assert summary["n"] == 3 and summary["evidence_mode"] == "retrieved"
     saved = json.loads((Path(out) / "eval" / "zero_shot.summary.json").read_text())
     assert saved["provenance"]["loader"] == "plain" and saved["provenance"]["seed"] == tiny_cfg.SEED
     low, high = summary["execution_accuracy_ci95"]
@@ -47,13 +48,13 @@ def test_evaluate_writes_complete_records_and_summary(tiny_loaded, tiny_cfg, dev
 def test_resume_after_interruption_never_duplicates(tiny_loaded, tiny_cfg, dev_examples):
     out = tiny_cfg.OUTPUT_DIR
     path = f"{out}/eval/sft.jsonl"
-    first = evaluation.evaluate(tiny_loaded, dev_examples[:2], tiny_cfg, "sft", out, split="dev", progress=False)
+    first = evaluation.evaluate(tiny_loaded, dev_examples[:2], tiny_cfg, "sft", split="dev", progress=False)
     assert first["generated_this_run"] == 2
     before = {r["id"]: r["completion"] for r in read(path)}
     # a kill mid-write leaves a torn last line
     with open(path, "a", encoding="utf-8") as handle:
         handle.write('{"id": "torn", "completion": "half')
-    second = evaluation.evaluate(tiny_loaded, dev_examples[:4], tiny_cfg, "sft", out, split="dev", progress=False)
+    second = evaluation.evaluate(tiny_loaded, dev_examples[:4], tiny_cfg, "sft", split="dev", progress=False)
     rows = read(path)
     ids = [r["id"] for r in rows]
     assert len(ids) == 4 and len(set(ids)) == 4 and "torn" not in ids
@@ -65,10 +66,10 @@ def test_resume_after_interruption_never_duplicates(tiny_loaded, tiny_cfg, dev_e
 
 def test_records_of_another_run_are_archived_not_mixed(tiny_loaded, tiny_cfg, dev_examples):
     out = Path(tiny_cfg.OUTPUT_DIR)
-    evaluation.evaluate(tiny_loaded, dev_examples[:2], tiny_cfg, "grpo", out, split="dev", progress=False)
+    evaluation.evaluate(tiny_loaded, dev_examples[:2], tiny_cfg, "grpo", split="dev", progress=False)
     # a different answer length changes completions, so old records must not be reused
     changed = tiny_cfg.replace(MAX_NEW_TOKENS=tiny_cfg.MAX_NEW_TOKENS - 2)
-    summary = evaluation.evaluate(tiny_loaded, dev_examples[:2], changed, "grpo", out, split="dev", progress=False)
+    summary = evaluation.evaluate(tiny_loaded, dev_examples[:2], changed, "grpo", split="dev", progress=False)
     assert summary["generated_this_run"] == 2
     archived = list((out / "eval" / "archive").glob("grpo.*.jsonl"))
     assert len(archived) == 1 and len(read(archived[0])) == 2
@@ -98,79 +99,16 @@ def test_gold_style_completion_is_right(dev_examples):
     example = dev_examples[0]
     record = evaluation.score_record(example, prompts.format_target(example), rel_tol=0.01)
     assert record["strict"] and record["source"] == "program" and record["program_correct"] is True
-
-
-def test_generate_batched_equals_one_at_a_time(tiny_loaded, tiny_cfg, dev_examples):
-    from finreason import prompts
-
-    texts = [prompts.prompt_from_cfg(e, tiny_loaded.tokenizer, tiny_cfg) for e in dev_examples[:5]]
-    texts.append("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")  # much shorter: real left padding
-    single = evaluation.generate_one_at_a_time(tiny_loaded, texts, 10)
-    batched = evaluation.generate(tiny_loaded, texts, 10, batch_size=4, progress=False)
-    assert batched == single
-    assert evaluation.generate(tiny_loaded, [], 10, batch_size=4) == []
-
-
-@pytest.mark.parametrize(
-    "a, b, expected",
-    [
-        ([True] * 5, [True] * 5, 1.0),  # no discordant pairs
-        ([True] * 5, [False] * 5, 0.0625),  # 5 vs 0 discordant: 2 * 0.5**5
-        ([True] * 6, [False] * 6, 0.03125),  # 6 vs 0: 2 * 0.5**6, significant at 5%
-        ([True, True, True, False, False, False], [False, False, False, True, True, True], 1.0),  # balanced
-        ([True, False], [False, False], 1.0),  # one discordant pair proves nothing
-        ([True] * 8 + [False] * 2, [False] * 8 + [True] * 2, 0.109375),  # 8 vs 2: 2 * (1+10+45)/1024
-        ([], [], 1.0),  # nothing to compare
-    ],
-)
-def test_mcnemar_exact(a, b, expected):
-    assert evaluation.mcnemar(a, b) == pytest.approx(expected)
-    assert evaluation.mcnemar(b, a) == pytest.approx(expected)  # symmetric
-
-
-def test_mcnemar_refuses_unpaired():
-    with pytest.raises(ValueError):
-        evaluation.mcnemar([True], [True, False])
-
-
-@pytest.mark.parametrize(
-    "values, low, high",
-    [
-        ([True] * 20, 1.0, 1.0),  # all right: no spread
-        ([False] * 20, 0.0, 0.0),  # all wrong: no spread
-        ([True, False] * 50, 0.38, 0.62),  # half right over 100: roughly +-10 points
-        ([], None, None),  # nothing evaluated
-    ],
-)
-def test_bootstrap_ci(values, low, high):
-    interval = evaluation.bootstrap_ci(values, 500, seed=7)
-    if low is None:
-        assert interval == (None, None)
-        return
-    assert interval == evaluation.bootstrap_ci(values, 500, seed=7)  # seeded
-    assert low - 1e-9 <= interval[0] <= interval[1] <= high + 1e-9
-    if values and 0 < sum(values) < len(values):
-        assert interval[0] < sum(values) / len(values) < interval[1]
-
-
-def test_summary_program_accuracy_is_none_for_free_text():
-    rows = [
-        {"strict": True, "lenient": True, "program": None, "source": "answer", "operations": ["add"], "num_steps": 1, "evidence_source": "table"},
-        {"strict": False, "lenient": True, "program": None, "source": "none", "operations": ["divide"], "num_steps": 1, "evidence_source": "text"},
-    ]
-    summary = evaluation.summarize(rows, bootstrap_samples=20, seed=1)
-    assert summary["program_accuracy"] is None and summary["no_answer_rate"] == 0.5
-    assert summary["by_operation"]["add"] == {"n": 1, "strict": 1.0, "lenient": 1.0}
-    assert summary["by_evidence_source"]["text"]["strict"] == 0.0
+    assert record["program_note"] is None  # the official comparison decided
 
 
 def test_compare_stages_on_shared_ids(tmp_path):
     def write(stage, verdicts):
-        records.append_jsonl(tmp_path / "eval" / f"{stage}.jsonl", [{"id": i, "strict": s, "lenient": s} for i, s in verdicts])
+        storage.append_jsonl(tmp_path / "eval" / f"{stage}.jsonl", [{"id": i, "strict": s, "lenient": s} for i, s in verdicts])
 
     write("zero_shot", [("a", False), ("b", False), ("c", True), ("only-zero", True)])
     write("sft", [("a", True), ("b", True), ("c", True), ("only-sft", False)])
-    table = evaluation.compare_stages(tmp_path, ["zero_shot", "sft", "grpo"])
+    table = evaluation.compare_stages(Layout(tmp_path), ["zero_shot", "sft", "grpo"])
     assert table["shared_ids"] == 3
     assert [row["stage"] for row in table["stages"]] == ["zero_shot", "sft"]  # grpo has no results
     pair = table["pairs"][0]
@@ -199,10 +137,11 @@ def test_embedded_smollm2_scores_real_dev_examples(smollm2_output_dir, dev_examp
     cfg = resolve_config([
         "--PROFILE=cpu", f"--OUTPUT_DIR={smollm2_output_dir}", "--DOWNLOAD_DATA=false",
         "--MAX_NEW_TOKENS=32", "--EVAL_BATCH_SIZE=4", "--PROMPT_TOKEN_BUDGET=256", "--BOOTSTRAP_SAMPLES=50",
+        "--EVIDENCE_MODE=retrieved",
     ])
     loaded = models.load_model(cfg)
     assert loaded.info["loader"] == "plain" and loaded.info["model_path"].endswith("SmolLM2-135M-Instruct")
-    summary = evaluation.evaluate(loaded, dev_examples[:3], cfg, "zero_shot", cfg.OUTPUT_DIR, split="dev", progress=False)
+    summary = evaluation.evaluate(loaded, dev_examples[:3], cfg, "zero_shot", split="dev", progress=False)
     rows = read(smollm2_output_dir / "eval" / "zero_shot.jsonl")
     assert summary["n"] == 3 and len(rows) == 3
     for row in rows:

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from finreason import models, prompts
+from finreason import models, prompts, trainset
+from finreason.configuration import resolve_config
 from finreason.data import VENDORED_DIR
-from finreason.records import read_jsonl
 from finreason.scoring import score_completion
-from finreason.scripts import load_script
+from finreason.storage import read_jsonl
+from helpers import load_script, run_script
 
 
 @pytest.fixture(scope="module")
@@ -63,15 +64,25 @@ def test_writes_the_three_files_and_manifest(script, tmp_path, gguf_tokenizer):
     assert "Question: " in first["prompt"] and first["prompt"] == grpo[0]["prompt"]
 
 
-def test_prompts_match_the_shared_builder(script, tmp_path, gguf_tokenizer):
+@pytest.mark.parametrize(
+    "settings",
+    [
+        ["--EVIDENCE_MODE=retrieved", "--FEW_SHOT_EXAMPLE=true", "--SFT_TARGET=reasoning"],  # the GPU profiles' prompts
+        ["--EVIDENCE_MODE=gold", "--FEW_SHOT_EXAMPLE=false", "--SFT_TARGET=program"],  # the cpu profile's
+    ],
+)
+def test_prompts_match_the_shared_builder(script, tmp_path, gguf_tokenizer, settings):
     from finreason.data import load_finqa
 
     data_dir = write_data_dir(tmp_path / "finqa", raw_split("train", 2), raw_split("dev", 1))
-    script.main(base_args(tmp_path, f"--DATA_DIR={data_dir}", "--PROMPT_TOKEN_BUDGET=200"))
+    args = base_args(tmp_path, f"--DATA_DIR={data_dir}", "--PROMPT_TOKEN_BUDGET=200", *settings)
+    manifest = script.main(args)
+    cfg = resolve_config([arg for arg in args if arg.startswith("--") and "=" in arg])
     example = load_finqa(data_dir=str(data_dir), splits=("train",), verbose=False)["train"][0]
     row = next(read_jsonl(tmp_path / "out" / "data" / "sft_train.jsonl"))
-    assert row["prompt"] == prompts.build_prompt(example, gguf_tokenizer, 200, few_shot=True)
-    assert row["completion"] == prompts.format_target(example)
+    assert row["prompt"] == prompts.prompt_from_cfg(example, gguf_tokenizer, cfg)
+    assert row["completion"] == prompts.format_target(example, cfg.SFT_TARGET)
+    assert manifest["prompt"]["evidence_mode"] == cfg.EVIDENCE_MODE and manifest["sft_target"] == cfg.SFT_TARGET
 
 
 def test_inconsistent_gold_is_left_out_and_listed(script, tmp_path):
@@ -83,24 +94,27 @@ def test_inconsistent_gold_is_left_out_and_listed(script, tmp_path):
     assert manifest["counts"]["sft_train"] == 2 and manifest["counts"]["grpo_train"] == 2
 
 
-def test_a_wrong_target_format_fails_and_writes_nothing(script, tmp_path, monkeypatch):
+def test_a_wrong_target_format_fails_and_writes_nothing(script, tmp_path, monkeypatch, capsys):
     data_dir = write_data_dir(tmp_path / "finqa", raw_split("train", 2), raw_split("dev", 1))
-    monkeypatch.setattr(script, "format_target", lambda example: "Answer: 42424242")
-    with pytest.raises(SystemExit, match="not strict-correct"):
-        script.main(base_args(tmp_path, f"--DATA_DIR={data_dir}"))
+    monkeypatch.setattr(trainset, "format_target", lambda example, style: "Answer: 42424242")
+    with pytest.raises(SystemExit) as raised:
+        run_script("03_format_data.py", base_args(tmp_path, f"--DATA_DIR={data_dir}"))
+    assert raised.value.code == 1 and "not strict-correct" in capsys.readouterr().err
     assert not (tmp_path / "out" / "data").exists()
 
 
 @pytest.mark.parametrize(
-    "extra, message",
+    "extra, code, message",
     [
-        (["--SFT_TRAIN_LIMIT=-1"], "SFT_TRAIN_LIMIT"),  # negative limits are refused, not silently "all"
-        (["--DATA_DIR=/no/such/folder"], "no such folder"),  # a clear message, not a traceback
+        (["--SFT_TRAIN_LIMIT=-1"], 2, "--SFT_TRAIN_LIMIT must be >= 0"),  # negative limits are refused, not silently "all"
+        (["--DATA_DIR=/no/such/folder"], 1, "no such folder"),  # a clear message, not a traceback
     ],
 )
-def test_bad_options_exit_with_a_message(script, tmp_path, extra, message):
-    with pytest.raises(SystemExit, match=message):
-        script.main(base_args(tmp_path, *extra))
+def test_bad_options_exit_with_a_message(script, tmp_path, capsys, extra, code, message):
+    with pytest.raises(SystemExit) as raised:
+        run_script("03_format_data.py", base_args(tmp_path, *extra))
+    err = capsys.readouterr().err
+    assert raised.value.code == code and message in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize(

@@ -11,11 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from finreason import evaluation, models, prompts
-from finreason.scripts import load_script
-from finreason.cli import resolve_config
-
-from conftest import build_tiny_qwen2, tiny_overrides
+from finreason import evaluation, generation, models, prompts
+from finreason.configuration import resolve_config
+from helpers import build_tiny_qwen2, run_script, tiny_overrides
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,19 +64,19 @@ def test_local_folder_loads_with_left_padding(tiny_loaded, tiny_qwen2_dir):
     assert tiny_loaded.info["loader"] == "plain" and tiny_loaded.info["quantization"] == "none"
     assert tiny_loaded.info["model_path"] == str(tiny_qwen2_dir)
     assert tiny_loaded.tokenizer.padding_side == "left" and tiny_loaded.tokenizer.pad_token is not None
-    assert tiny_loaded.tokenizer.convert_tokens_to_ids("<|im_end|>") in models.stop_token_ids(tiny_loaded.tokenizer)
+    assert tiny_loaded.tokenizer.convert_tokens_to_ids("<|im_end|>") in generation.stop_token_ids(tiny_loaded.tokenizer)
 
 
 @pytest.mark.parametrize(
     "make, message",
     [
-        (lambda tmp: tmp / "nope", "does not exist"),  # adapter path that does not exist
-        (lambda tmp: (tmp / "plain").mkdir() or tmp / "plain", "no adapter_config.json"),  # folder without an adapter
+        (lambda tmp: tmp / "nope", "do not exist"),  # a weights path that does not exist
+        (lambda tmp: (tmp / "plain").mkdir() or tmp / "plain", "neither a LoRA adapter folder"),  # folder without weights
     ],
 )
 def test_missing_adapter_is_a_model_error(make, message, tiny_cfg, tmp_path):
     with pytest.raises(models.ModelError, match=message):
-        models.load_model(tiny_cfg, adapter=str(make(tmp_path)))
+        models.load_model(tiny_cfg, weights=str(make(tmp_path)))
 
 
 def test_adapter_of_a_differently_shaped_model_is_refused(tiny_cfg, smollm2_tokenizer, tmp_path):
@@ -86,22 +84,22 @@ def test_adapter_of_a_differently_shaped_model_is_refused(tiny_cfg, smollm2_toke
     other = build_tiny_qwen2(tmp_path / "elsewhere" / "tiny-qwen2", smollm2_tokenizer, hidden_size=32)
     adapter = save_adapter(other, tmp_path / "adapter")
     with pytest.raises(models.ModelError, match="does not fit .* trained for another base model"):
-        models.load_model(tiny_cfg, adapter=str(adapter))
+        models.load_model(tiny_cfg, weights=str(adapter))
 
 
 def test_adapter_recorded_for_another_base_name_is_refused(tiny_cfg, smollm2_tokenizer, tmp_path):
     other = build_tiny_qwen2(tmp_path / "bigger-qwen2", smollm2_tokenizer, hidden_size=32)
     adapter = save_adapter(other, tmp_path / "adapter")
-    with pytest.raises(models.ModelError, match="was trained for base model .*bigger-qwen2"):
-        models.load_model(tiny_cfg, adapter=str(adapter))
+    with pytest.raises(models.ModelError, match="were trained from base model .*bigger-qwen2"):
+        models.load_model(tiny_cfg, weights=str(adapter))
 
 
 def test_matching_adapter_loads_through_peft(tiny_cfg, tiny_qwen2_dir, tmp_path):
     adapter = save_adapter(tiny_qwen2_dir, tmp_path / "adapter")
-    loaded = models.load_model(tiny_cfg, adapter=str(adapter))
-    assert loaded.info["loader"] == "peft" and loaded.info["adapter"] == str(adapter)
-    assert len(loaded.info["adapter_sha256"]) == 64
-    assert evaluation.generate(loaded, ["<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"], 3, 1, progress=False)
+    loaded = models.load_model(tiny_cfg, weights=str(adapter))
+    assert loaded.info["loader"] == "peft" and loaded.info["weights"] == str(adapter)
+    assert loaded.info["weights_kind"] == "adapter" and len(loaded.info["weights_sha256"]) == 64
+    assert generation.generate(loaded, ["<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"], 3, 1, progress=False)
 
 
 @pytest.mark.parametrize(
@@ -155,12 +153,57 @@ def test_nf4_load_and_forward_on_cpu(tiny_qwen2_dir, tmp_path):
     assert logits.shape[:2] == ids.shape and torch.isfinite(logits).all()
 
 
-def test_missing_stage_adapter_names_the_training_script(tmp_path):
-    script = load_script("06_evaluate.py")
+def test_missing_stage_weights_name_the_training_script(tmp_path, capsys):
     for stage, trainer in (("sft", "04_train_sft.py"), ("grpo", "05_train_grpo.py")):
         with pytest.raises(SystemExit) as exit_info:
-            script.main(["--stage", stage, f"--OUTPUT_DIR={tmp_path}", "--PROFILE=cpu"])
-        assert trainer in str(exit_info.value.code)
+            run_script("06_evaluate.py", ["--stage", stage, f"--OUTPUT_DIR={tmp_path}", "--PROFILE=cpu"])
+        assert exit_info.value.code == 1
+        err = capsys.readouterr().err
+        assert trainer in err and "Traceback" not in err
+
+
+def test_full_fine_tune_trains_every_weight(tiny_qwen2_dir, tmp_path):
+    cfg = resolve_config(tiny_overrides(tiny_qwen2_dir, tmp_path, "--FINETUNE=full"))
+    loaded = models.load_model(cfg, trainable=True)
+    assert loaded.info["trained_weights"] == "all" and loaded.info["loader"] == "plain"
+    assert all(p.requires_grad for p in loaded.model.parameters())
+
+
+def save_full_model(model_dir: Path, folder: Path, base_name: str) -> Path:
+    """A whole model folder as 04 saves one with FINETUNE=full (weights, config, training summary)."""
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True).save_pretrained(folder)
+    (folder / models.TRAINING_SUMMARY).write_text(json.dumps({"base_model": base_name}), encoding="utf-8")
+    return folder
+
+
+def test_whole_model_weights_replace_the_base(tiny_cfg, tiny_qwen2_dir, tmp_path):
+    folder = save_full_model(tiny_qwen2_dir, tmp_path / "model", str(tiny_qwen2_dir))
+    loaded = models.load_model(tiny_cfg, weights=folder)
+    assert loaded.info["weights_kind"] == "model" and loaded.info["model_path"] == str(folder)
+    assert loaded.info["weights_sha256"] == models.weights_fingerprint(folder) != "missing"
+    assert generation.generate(loaded, ["<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"], 3, 1, progress=False)
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda path: path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2]), "cannot load"),  # truncated file
+        (lambda path: path.write_bytes(b"\x00" * 64), "cannot load"),  # not safetensors at all
+    ],
+)
+def test_damaged_model_weights_are_a_model_error(tiny_cfg, tiny_qwen2_dir, tmp_path, damage, message):
+    folder = save_full_model(tiny_qwen2_dir, tmp_path / "model", str(tiny_qwen2_dir))
+    damage(folder / "model.safetensors")
+    with pytest.raises(models.ModelError, match=message):
+        models.load_model(tiny_cfg, weights=folder)
+
+
+def test_whole_model_of_another_base_is_refused(tiny_cfg, tiny_qwen2_dir, tmp_path):
+    folder = save_full_model(tiny_qwen2_dir, tmp_path / "model", "Qwen/Qwen2.5-1.5B-Instruct")
+    with pytest.raises(models.ModelError, match="were trained from base model 'Qwen/Qwen2.5-1.5B-Instruct'"):
+        models.load_model(tiny_cfg, weights=folder)
 
 
 def test_score_cli_round_trip(tmp_path, dev_examples):

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from finreason import prompts
-from finreason.cli import resolve_config
+from finreason.configuration import resolve_config
 from finreason.data import VENDORED_DIR, load_finqa
 from finreason.scoring import score_completion
 
@@ -142,9 +142,13 @@ def test_few_shot_example_is_itself_strict_correct():
 
 
 def test_prompt_from_cfg_uses_the_configured_budget(tokenizer, finqa):
-    cfg = resolve_config(["--PROFILE=cpu", "--PROMPT_TOKEN_BUDGET=128", "--FEW_SHOT_EXAMPLE=false"])
+    cfg = resolve_config(["--PROFILE=cpu", "--PROMPT_TOKEN_BUDGET=128", "--FEW_SHOT_EXAMPLE=false", "--EVIDENCE_MODE=retrieved"])
     example = finqa["dev"][0]
     assert prompts.prompt_from_cfg(example, tokenizer, cfg) == prompts.build_prompt(example, tokenizer, 128, few_shot=False)
+    gold = cfg.replace(EVIDENCE_MODE="gold")
+    assert prompts.prompt_from_cfg(example, tokenizer, gold) == prompts.build_prompt(example, tokenizer, 128, False, "gold")
+    # the app's own tables have no gold facts: it asks for retrieved evidence whatever the mode
+    assert prompts.prompt_from_cfg(example, tokenizer, gold, "retrieved") == prompts.prompt_from_cfg(example, tokenizer, cfg)
 
 
 @pytest.mark.parametrize(
@@ -172,3 +176,69 @@ def test_format_target_cites_the_gold_evidence(finqa):
     assert reasoning.startswith("From the table:") and "114400" in reasoning and "329500" in reasoning
     assert program == f"Program: {example.program}"
     assert answer == "Answer: 0.34719"
+
+
+# --- gold evidence (EVIDENCE_MODE=gold) and target styles ---------------------------------
+
+
+def test_gold_evidence_is_exactly_the_gold_facts_rendered_as_retrieved(tokenizer, finqa):
+    for example in finqa["dev"][:60]:
+        gold = prompts.gold_evidence(example, tokenizer)
+        table_ids = {key for key in example.gold_inds if key.startswith("table_")}
+        text_ids = {key for key in example.gold_inds if key.startswith("text_")}
+        # every gold fact, the header row when any row is kept, and nothing else
+        assert gold.kept_ids == table_ids | text_ids | ({"table_0"} if table_ids else set()), example.id
+        assert gold.mode == "gold"
+        # the same pipe rows and text block the retrieved mode renders
+        for index in gold.table_rows:
+            assert prompts.render_row(example.table[index]) in gold.text
+        for index in gold.sentences:
+            assert example.text[index] in gold.text
+        if gold.table_rows and gold.sentences:
+            assert gold.text.index("Table:") < gold.text.index("Text:")
+
+
+@pytest.mark.parametrize(
+    "gold_inds, kept",
+    [
+        ({}, set()),  # no gold facts: only the question goes in
+        ({"text_0": "x"}, {"text_0"}),  # text only: no table header
+        ({"table_2": "x"}, {"table_0", "table_2"}),  # a gold row brings the header row along
+        ({"table_99": "x", "text_99": "x"}, set()),  # indices outside the document are ignored, not an error
+        ({"foo": "x", "table_x": "y"}, set()),  # malformed keys are ignored
+    ],
+)
+def test_gold_evidence_edge_cases(tokenizer, gold_inds, kept):
+    from types import SimpleNamespace
+
+    example = SimpleNamespace(question="q?", table=[["", "2019"], ["a", "1"], ["b", "2"]], text=["first.", "second."], gold_inds=gold_inds)
+    assert prompts.gold_evidence(example, tokenizer).kept_ids == kept
+
+
+def test_evidence_mode_changes_only_the_evidence(tokenizer, finqa):
+    example = finqa["dev"][0]
+    retrieved = prompts.build_messages(example, tokenizer, 384, few_shot=False, mode="retrieved")
+    gold = prompts.build_messages(example, tokenizer, 384, few_shot=False, mode="gold")
+    assert retrieved[0] == gold[0]  # the same system prompt
+    assert gold[1]["content"].endswith(f"Question: {example.question}")
+    with pytest.raises(ValueError):
+        prompts.build_messages(example, tokenizer, 384, mode="oracle")
+
+
+@pytest.mark.parametrize("style", ["reasoning", "program"])
+def test_every_target_style_is_strict_correct_for_all_of_train(finqa, style):
+    failures = [e.id for e in finqa["train"] if not score_completion(prompts.format_target(e, style), e.exe_ans, e.table).strict]
+    assert failures == []
+
+
+def test_program_target_is_just_the_program_and_answer(finqa):
+    example = finqa["train"][0]
+    assert prompts.format_target(example, "program") == f"Program: {example.program}\nAnswer: 0.34719"
+    assert prompts.format_target(example, "reasoning").endswith(prompts.format_target(example, "program"))
+    with pytest.raises(ValueError):
+        prompts.format_target(example, "essay")
+
+
+def test_evidence_labels_mark_gold_as_not_comparable():
+    assert "GOLD" in prompts.evidence_label("gold") and "not comparable" in prompts.evidence_label("gold")
+    assert prompts.evidence_label(None) == prompts.evidence_label("retrieved")

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
 
 import pytest
 
 from finreason import rewards, scoring
-from finreason.cli import resolve_config
+from finreason.configuration import resolve_config
 
 TABLE = [["", "2019", "2018"], ["revenue", "$ 120", "$ 100"], ["costs", "80", "70"]]
 GOLD_CHANGE = "0.2"  # (120 - 100) / 100, as 03_format_data.py writes gold: repr(float)
@@ -91,31 +90,25 @@ def test_reward_functions_and_weights(overrides, weights):
     assert [f.__name__ for f in funcs] == ["correctness_reward", "format_reward"]
 
 
-def test_weighted_rewards_match_trl_sum():
-    cfg = resolve_config(["--REWARD_FORMAT_WEIGHT=0.1"])
-    got = rewards.weighted_rewards(["Answer: 0.2", "Answer: 5", "junk"], cfg, gold=[GOLD_CHANGE] * 3, table=[TABLE] * 3)
-    assert [round(x, 6) for x in got] == [1.1, 0.1, 0.0]
+@pytest.mark.parametrize(
+    ("scores", "prompts", "mixed"),
+    [
+        ([1, 0, 1, 0], ["a"] * 4, 1.0),  # one mixed group: has a gradient
+        ([1, 1, 0, 0], ["a", "a", "b", "b"], 0.0),  # two uniform groups: no gradient at all
+        ([1, 1, 1, 0, 0, 0], ["a"] * 3 + ["b"] * 3, 0.0),  # all-correct and all-wrong groups
+        ([0.1, 1.1, 0.1, 0.1], ["a", "a", "b", "b"], 0.5),  # weighted totals: first group mixed, second uniform
+    ],
+)
+def test_mixed_group_share(scores, prompts, mixed):
+    assert rewards.mixed_group_share(scores, prompts) == mixed
 
 
 @pytest.mark.parametrize(
-    ("values", "size", "zero_share", "mean"),
-    [
-        ([1, 0, 1, 0], 4, 0.0, 0.5),  # one mixed group: has a gradient
-        ([1, 1, 0, 0], 2, 1.0, 0.5),  # two uniform groups: no gradient at all
-        ([1, 1, 1, 0, 0, 0], 3, 1.0, 0.5),  # all-correct and all-wrong groups
-        ([0.1, 1.1, 0.1, 0.1], 2, 0.5, 0.35),  # weighted totals: first group mixed, second uniform
-    ],
+    ("scores", "prompts"),
+    [([1, 0, 1], ["a", "a"]), ([], []), ([1.0], None)],  # ragged / empty / no prompts column
 )
-def test_group_stats(values, size, zero_share, mean):
-    stats = rewards.group_stats(values, size)
-    assert stats["zero_variance_share"] == zero_share
-    assert math.isclose(stats["mean_reward"], mean)
-
-
-@pytest.mark.parametrize(("values", "size"), [([1, 0, 1], 2), ([], 2), ([1, 0], 0)])  # ragged / empty / bad size
-def test_group_stats_rejects_bad_layout(values, size):
-    with pytest.raises(ValueError):
-        rewards.group_stats(values, size)
+def test_mixed_group_share_without_a_layout_is_none(scores, prompts):
+    assert rewards.mixed_group_share(scores, prompts) is None
 
 
 @pytest.mark.parametrize(
@@ -130,7 +123,7 @@ def test_correctness_logs_its_own_zero_variance_share(completions, prompts, shar
     logged = {}
     n = len(completions)
     rewards.correctness_reward(completions, gold=[GOLD_CHANGE] * n, table=[TABLE] * n, prompts=prompts, log_metric=logged.__setitem__)
-    assert logged == {"correctness_zero_variance_share": share}
+    assert logged == {"correctness_zero_variance_share": share, "correctness_mixed_group_share": 1.0 - share}
 
 
 def test_no_metric_without_prompts():

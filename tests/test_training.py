@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from finreason import models, training
-from finreason.scripts import load_script
-from finreason.cli import resolve_config
-
+from finreason.configuration import ConfigError, resolve_config
+from finreason.layout import Layout
+from helpers import load_script, run_script
 
 SFT = load_script("04_train_sft.py")
 GRPO = load_script("05_train_grpo.py")
@@ -31,7 +31,9 @@ def common_args(out: Path, model_dir: Path, *extra: str) -> list[str]:
         "--PROMPT_TOKEN_BUDGET=64", "--FEW_SHOT_EXAMPLE=false", "--MAX_SEQ_LEN=768",
         "--SFT_BATCH_SIZE=2", "--SFT_GRAD_ACCUM=1", "--SAVE_STEPS=1", "--LORA_R=4", "--LORA_ALPHA=8",
         "--NUM_GENERATIONS=2", "--GRPO_BATCH_SIZE=2", "--GRPO_GRAD_ACCUM=1", "--GRPO_MAX_NEW_TOKENS=8",
-        "--EVAL_BATCH_SIZE=2", "--MAX_NEW_TOKENS=8",
+        "--EVAL_BATCH_SIZE=2", "--MAX_NEW_TOKENS=8", "--EVAL_SPLIT=dev", "--EVAL_LIMIT=2",
+        # the cpu profile trains every weight on gold facts; these tests pin LoRA on retrieved evidence
+        "--FINETUNE=lora", "--EVIDENCE_MODE=retrieved", "--SFT_TARGET=reasoning",
         *extra,
     ]
 
@@ -83,16 +85,20 @@ def no_model_load(monkeypatch):
         ('{"id": "a", "prompt": "p"}\n', "missing field 'completion'"),  # missing field
         ('{"id": "a", "prompt": "p", "completion": 3}\n', "should be str"),  # wrong field type
         ('{"id": "a", "prompt": "p", "completion": "  "}\n', "is empty"),  # empty target
+        (b'{"id": "a", "prompt": "\xff\xfe", "completion": "x"}\n', "is not UTF-8"),  # bytes that are not text
+        ("[" * 100_000 + "\n", "nested too deeply"),  # deep nesting: the JSON parser's recursion limit
     ],
 )
-def test_sft_refuses_bad_data_before_loading(tmp_path, no_model_load, content, message):
+def test_sft_refuses_bad_data_before_loading(tmp_path, no_model_load, capsys, content, message):
     if content is not None:
         (tmp_path / "data").mkdir()
-        (tmp_path / "data" / "sft_train.jsonl").write_text(content, encoding="utf-8")
+        target = tmp_path / "data" / "sft_train.jsonl"
+        target.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
     with pytest.raises(SystemExit) as exit_info:
-        SFT.main([f"--OUTPUT_DIR={tmp_path}", "--PROFILE=cpu"])
-    assert message in str(exit_info.value)
-    assert "04_train_sft.py" in str(exit_info.value)
+        run_script("04_train_sft.py", [f"--OUTPUT_DIR={tmp_path}", "--PROFILE=cpu"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1 and message in err and "Traceback" not in err
+    assert err.startswith("04_train_sft.py: error:")
 
 
 @pytest.mark.parametrize(
@@ -105,7 +111,7 @@ def test_sft_refuses_bad_data_before_loading(tmp_path, no_model_load, content, m
         (True, '{"id": "a", "prompt": "p", "gold": "1.5"}\n', "missing field 'table'"),  # no table for the reward
     ],
 )
-def test_grpo_refuses_bad_inputs_before_loading(tmp_path, no_model_load, with_adapter, content, message):
+def test_grpo_refuses_bad_inputs_before_loading(tmp_path, no_model_load, capsys, with_adapter, content, message):
     if with_adapter:
         (tmp_path / "sft" / "adapter").mkdir(parents=True)
         (tmp_path / "sft" / "adapter" / "adapter_config.json").write_text("{}", encoding="utf-8")
@@ -113,8 +119,8 @@ def test_grpo_refuses_bad_inputs_before_loading(tmp_path, no_model_load, with_ad
         (tmp_path / "data").mkdir()
         (tmp_path / "data" / "grpo_train.jsonl").write_text(content, encoding="utf-8")
     with pytest.raises(SystemExit) as exit_info:
-        GRPO.main([f"--OUTPUT_DIR={tmp_path}", "--PROFILE=cpu"])
-    assert message in str(exit_info.value)
+        run_script("05_train_grpo.py", [f"--OUTPUT_DIR={tmp_path}", "--PROFILE=cpu"])
+    assert exit_info.value.code == 1 and message in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -127,12 +133,12 @@ def test_grpo_refuses_bad_inputs_before_loading(tmp_path, no_model_load, with_ad
     ],
 )
 def test_grpo_batch_geometry(overrides, ok):
-    cfg = resolve_config(["--PROFILE=cpu", *overrides])
+    # checked with the other config ranges, before anything loads
     if ok:
-        GRPO.check_batch_geometry(cfg)
+        resolve_config(["--PROFILE=cpu", *overrides])
     else:
-        with pytest.raises(training.TrainingInputError):
-            GRPO.check_batch_geometry(cfg)
+        with pytest.raises(ConfigError, match="NUM_GENERATIONS"):
+            resolve_config(["--PROFILE=cpu", *overrides])
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -193,7 +199,13 @@ def test_sft_loss_is_on_completion_tokens_only(formatted, tiny_qwen2_dir, tmp_pa
     cfg = resolve_config(common_args(tmp_path, tiny_qwen2_dir))
     rows = training.load_rows(formatted / "data" / "sft_train.jsonl", training.SFT_FIELDS)[:2]
     loaded = models.load_model(cfg.replace(LORA_TARGET_MODULES="q_proj,v_proj"), trainable=True)
-    trainer = SFT.make_trainer(cfg, SFT.paths(cfg), rows, loaded.model, loaded.tokenizer)
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    trainer = SFTTrainer(
+        model=loaded.model, args=training.sft_config(cfg, Layout.of(cfg)), processing_class=loaded.tokenizer,
+        train_dataset=Dataset.from_list([{"prompt": row["prompt"], "completion": row["completion"]} for row in rows]),
+    )
     tokenizer = loaded.tokenizer
     for row, example in zip(rows, trainer.train_dataset):
         prompt_len = len(tokenizer(row["prompt"])["input_ids"])
@@ -217,7 +229,7 @@ def test_sft_trains_and_saves_an_adapter(sft_run):
     assert str(out / "data" / "sft_train.jsonl") in card and "final training loss" in card
     assert sorted(p.name for p in (out / "sft" / "checkpoints").glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
     assert any((out / "sft" / "runs").rglob("events.out.tfevents.*"))
-    steps = [e["step"] for e in training.read_step_log(out / "sft" / "train_log.jsonl")]
+    steps = [e["step"] for e in training.read_step_log(out / "sft" / "step_log.jsonl")]
     assert steps == [1, 2]
 
 
@@ -228,7 +240,7 @@ def test_sft_resumes_from_the_last_checkpoint(sft_run, tiny_qwen2_dir, tmp_path)
     summary = SFT.main(common_args(out, tiny_qwen2_dir, "--SFT_MAX_STEPS=3", "--no-eval"))
     assert summary["resumed_from"].endswith("checkpoint-2")
     assert summary["global_step"] == 3
-    log = training.read_step_log(out / "sft" / "train_log.jsonl")
+    log = training.read_step_log(out / "sft" / "step_log.jsonl")
     assert [e["step"] for e in log] == [1, 2, 3]
 
 
@@ -236,11 +248,14 @@ def test_sft_resumes_from_the_last_checkpoint(sft_run, tiny_qwen2_dir, tmp_path)
 def test_sft_in_4bit_with_dev_evaluation(formatted, tiny_qwen2_dir, tmp_path):
     # QLoRA path: NF4 base through bitsandbytes on CPU, then the shared evaluator on 2 dev examples
     shutil.copytree(formatted / "data", tmp_path / "data")
-    summary = SFT.main(common_args(tmp_path, tiny_qwen2_dir, "--LOAD_IN_4BIT=true", "--SFT_MAX_STEPS=1", "--SFT_EVAL_LIMIT=2"))
+    summary = SFT.main(common_args(tmp_path, tiny_qwen2_dir, "--LOAD_IN_4BIT=true", "--SFT_MAX_STEPS=1"))
     assert summary["global_step"] == 1 and math.isfinite(summary["final_loss"])
     assert summary["model_info"]["quantization"] == "nf4"
-    assert summary["dev_eval"]["n"] == 2 and summary["dev_eval"]["stage"] == "sft_dev"
-    assert (tmp_path / "eval" / "sft_dev.jsonl").is_file()
+    # the closing evaluation is the one 06_evaluate.py --stage sft runs: EVAL_SPLIT, EVAL_LIMIT
+    assert summary["evaluation"]["n"] == 2 and summary["evaluation"]["stage"] == "sft"
+    assert (tmp_path / "eval" / "sft.jsonl").is_file()
+    saved = json.loads((tmp_path / "sft" / "adapter" / "training_summary.json").read_text(encoding="utf-8"))
+    assert saved["evaluation"]["n"] == 2 and "Evaluation:" in (tmp_path / "sft" / "adapter" / "README.md").read_text()
     config = json.loads((tmp_path / "sft" / "adapter" / "adapter_config.json").read_text(encoding="utf-8"))
     assert config["r"] == 4
 
@@ -253,15 +268,62 @@ def test_grpo_one_step_from_the_sft_adapter(sft_run, tiny_qwen2_dir, tmp_path):
     out = copy_run(sft_run[0], tmp_path / "run")
     summary = GRPO.main(common_args(out, tiny_qwen2_dir, "--GRPO_MAX_STEPS=1", "--DIFFICULTY_MAX_CANDIDATES=2"))
     assert summary["global_step"] == 1
-    assert summary["sft_adapter_sha256"] == training.adapter_fingerprint(out / "sft" / "adapter")
+    assert summary["sft_weights_sha256"] == models.weights_fingerprint(out / "sft" / "adapter")
     adapter = out / "grpo" / "adapter"
     assert (adapter / "adapter_model.safetensors").is_file() and (adapter / "README.md").is_file()
     # rewards and the zero-variance share are logged per step
     step = training.read_step_log(out / "grpo" / "step_log.jsonl")[0]
-    for key in ("reward", "frac_reward_zero_std", "correctness_zero_variance_share", "rewards/correctness_reward/mean", "rewards/format_reward/mean"):
+    for key in ("reward", "frac_reward_zero_std", "correctness_zero_variance_share", "correctness_mixed_group_share",
+                "rewards/correctness_reward/mean", "rewards/format_reward/mean"):
         assert math.isfinite(step[key]), key
-    assert 0.0 <= summary["last_step"]["zero_variance_share"] <= 1.0
+    assert 0.0 <= summary["steps"][-1]["correctness_mixed_group_share"] <= 1.0
     # a random model never solves FinQA: the filter keeps nothing and falls back to all candidates
     report = json.loads((out / "grpo" / "difficulty_filter.json").read_text(encoding="utf-8"))
     assert report["candidates"] == 2 and report["kept"] == 0 and "unfiltered" in report["decision"]
     assert summary["train_rows"] == 4
+
+
+# --- every weight (FINETUNE=full) on gold facts: the cpu profile's path ----------------------------
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory, tiny_qwen2_dir):
+    """03 -> 04 with every weight trained, on gold evidence and program targets: (output dir, summary)."""
+    out = tmp_path_factory.mktemp("full")
+    args = common_args(out, tiny_qwen2_dir, "--FINETUNE=full", "--EVIDENCE_MODE=gold", "--SFT_TARGET=program",
+                       "--SFT_TRAIN_LIMIT=4", "--GRPO_TRAIN_LIMIT=2", "--SFT_MAX_STEPS=1")
+    load_script("03_format_data.py").main([*args, "--no-progress"])
+    return out, SFT.main(args), args
+
+
+@pytest.mark.slow
+def test_full_fine_tune_saves_a_model_folder(full_run):
+    out, summary, _ = full_run
+    folder = out / "sft" / "model"
+    assert summary["weights_kind"] == "model" and summary["weights"] == str(folder)
+    assert (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))
+    assert not (out / "sft" / "adapter").exists()
+    assert summary["evidence_mode"] == "gold" and summary["evaluation"]["evidence_mode"] == "gold"
+    assert "GOLD facts only" in (folder / "README.md").read_text(encoding="utf-8")
+    assert Layout(out).weights("sft") == folder
+    rows = training.load_rows(out / "data" / "sft_train.jsonl", training.SFT_FIELDS)
+    assert all(row["completion"].startswith("Program: ") for row in rows)  # program targets
+
+
+@pytest.mark.slow
+def test_grpo_continues_a_full_model(full_run, tmp_path):
+    out, _, args = full_run
+    run = copy_run(out, tmp_path / "run")
+    args = [arg.replace(str(out), str(run)) for arg in args]
+    summary = GRPO.main([*args, "--GRPO_MAX_STEPS=1", "--DIFFICULTY_MAX_CANDIDATES=2"])
+    assert summary["weights_kind"] == "model" and (run / "grpo" / "model" / "config.json").is_file()
+    assert summary["sft_weights_sha256"] == models.weights_fingerprint(run / "sft" / "model")
+
+
+@pytest.mark.slow
+def test_retraining_with_lora_replaces_the_full_model(full_run, tiny_qwen2_dir, tmp_path):
+    out, _, args = full_run
+    run = copy_run(out, tmp_path / "run")
+    args = [arg.replace(str(out), str(run)) for arg in args]
+    SFT.main([*args, "--FINETUNE=lora", "--no-eval", "--fresh"])
+    assert (run / "sft" / "adapter" / "adapter_config.json").is_file() and not (run / "sft" / "model").exists()

@@ -1,31 +1,46 @@
-"""Results files that survive a kill: atomic JSON, append-only JSONL, and provenance.
+"""Files that survive a kill: atomic writes, append-only JSONL that resumes, file hashes.
 
-Every results file records what produced it (``provenance``): config snapshot, seed, data
-source, package versions, and whatever the caller adds (model, adapter, loader path).
+Every results file is written with ``atomic_write_*`` (a temporary file, then a rename: readers
+never see half a file), every long run appends one JSONL line per finished item with
+``append_jsonl`` and reads them back with ``read_jsonl``, which skips and counts damaged lines.
+What produced a file is ``finreason.provenance``'s concern.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import hashlib
 import os
-import platform
-import sys
 import tempfile
-import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from finreason.errors import FinReasonError
+
 _LOG = logging.getLogger(__name__)
 
-TRACKED_PACKAGES = (
-    "torch", "transformers", "trl", "peft", "bitsandbytes", "datasets", "accelerate",
-    "rank-bm25", "unsloth", "vllm",
-)
 
+class StorageError(FinReasonError, OSError):
+    """A path the user gave cannot be written."""
+
+
+def check_writable(path: str | os.PathLike) -> Path:
+    """Raise StorageError unless ``path`` can be written atomically: not a folder, and its folder
+    exists (or can be made) and takes a new file. Checked by trying, since permission bits say
+    nothing to root or on network file systems."""
+    path = Path(path)
+    if path.is_dir():
+        raise StorageError(f"{path} is a folder; give a file path")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".probe"):
+            pass
+    except OSError as error:
+        raise StorageError(f"cannot write {path}: {error.strerror or error}") from None
+    return path
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write via a temporary file in the same folder, then rename: readers never see half."""
@@ -140,33 +155,20 @@ def repair_jsonl(path: str | os.PathLike) -> int:
         return 0
     stats = ReadStats()
     records = list(_records(path, stats))
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records))
+    write_jsonl(path, records)
     if stats.dropped:
         _LOG.warning("%s: repaired, dropping %d damaged line(s) (%s); kept %d records", path, stats.dropped, stats.describe(), stats.records)
     return len(records)
 
 
-def package_versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {"python": platform.python_version()}
-    for name in TRACKED_PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
+def write_jsonl(path: str | os.PathLike, records: Iterable[Mapping[str, Any]]) -> Path:
+    """A whole JSONL file at once, atomically (for files written in one go, not appended)."""
+    return atomic_write_text(path, "".join(json.dumps(record, ensure_ascii=False, default=str) + "\n" for record in records))
 
 
-def provenance(cfg: Mapping[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
-    """What produced a results file: config, seed, packages, machine, command, plus ``extra``
-    (pass ``data=DataBundle.describe()``, ``model=...``, ``adapter=...``, ``loader=...``)."""
-    snapshot = dict(cfg) if cfg is not None else {}
-    return {
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "seed": snapshot.get("SEED"),
-        "profile": snapshot.get("PROFILE"),
-        "config": snapshot,
-        "packages": package_versions(),
-        "machine": {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count()},
-        **extra,
-    }
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -5,13 +5,14 @@ import logging
 
 import pytest
 
-from finreason import records
+from finreason import provenance, storage
+from finreason.configuration import resolve_config
 
 
 def test_atomic_write_json_leaves_no_temp_files(tmp_path):
     target = tmp_path / "nested" / "summary.json"
-    records.atomic_write_json(target, {"a": 1})
-    records.atomic_write_json(target, {"a": 2})
+    storage.atomic_write_json(target, {"a": 1})
+    storage.atomic_write_json(target, {"a": 2})
     assert json.loads(target.read_text()) == {"a": 2}
     assert [p.name for p in target.parent.iterdir()] == ["summary.json"]
 
@@ -30,7 +31,7 @@ def test_atomic_write_json_leaves_no_temp_files(tmp_path):
 def test_read_jsonl_tolerates_damage(tmp_path, content, expected_ids):
     path = tmp_path / "run.jsonl"
     path.write_text(content)
-    assert [r["id"] for r in records.read_jsonl(path)] == expected_ids
+    assert [r["id"] for r in storage.read_jsonl(path)] == expected_ids
 
 
 @pytest.mark.parametrize(
@@ -50,9 +51,9 @@ def test_read_jsonl_tolerates_damage(tmp_path, content, expected_ids):
 def test_read_jsonl_counts_and_warns_about_what_it_drops(tmp_path, caplog, content, expected_ids, dropped):
     path = tmp_path / "run.jsonl"
     path.write_bytes(content)
-    stats = records.ReadStats()
-    with caplog.at_level(logging.WARNING, logger="finreason.records"):
-        assert [r["id"] for r in records.read_jsonl(path, stats)] == expected_ids
+    stats = storage.ReadStats()
+    with caplog.at_level(logging.WARNING, logger="finreason.storage"):
+        assert [r["id"] for r in storage.read_jsonl(path, stats)] == expected_ids
     assert stats.records == len(expected_ids)
     counts = {kind: getattr(stats, kind) for kind in ("torn", "undecodable", "corrupt", "not_object") if getattr(stats, kind)}
     assert counts == dropped
@@ -68,21 +69,21 @@ def test_read_jsonl_counts_and_warns_about_what_it_drops(tmp_path, caplog, conte
 def test_read_jsonl_without_stats_still_warns(tmp_path, caplog):
     path = tmp_path / "run.jsonl"
     path.write_bytes(b'{"id": "a"}\n\xc3\x28\n')
-    with caplog.at_level(logging.WARNING, logger="finreason.records"):
-        assert [r["id"] for r in records.read_jsonl(path)] == ["a"]
+    with caplog.at_level(logging.WARNING, logger="finreason.storage"):
+        assert [r["id"] for r in storage.read_jsonl(path)] == ["a"]
     assert "1 not UTF-8" in caplog.text and str(path) in caplog.text
 
 
 def test_repair_keeps_only_decodable_complete_records(tmp_path, caplog):
     path = tmp_path / "run.jsonl"
     path.write_bytes(b'{"id": "a"}\n\xff\xfe\n{"id": "b"}\nnot json\n{"id": "c')
-    with caplog.at_level(logging.WARNING, logger="finreason.records"):
-        assert records.repair_jsonl(path) == 2
+    with caplog.at_level(logging.WARNING, logger="finreason.storage"):
+        assert storage.repair_jsonl(path) == 2
     assert "dropping 3 damaged line" in caplog.text
     caplog.clear()
-    stats = records.ReadStats()
-    with caplog.at_level(logging.WARNING, logger="finreason.records"):
-        assert [r["id"] for r in records.read_jsonl(path, stats)] == ["a", "b"]
+    stats = storage.ReadStats()
+    with caplog.at_level(logging.WARNING, logger="finreason.storage"):
+        assert [r["id"] for r in storage.read_jsonl(path, stats)] == ["a", "b"]
     assert stats.dropped == 0 and caplog.text == ""  # the repaired file is clean
     path.read_text(encoding="utf-8")  # and all UTF-8 again
 
@@ -90,21 +91,48 @@ def test_repair_keeps_only_decodable_complete_records(tmp_path, caplog):
 def test_repair_then_append_starts_on_a_clean_line(tmp_path):
     path = tmp_path / "run.jsonl"
     path.write_text('{"id": "a"}\n{"id": "b')
-    assert records.repair_jsonl(path) == 1
-    records.append_jsonl(path, [{"id": "c"}])
-    assert [r["id"] for r in records.read_jsonl(path)] == ["a", "c"]
+    assert storage.repair_jsonl(path) == 1
+    storage.append_jsonl(path, [{"id": "c"}])
+    assert [r["id"] for r in storage.read_jsonl(path)] == ["a", "c"]
 
 
 def test_read_jsonl_of_missing_file_is_empty(tmp_path):
-    assert list(records.read_jsonl(tmp_path / "absent.jsonl")) == []
+    assert list(storage.read_jsonl(tmp_path / "absent.jsonl")) == []
 
 
-def test_provenance_records_config_seed_and_packages():
-    snapshot = {"SEED": 7, "PROFILE": "cpu", "MODEL_NAME": "m"}
-    record = records.provenance(snapshot, model="m", adapter=None)
+def test_provenance_records_config_seed_evidence_mode_and_packages():
+    cfg = resolve_config(["--PROFILE=cpu", "--SEED=7", "--EVIDENCE_MODE=gold"])
+    record = provenance.provenance(cfg, model="m", weights=None)
     assert record["seed"] == 7
     assert record["profile"] == "cpu"
-    assert record["config"] == snapshot
+    assert record["evidence_mode"] == "gold"
+    assert record["config"] == cfg.snapshot()
     assert record["model"] == "m"
     for package in ("torch", "transformers", "trl", "peft", "bitsandbytes", "datasets"):
         assert package in record["packages"]
+
+
+@pytest.mark.parametrize(
+    "make, writable",
+    [
+        (lambda tmp: tmp / "verdicts.jsonl", True),  # a new file in an existing folder
+        (lambda tmp: tmp / "new" / "deeper" / "verdicts.jsonl", True),  # missing folders are made
+        (lambda tmp: tmp, False),  # a folder is not a file
+        (lambda tmp: tmp / "blocker" / "verdicts.jsonl", False),  # the "folder" is a file
+    ],
+)
+def test_check_writable(tmp_path, make, writable):
+    (tmp_path / "blocker").write_text("x")
+    target = make(tmp_path)
+    if writable:
+        assert storage.check_writable(target) == target
+        assert not target.exists()  # the probe leaves nothing behind
+    else:
+        with pytest.raises(storage.StorageError):
+            storage.check_writable(target)
+
+
+def test_write_jsonl_round_trips(tmp_path):
+    rows = [{"id": "a", "x": 1}, {"id": "b", "text": "é"}]
+    storage.write_jsonl(tmp_path / "rows.jsonl", rows)
+    assert list(storage.read_jsonl(tmp_path / "rows.jsonl")) == rows

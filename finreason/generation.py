@@ -1,0 +1,256 @@
+"""Text generation for evaluation, the difficulty filter, the fixed-set reward and the app.
+
+``generate`` is greedy decoding and ``sample`` draws several completions per prompt at a
+temperature, both through one KV-cache loop of our own (``_decode``): prompts sorted by length so
+a batch carries little padding, left-padded, the system prompt that every prompt shares run once
+per batch and copied to every row, each prompt prefilled once however many samples it gets, and
+rows that reached end of turn dropped from the batch at once. Greedy answers match one-at-a-time
+``model.generate`` (``generate_one_at_a_time``; checked in the tests and
+benchmarks/batched_generation.py). vLLM (GPU only, opt-in) is here too.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+_LOG = logging.getLogger(__name__)
+
+# Below this many shared tokens a separate prefix pass costs more than it saves.
+MIN_SHARED_PREFIX = 32
+
+
+def available_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def limit_threads() -> None:
+    """More torch threads than usable cores makes CPU work slower, not faster."""
+    import torch
+
+    cores = available_cores()
+    if torch.get_num_threads() > cores:
+        _LOG.info("torch used %d threads on %d usable cores; using %d", torch.get_num_threads(), cores, cores)
+        torch.set_num_threads(cores)
+
+
+def stop_token_ids(tokenizer: Any, model: Any = None) -> list[int]:
+    """End-of-turn ids: eos, <|im_end|>, and whatever the model's generation config lists."""
+    ids: set[int] = set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    if isinstance(end_of_turn, int) and end_of_turn != tokenizer.unk_token_id:
+        ids.add(end_of_turn)
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if isinstance(configured, int):
+        ids.add(configured)
+    elif isinstance(configured, (list, tuple)):
+        ids.update(int(token) for token in configured)
+    return sorted(ids)
+
+
+def _decode_rows(tokenizer: Any, rows: Sequence[Sequence[int]], stops: set[int]) -> list[str]:
+    return [tokenizer.decode([token for token in row if token not in stops], skip_special_tokens=True).strip() for row in rows]
+
+
+def _cache_argument(model: Any) -> str:
+    """transformers 5.2x renamed the forward's ``past_key_values`` to ``cache``; accept both."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(type(base).forward).parameters else "past_key_values"
+
+
+def _shared_prefix_length(token_lists: Sequence[Sequence[int]]) -> int:
+    """Tokens every row starts with, leaving each row at least one token of its own."""
+    shortest = min(len(tokens) for tokens in token_lists)
+    length = 0
+    first = token_lists[0]
+    while length < shortest - 1 and all(tokens[length] == first[length] for tokens in token_lists):
+        length += 1
+    return length if length >= MIN_SHARED_PREFIX else 0
+
+
+def _decode(
+    model: Any,
+    token_lists: list[list[int]],
+    pad_id: int,
+    stops: set[int],
+    max_new_tokens: int,
+    repeats: int = 1,
+    temperature: float = 0.0,
+    generator: Any = None,
+) -> list[list[int]]:
+    """New tokens for one left-padded batch: ``repeats`` rows per prompt (prompt-major order),
+    greedy when ``temperature`` is 0, else sampled; finished rows leave the KV cache at once."""
+    import torch
+    from transformers import DynamicCache
+
+    device = model.device
+    cache_argument = _cache_argument(model)
+    cache = DynamicCache(config=model.config)  # rows are dropped from it in place
+
+    def pick(logits: Any) -> Any:
+        if temperature <= 0:
+            return logits.argmax(-1)
+        probabilities = torch.softmax(logits.float() / temperature, dim=-1)
+        return torch.multinomial(probabilities, 1, generator=generator).squeeze(-1)
+
+    # Every prompt starts with the same system prompt: run that shared prefix once and copy its
+    # keys/values to every row instead of recomputing it per row.
+    prefix = _shared_prefix_length(token_lists)
+    prefix_mask = torch.ones((len(token_lists), prefix), dtype=torch.long, device=device)
+    if prefix:
+        model(
+            input_ids=torch.tensor([token_lists[0][:prefix]], dtype=torch.long, device=device),
+            position_ids=torch.arange(prefix, device=device)[None, :],
+            use_cache=True, logits_to_keep=1, **{cache_argument: cache},
+        )
+        cache.batch_repeat_interleave(len(token_lists))
+    suffixes = [tokens[prefix:] for tokens in token_lists]
+    width = max(len(tokens) for tokens in suffixes)
+    input_ids = torch.full((len(suffixes), width), pad_id, dtype=torch.long)
+    suffix_mask = torch.zeros((len(suffixes), width), dtype=torch.long)
+    for row, tokens in enumerate(suffixes):
+        input_ids[row, width - len(tokens):] = torch.tensor(tokens, dtype=torch.long)
+        suffix_mask[row, width - len(tokens):] = 1
+    input_ids, suffix_mask = input_ids.to(device), suffix_mask.to(device)
+    # the left padding sits between the shared prefix and each row's own tokens: masked out, and
+    # positions continue from the prefix as if it were not there
+    positions = (prefix + suffix_mask.cumsum(-1) - 1).clamp(min=0)
+    mask = torch.cat([prefix_mask, suffix_mask], dim=-1)
+    out = model(
+        input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
+        **{cache_argument: cache},
+    )
+    logits, last_position = out.logits[:, -1, :], positions[:, -1]
+    if repeats > 1:
+        # each prompt was prefilled once; its samples share that prefill
+        cache.batch_repeat_interleave(repeats)
+        logits, mask = logits.repeat_interleave(repeats, 0), mask.repeat_interleave(repeats, 0)
+        last_position = last_position.repeat_interleave(repeats, 0)
+    next_tokens = pick(logits)
+    rows = len(token_lists) * repeats
+    generated: list[list[int]] = [[] for _ in range(rows)]
+    active = list(range(rows))  # original row of each live batch row
+    stop_tensor = torch.tensor(sorted(stops), device=device)
+    for step in range(max_new_tokens):
+        for row, token in zip(active, next_tokens.tolist()):
+            generated[row].append(token)
+        if step + 1 == max_new_tokens:
+            break
+        finished = torch.isin(next_tokens, stop_tensor)
+        if bool(finished.any()):
+            keep = (~finished).nonzero().squeeze(-1)
+            if keep.numel() == 0:
+                break
+            cache.batch_select_indices(keep)
+            active = [active[index] for index in keep.tolist()]
+            next_tokens, mask, last_position = next_tokens[keep], mask[keep], last_position[keep]
+        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
+        last_position = last_position + 1
+        out = model(
+            input_ids=next_tokens[:, None], attention_mask=mask, position_ids=last_position[:, None],
+            use_cache=True, logits_to_keep=1, **{cache_argument: cache},
+        )
+        next_tokens = pick(out.logits[:, -1, :])
+    return generated
+
+
+def _run(loaded: Any, prompts: Sequence[str], max_new_tokens: int, batch_size: int, repeats: int, temperature: float,
+         seed: int, progress: bool, label: str) -> list[list[str]]:
+    """``repeats`` completions per prompt, in prompt order; batches hold ``batch_size`` rows."""
+    import torch
+    from tqdm.auto import tqdm
+
+    if not prompts:
+        return []
+    model, tokenizer = loaded.model, loaded.tokenizer
+    limit_threads()
+    stops = set(stop_token_ids(tokenizer, model))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(stops)
+    # the chat template already wrote every special token the model expects
+    token_lists = [tokenizer(prompt, add_special_tokens=False)["input_ids"] for prompt in prompts]
+    order = sorted(range(len(prompts)), key=lambda index: -len(token_lists[index]))
+    per_batch = max(1, batch_size // repeats)
+    results: list[list[str]] = [[] for _ in prompts]
+    was_training = model.training
+    model.eval()
+    bar = tqdm(total=len(prompts), desc=label, unit="prompt", disable=not progress, file=sys.stderr)
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(order), per_batch):
+                chunk = order[start:start + per_batch]
+                generator = None
+                if temperature > 0:
+                    # seeded per batch: the same prompts sample the same way on every run
+                    generator = torch.Generator(device=model.device).manual_seed(int(seed) + start)
+                rows = _decode(model, [token_lists[index] for index in chunk], pad_id, stops, max_new_tokens,
+                               repeats, temperature, generator)
+                texts = _decode_rows(tokenizer, rows, stops)
+                for position, index in enumerate(chunk):
+                    results[index] = texts[position * repeats:(position + 1) * repeats]
+                bar.update(len(chunk))
+    finally:
+        bar.close()
+        model.train(was_training)
+    return results
+
+
+def generate(loaded: Any, prompts: Sequence[str], max_new_tokens: int, batch_size: int, progress: bool = True) -> list[str]:
+    """Greedy completions (new tokens only, up to end of turn) for rendered chat prompts, in order."""
+    return [texts[0] for texts in _run(loaded, prompts, max_new_tokens, batch_size, 1, 0.0, 0, progress, "generate")]
+
+
+def sample(loaded: Any, prompts: Sequence[str], num_samples: int, max_new_tokens: int, temperature: float,
+           batch_size: int, seed: int, progress: bool = True, label: str = "sample") -> list[list[str]]:
+    """``num_samples`` completions per prompt at ``temperature`` (no top-k/top-p, as GRPO samples)."""
+    return _run(loaded, prompts, max_new_tokens, max(batch_size, num_samples), num_samples, temperature, seed, progress, label)
+
+
+def generate_one_at_a_time(loaded: Any, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
+    """Reference: ``model.generate`` on each prompt alone (no padding); what ``generate`` must match."""
+    import torch
+
+    model, tokenizer = loaded.model, loaded.tokenizer
+    stops = stop_token_ids(tokenizer, model)
+    texts = []
+    model.eval()
+    with torch.inference_mode():
+        for prompt in prompts:
+            ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"].to(model.device)
+            out = model.generate(
+                input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens, do_sample=False,
+                eos_token_id=stops, pad_token_id=tokenizer.pad_token_id,
+            )
+            texts.append(_decode_rows(tokenizer, [out[0, ids.shape[1]:].tolist()], set(stops))[0])
+    return texts
+
+
+def vllm_usable(cfg: Any) -> bool:
+    """vLLM only when asked for, installed, and a GPU is present; never an error otherwise."""
+    if not cfg.USE_VLLM or importlib.util.find_spec("vllm") is None:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def generate_vllm(loaded: Any, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
+    """Greedy generation through vLLM (GPU): base weights plus the adapter, or the whole model."""
+    from vllm import LLM, SamplingParams
+    from vllm.lora.request import LoRARequest
+
+    adapter = loaded.info.get("weights") if loaded.info.get("weights_kind") == "adapter" else None
+    engine = LLM(model=loaded.info["model_path"], enable_lora=bool(adapter), trust_remote_code=False)
+    params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=stop_token_ids(loaded.tokenizer))
+    lora = LoRARequest("adapter", 1, adapter) if adapter else None
+    outputs = engine.generate(list(prompts), params, lora_request=lora)
+    return [output.outputs[0].text.strip() for output in outputs]

@@ -1,0 +1,78 @@
+"""Run one command and record its wall time and peak memory (for run_pipeline.sh and benchmarks).
+
+    python -m finreason.measure --log FILE --name STEP -- python 04_train_sft.py --PROFILE=cpu
+    python -m finreason.measure --summary FILE
+
+The command runs as a child process; its peak resident memory is the kernel's account of the
+largest child (``RUSAGE_CHILDREN``), so nothing in the measured script has to cooperate. One
+JSON line per command is appended to ``--log`` and the exit code is passed through;
+``--summary`` prints the table of a log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from finreason import storage
+
+GIB = 1024**3
+
+
+def run(command: Sequence[str], name: str, log: str | Path | None = None) -> dict[str, Any]:
+    """Run ``command``; return (and append to ``log``) its exit code, seconds and peak RSS."""
+    started = time.time()
+    code = subprocess.call(list(command))
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    record = {
+        "name": name,
+        "command": " ".join(command),
+        "exit_code": code,
+        "seconds": round(time.time() - started, 1),
+        # ru_maxrss is KiB on Linux: the largest child waited for so far, i.e. this one when run alone
+        "peak_rss_gb": round(usage.ru_maxrss * 1024 / GIB, 2),
+    }
+    if log:
+        storage.append_jsonl(log, [record])
+    return record
+
+
+def summary_table(records: Sequence[dict[str, Any]]) -> str:
+    width = max([len("step"), *(len(str(r["name"])) for r in records)])
+    lines = [f"{'step'.ljust(width)}  {'time':>8}  {'peak memory':>11}"]
+    lines += [f"{str(r['name']).ljust(width)}  {r['seconds']:>7.0f}s  {r['peak_rss_gb']:>7.2f} GiB" for r in records]
+    total = sum(r["seconds"] for r in records)
+    peak = max((r["peak_rss_gb"] for r in records), default=0.0)
+    lines.append(f"{'total'.ljust(width)}  {total:>7.0f}s  {peak:>7.2f} GiB (largest step)")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command: list[str] = []
+    if "--" in argv:
+        split = argv.index("--")
+        argv, command = argv[:split], argv[split + 1:]
+    parser = argparse.ArgumentParser(description="Run a command; record its wall time and peak memory.", allow_abbrev=False)
+    parser.add_argument("--log", help="append one JSON line per command here")
+    parser.add_argument("--name", default=None, help="the step's name in the log (default: the command)")
+    parser.add_argument("--summary", metavar="LOG", help="print the table of a log and exit")
+    args = parser.parse_args(argv)
+    if args.summary:
+        print(summary_table(list(storage.read_jsonl(args.summary))))
+        return 0
+    if not command:
+        parser.error("give the command to run after --")
+    record = run(command, args.name or " ".join(command), args.log)
+    print(f"--- {record['name']}: {record['seconds']:.0f}s, peak memory {record['peak_rss_gb']:.2f} GiB", file=sys.stderr)
+    return record["exit_code"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

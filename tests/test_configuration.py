@@ -1,0 +1,192 @@
+"""Config overrides: type- and range-checked, unknown keys rejected, profiles applied, Config read-only."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+import config
+from finreason.configuration import RULES, Config, ConfigError, default_constants, parse_args, resolve_config
+
+
+@pytest.mark.parametrize(
+    "overrides, key, expected",
+    [
+        (["--EVAL_LIMIT=5"], "EVAL_LIMIT", 5),  # int default: parsed as int
+        (["--LENIENT_REL_TOL=0.05"], "LENIENT_REL_TOL", 0.05),  # float default: parsed as float
+        (["--LENIENT_REL_TOL=1"], "LENIENT_REL_TOL", 1.0),  # an integer literal is a fine float
+        (["--MODEL_NAME=/models/x"], "MODEL_NAME", "/models/x"),  # strings pass through
+        (["--DATA_DIR="], "DATA_DIR", ""),  # an empty string is a value
+        (["--EVAL_LIMIT=5", "--EVAL_LIMIT=7"], "EVAL_LIMIT", 7),  # the last override wins
+        (["--LOAD_IN_4BIT=true", "--FINETUNE=lora"], "LOAD_IN_4BIT", True),  # bool: true (4-bit needs LoRA)
+        (["--LOAD_IN_4BIT=False"], "LOAD_IN_4BIT", False),  # bool: case-insensitive
+        (["--LOAD_IN_4BIT=0"], "LOAD_IN_4BIT", False),  # bool: 0
+        (["--USE_VLLM=yes"], "USE_VLLM", True),  # bool: yes
+        (["--USE_VLLM=off"], "USE_VLLM", False),  # bool: off
+    ],
+)
+def test_overrides_are_typed(overrides, key, expected):
+    value = getattr(resolve_config(["--PROFILE=cpu", *overrides]), key)
+    assert value == expected and type(value) is type(expected)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["--EVAL_LIMIT=abc"], "expects an integer"),  # not an int
+        (["--EVAL_LIMIT=1.5"], "expects an integer"),  # a float is not an int
+        (["--LENIENT_REL_TOL=lots"], "expects a number"),  # not a float
+        (["--LOAD_IN_4BIT=maybe"], "expects a boolean"),  # not a bool
+        (["--EVAL_LIMT=5"], "did you mean EVAL_LIMIT"),  # unknown key, with a suggestion
+        (["--NOT_A_KEY_AT_ALL_XYZ=1"], "unknown config key"),  # unknown key, nothing close
+        (["--eval_limit=5"], "UPPER_CASE"),  # keys are upper case
+        (["--PROFILES=x"], "unknown config key"),  # the profile table itself is not a constant
+        (["--PROFILE=bogus"], "PROFILE must be auto"),  # profile names are fixed
+    ],
+)
+def test_bad_overrides(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        resolve_config(overrides)
+
+
+def test_cpu_profile_applies():
+    cfg = resolve_config(["--PROFILE=cpu"])
+    assert cfg.PROFILE == "cpu"
+    for key, value in config.PROFILES["cpu"].items():
+        assert getattr(cfg, key) == value
+
+
+def test_override_beats_profile_in_any_order():
+    assert resolve_config(["--PROFILE=cpu", "--EVAL_LIMIT=3"]).EVAL_LIMIT == 3
+    assert resolve_config(["--EVAL_LIMIT=3", "--PROFILE=cpu"]).EVAL_LIMIT == 3
+    assert resolve_config(["--PROFILE=cpu"]).EVAL_LIMIT == config.PROFILES["cpu"]["EVAL_LIMIT"]
+
+
+def test_other_profiles_differ_from_cpu():
+    assert resolve_config(["--PROFILE=a100"]).MODEL_NAME == config.PROFILES["a100"]["MODEL_NAME"]
+    assert resolve_config(["--PROFILE=rtx4060"]).MODEL_NAME == config.MODEL_NAME
+
+
+def test_config_is_read_only():
+    cfg = resolve_config(["--PROFILE=cpu"])
+    with pytest.raises(AttributeError, match="read-only"):
+        cfg.SEED = 1
+    with pytest.raises(TypeError):
+        cfg["SEED"] = 1  # type: ignore[index]
+    with pytest.raises(AttributeError):
+        cfg.NOT_A_KEY  # noqa: B018
+    changed = cfg.replace(SEED=7)
+    assert (changed.SEED, cfg.SEED) == (7, config.SEED)
+    with pytest.raises(ConfigError):
+        cfg.replace(NOT_A_KEY=1)
+    snapshot = cfg.snapshot()
+    snapshot["SEED"] = 99
+    assert cfg.SEED == config.SEED and isinstance(cfg, Config)
+
+
+def test_importing_config_changes_nothing():
+    resolve_config(["--PROFILE=cpu", "--SEED=5"])
+    assert config.SEED == 42 and config.PROFILE == "auto"
+
+
+def test_parse_args_script_flags_and_overrides():
+    def add(parser):
+        parser.add_argument("--score", default=None)
+
+    args, cfg = parse_args("demo", ["--score", "f.jsonl", "--PROFILE=cpu", "--EVAL_LIMIT=2"], add)
+    assert args.score == "f.jsonl" and cfg.EVAL_LIMIT == 2
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--PROFILE=cpu", "--EVAL_LIMIT=abc"],  # a bad value: usage error, not a traceback
+        ["--PROFILE=cpu", "stray"],  # an unknown positional
+        ["--PROFILE=cpu", "--nope"],  # an unknown flag
+    ],
+)
+def test_parse_args_errors_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args("demo", argv)
+    assert exit_info.value.code == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_help_exits_0(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args("demo script", ["--help"])
+    assert exit_info.value.code == 0
+    assert "--KEY=value" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["--EVAL_LIMIT=-1"], "--EVAL_LIMIT must be >= 0, got -1"),  # would silently mean "all"
+        (["--MAX_NEW_TOKENS=0"], "--MAX_NEW_TOKENS must be >= 1"),  # empty completions scored as no answer
+        (["--SEED=-1"], "--SEED must be >= 0"),  # numpy refuses it after generation has finished
+        (["--OUTPUT_DIR="], "--OUTPUT_DIR must be non-empty"),  # would write into the repository root
+        (["--OUTPUT_DIR=   "], "--OUTPUT_DIR must be non-empty"),  # blanks are empty too
+        (["--EVAL_BATCH_SIZE=0"], "--EVAL_BATCH_SIZE must be >= 1"),  # a batch holds at least one prompt
+        (["--SFT_LEARNING_RATE=0"], "--SFT_LEARNING_RATE must be > 0"),  # rates are positive
+        (["--GRPO_TEMPERATURE=-0.5"], "--GRPO_TEMPERATURE must be > 0"),  # sampling needs a positive temperature
+        (["--SFT_LEARNING_RATE=nan"], "finite number"),  # nan passes every comparison the wrong way
+        (["--DOWNLOAD_TIMEOUT_S=inf"], "finite number"),  # an infinite timeout is a hang
+        (["--LORA_DROPOUT=1"], "--LORA_DROPOUT must be 0 <= x < 1"),  # dropout 1 drops everything
+        (["--SFT_MAX_STEPS=0"], "--SFT_MAX_STEPS must be -1 or >= 1"),  # 0 steps trains nothing
+        (["--NUM_GENERATIONS=1"], "--NUM_GENERATIONS must be >= 2"),  # a group of one has no advantage
+        (["--NUM_GENERATIONS=3"], "multiple of NUM_GENERATIONS"),  # 4 x 4 completions do not split into groups of 3
+        (["--EVAL_SPLIT=train"], "--EVAL_SPLIT must be dev | test"),  # train is what we learn from
+        (["--COMPUTE_DTYPE=fp16"], "bfloat16 | float16 | float32"),  # dtype names are torch's
+        (["--EVIDENCE_MODE=oracle"], "retrieved | gold"),  # two modes only
+        (["--FINETUNE=full", "--LOAD_IN_4BIT=true"], "cannot be 4-bit"),  # full fine-tuning needs real weights
+        (["--APP_HOST="], "--APP_HOST must be non-empty"),  # the app must bind somewhere
+    ],
+)
+def test_out_of_range_values_are_refused(overrides, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        resolve_config(["--PROFILE=cpu", *overrides])
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["--EVAL_LIMIT=0"],  # 0 = the whole split
+        ["--SFT_MAX_STEPS=-1"],  # -1 = use SFT_EPOCHS
+        ["--GRPO_BETA=0"],  # no reference model
+        ["--LORA_DROPOUT=0"],  # no dropout
+        ["--DATA_DIR="],  # "" = find the data automatically
+        ["--NUM_GENERATIONS=8", "--GRPO_BATCH_SIZE=8"],  # 8 x 2 completions: two groups of 8
+    ],
+)
+def test_edge_values_inside_the_range_are_accepted(overrides):
+    resolve_config(["--PROFILE=cpu", *overrides])
+
+
+@pytest.mark.parametrize("profile", ["rtx4060", "t4", "a100", "cpu"])
+def test_every_profile_is_within_range(profile):
+    resolve_config([f"--PROFILE={profile}"])
+
+
+def test_every_constant_has_a_rule_its_comment_states():
+    """config.py's comment for each constant starts with the range the code enforces."""
+    constants = default_constants()
+    assert set(RULES) == set(constants), "a constant without a range rule (or a rule without a constant)"
+    source = Path(config.__file__).read_text(encoding="utf-8")
+    for key, rule in RULES.items():
+        line = re.search(rf"^{key} = .*?#(.*)$", source, re.MULTILINE)
+        assert line is not None, f"{key} has no comment"
+        assert line.group(1).strip().startswith(rule.text), f"{key}'s comment should start with {rule.text!r}"
+
+
+def test_range_error_is_one_line_exit_2(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args("demo", ["--PROFILE=cpu", "--EVAL_LIMIT=-1"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--EVAL_LIMIT must be >= 0" in err and "Traceback" not in err
+
+
+def test_profile_note_says_how_the_profile_was_chosen():
+    assert resolve_config(["--PROFILE=cpu"]).profile_note == "chosen with --PROFILE"
+    assert resolve_config([]).profile_note.startswith("auto:")
