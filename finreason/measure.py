@@ -3,8 +3,9 @@
     python -m finreason.measure --log FILE --name STEP -- python 04_train_sft.py --PROFILE=cpu
     python -m finreason.measure --summary FILE
 
-The command runs as a child process; its peak resident memory is the kernel's account of the
-largest child (``RUSAGE_CHILDREN``), so nothing in the measured script has to cooperate. One
+The command runs as a child process; its peak resident memory is the kernel's account of that
+child (``os.wait4``'s resource usage), so nothing in the measured script has to cooperate, and
+several commands measured from one process each get their own figure. One
 JSON line per command is appended to ``--log`` and the exit code is passed through;
 ``--summary`` prints the table of a log.
 """
@@ -12,7 +13,7 @@ JSON line per command is appended to ``--log`` and the exit code is passed throu
 from __future__ import annotations
 
 import argparse
-import resource
+import os
 import subprocess
 import sys
 import time
@@ -28,14 +29,20 @@ GIB = 1024**3
 def run(command: Sequence[str], name: str, log: str | Path | None = None) -> dict[str, Any]:
     """Run ``command``; return (and append to ``log``) its exit code, seconds and peak RSS."""
     started = time.time()
-    code = subprocess.call(list(command))
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    child = subprocess.Popen(list(command))
+    try:
+        _, status, usage = os.wait4(child.pid, 0)
+    except KeyboardInterrupt:
+        child.kill()
+        raise
+    child.returncode = os.waitstatus_to_exitcode(status)  # reaped here: tell Popen not to wait again
+    code = child.returncode
     record = {
         "name": name,
         "command": " ".join(command),
         "exit_code": code,
         "seconds": round(time.time() - started, 1),
-        # ru_maxrss is KiB on Linux: the largest child waited for so far, i.e. this one when run alone
+        # ru_maxrss is KiB on Linux (the child and the descendants it waited for)
         "peak_rss_gb": round(usage.ru_maxrss * 1024 / GIB, 2),
     }
     if log:
