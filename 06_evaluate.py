@@ -52,7 +52,8 @@ def score_mode(args: argparse.Namespace, cfg) -> dict:
         # refuse an unwritable --out before the scoring work, not after it
         storage.check_writable(args.out)
     split = args.split or cfg.EVAL_SPLIT
-    bundle = data.load_from_config(cfg, splits=(split,))
+    # both splits, so predictions for the other one are named as such instead of scoring n = 0
+    bundle = data.load_from_config(cfg, splits=("dev", "test"))
     summary, verdicts = scorefile.score_file(args.score, split, bundle, rel_tol=cfg.LENIENT_REL_TOL)
     if args.out:
         storage.write_jsonl(args.out, verdicts)

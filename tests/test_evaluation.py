@@ -64,6 +64,21 @@ def test_resume_after_interruption_never_duplicates(tiny_loaded, tiny_cfg, dev_e
         assert all(line.endswith("\n") for line in handle)
 
 
+def test_resume_skips_undecodable_and_corrupt_lines_with_a_warning(tiny_loaded, tiny_cfg, dev_examples, caplog):
+    import logging
+
+    path = Path(tiny_cfg.OUTPUT_DIR) / "eval" / "sft.jsonl"
+    evaluation.evaluate(tiny_loaded, dev_examples[:3], tiny_cfg, "sft", split="dev", progress=False)
+    lines = path.read_bytes().splitlines(keepends=True)
+    # the middle record is damaged two ways a disk or an editor can damage it
+    path.write_bytes(lines[0] + b"\xff\xfe not utf-8\n" + b'{"id": "broken", \n' + lines[2])
+    with caplog.at_level(logging.WARNING, logger="finreason.storage"):
+        summary = evaluation.evaluate(tiny_loaded, dev_examples[:3], tiny_cfg, "sft", split="dev", progress=False)
+    assert summary["n"] == 3 and summary["generated_this_run"] == 1  # only the lost example is generated again
+    assert any("not UTF-8" in message and "not JSON" in message for message in caplog.messages)
+    assert sorted(r["id"] for r in read(path)) == sorted(e.id for e in dev_examples[:3])
+
+
 def test_records_of_another_run_are_archived_not_mixed(tiny_loaded, tiny_cfg, dev_examples):
     out = Path(tiny_cfg.OUTPUT_DIR)
     evaluation.evaluate(tiny_loaded, dev_examples[:2], tiny_cfg, "grpo", split="dev", progress=False)
