@@ -1,0 +1,37 @@
+"""The learning benchmark's plumbing on a tiny random model: every stage runs through the real
+scripts and the JSON has the keys the README and the issue name (the numbers mean nothing here)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from helpers import load_script
+
+REQUIRED = (
+    "n", "evidence_mode", "zero_shot_strict", "sft_strict", "grpo_strict", "p_value", "grpo_p_value_vs_sft",
+    "grpo_mixed_group_share", "grpo_fixed_set_reward_before", "grpo_fixed_set_reward_after", "grpo_fixed_set_p_value",
+    "ci95", "grpo_fixed_set_reward_ci95", "timings", "met", "provenance",
+)
+
+
+@pytest.mark.slow
+def test_cpu_learning_runs_every_stage_and_reports(tiny_qwen2_dir, tmp_path, capsys):
+    bench = load_script("benchmarks/cpu_learning.py")
+    result = bench.main([
+        "--dev", "2", f"--OUTPUT_DIR={tmp_path}", f"--MODEL_NAME={tiny_qwen2_dir}", "--DOWNLOAD_DATA=false",
+        "--SFT_TRAIN_LIMIT=4", "--SFT_MAX_STEPS=1", "--SFT_GRAD_ACCUM=1", "--GRPO_TRAIN_LIMIT=3",
+        "--DIFFICULTY_MAX_CANDIDATES=3", "--GRPO_MAX_STEPS=1", "--NUM_GENERATIONS=2", "--GRPO_BATCH_SIZE=2",
+        "--GRPO_GRAD_ACCUM=1", "--GRPO_MAX_NEW_TOKENS=4", "--MAX_NEW_TOKENS=4", "--PROMPT_TOKEN_BUDGET=64",
+        "--BOOTSTRAP_SAMPLES=20",
+    ])
+    for key in REQUIRED:
+        assert key in result, key
+    assert result["n"] == 2 and result["evidence_mode"] == "gold"  # the cpu profile's setting, labelled
+    assert result["fixed_set"]["questions"] == 3
+    assert set(result["timings"]) == {"format", "zero_shot", "sft", "grpo_train", "grpo_eval", "fixed_set_after"}
+    assert all(result["timings"][stage]["peak_rss_gb"] > 0 for stage in ("zero_shot", "sft", "grpo_train"))
+    saved = json.loads((tmp_path / "bench" / "cpu_learning.json").read_text())
+    assert saved == json.loads((tmp_path / "bench" / "cpu_learning_gold.json").read_text())
+    assert "cpu_learning: n=2 dev questions, gold evidence" in capsys.readouterr().out
