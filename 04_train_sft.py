@@ -93,10 +93,7 @@ def main(argv=None) -> dict:
     _LOG.info("trainable parameters: %s of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / max(total, 1))
 
     # train: resume from the newest complete checkpoint when a previous run was killed
-    resume = None if args.fresh else training.last_checkpoint(where.checkpoints("sft"))
-    if resume:
-        _LOG.info("resuming from %s", resume)
-    result = trainer.train(resume_from_checkpoint=resume)
+    result, resume = training.train(trainer, where, "sft", args.fresh)
     if not trainer.is_world_process_zero():
         return {}
 

@@ -96,10 +96,7 @@ def main(argv=None) -> dict:
     )
 
     # train: resume from the newest complete checkpoint when a previous run was killed
-    resume = None if args.fresh else training.last_checkpoint(where.checkpoints("grpo"))
-    if resume:
-        _LOG.info("resuming from %s", resume)
-    result = trainer.train(resume_from_checkpoint=resume)
+    result, resume = training.train(trainer, where, "grpo", args.fresh)
     if not trainer.is_world_process_zero():
         return {}
 

@@ -19,6 +19,7 @@ Writes nothing (the model conversion cache under OUTPUT_DIR/models/ on first use
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -31,7 +32,7 @@ from typing import Any
 import streamlit as st
 
 from finreason import generation, models, programs, prompts, scoring, uploads
-from finreason.configuration import Config, ConfigError, config_tokens, resolve_config
+from finreason.configuration import Config, ConfigError, config_tokens, parse_args, resolve_config
 from finreason.data import DataError, load_from_config
 from finreason.layout import TRAINED_STAGES, Layout
 
@@ -325,20 +326,13 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def launch(argv: Sequence[str]) -> None:
     """``python app.py``: start Streamlit on APP_HOST (checked config first), from any folder."""
-    import argparse
     import subprocess
 
-    parser = argparse.ArgumentParser(description="Start the FinReason demo on APP_HOST (config.py).", allow_abbrev=False,
-                                     epilog="Any config.py constant can follow as --KEY=value.")
-    parser.add_argument("--port", type=int, default=8501, help="port to serve on (default 8501)")
-    args, rest = parser.parse_known_args(list(argv))
-    overrides, stray = config_tokens(rest)
-    if stray:
-        parser.error(f"unrecognized arguments: {' '.join(stray)}")
-    try:
-        cfg = resolve_config(overrides)
-    except ConfigError as error:
-        parser.error(str(error))
+    def add_port(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--port", type=int, default=8501, help="port to serve on (default 8501)")
+
+    args, cfg = parse_args("Start the FinReason demo on APP_HOST (config.py).", argv, add_port)
+    overrides, _ = config_tokens(argv)
     command = [sys.executable, "-m", "streamlit", "run", str(Path(__file__).resolve()),
                "--server.address", cfg.APP_HOST, "--server.port", str(args.port),
                "--browser.gatherUsageStats", "false", "--", *overrides]

@@ -147,26 +147,37 @@ def hardware_arguments(cfg: Any) -> dict[str, Any]:
     }
 
 
+def _trl_config(config_class: Any, cfg: Any, where: Layout, stage: str, changes: dict[str, Any], **fields: Any) -> Any:
+    """A TRL config for ``stage``: its batch, accumulation, rate and steps (both trainers' constants
+    follow one naming: SFT_BATCH_SIZE, GRPO_BATCH_SIZE, ...), ``fields``, the hardware arguments,
+    then ``changes`` (the memory probe's overrides)."""
+    prefix = stage.upper()
+    return config_class(**{**dict(
+        output_dir=str(where.checkpoints(stage)),
+        per_device_train_batch_size=getattr(cfg, f"{prefix}_BATCH_SIZE"),
+        gradient_accumulation_steps=getattr(cfg, f"{prefix}_GRAD_ACCUM"),
+        learning_rate=getattr(cfg, f"{prefix}_LEARNING_RATE"),
+        max_steps=getattr(cfg, f"{prefix}_MAX_STEPS"),
+        **fields,
+        **hardware_arguments(cfg),
+    ), **changes})
+
+
 def sft_config(cfg: Any, where: Layout, **changes: Any) -> Any:
     """TRL SFTConfig for prompt-completion rows: TRL masks the prompt tokens out of the labels
     (completion_only_loss), so only the assistant's answer is learned. ``changes`` override
     fields (the memory probe runs a few steps without saving)."""
     from trl import SFTConfig
 
-    return SFTConfig(**{**dict(
-        output_dir=str(where.checkpoints("sft")),
-        per_device_train_batch_size=cfg.SFT_BATCH_SIZE,
-        gradient_accumulation_steps=cfg.SFT_GRAD_ACCUM,
-        learning_rate=cfg.SFT_LEARNING_RATE,
+    return _trl_config(
+        SFTConfig, cfg, where, "sft", changes,
         num_train_epochs=cfg.SFT_EPOCHS,
-        max_steps=cfg.SFT_MAX_STEPS,
         lr_scheduler_type="cosine",
         warmup_steps=0.03,
         max_length=cfg.MAX_SEQ_LEN,
         completion_only_loss=True,
         packing=False,
-        **hardware_arguments(cfg),
-    ), **changes})
+    )
 
 
 def grpo_config(cfg: Any, where: Layout, use_vllm: bool, **changes: Any) -> Any:
@@ -176,12 +187,8 @@ def grpo_config(cfg: Any, where: Layout, use_vllm: bool, **changes: Any) -> Any:
     from finreason import rewards
 
     _, weights = rewards.reward_functions(cfg)
-    return GRPOConfig(**{**dict(
-        output_dir=str(where.checkpoints("grpo")),
-        per_device_train_batch_size=cfg.GRPO_BATCH_SIZE,
-        gradient_accumulation_steps=cfg.GRPO_GRAD_ACCUM,
-        learning_rate=cfg.GRPO_LEARNING_RATE,
-        max_steps=cfg.GRPO_MAX_STEPS,
+    return _trl_config(
+        GRPOConfig, cfg, where, "grpo", changes,
         num_generations=cfg.NUM_GENERATIONS,
         max_completion_length=cfg.GRPO_MAX_NEW_TOKENS,
         temperature=cfg.GRPO_TEMPERATURE,
@@ -193,8 +200,7 @@ def grpo_config(cfg: Any, where: Layout, use_vllm: bool, **changes: Any) -> Any:
         use_vllm=use_vllm,
         vllm_mode="colocate",
         log_completions=False,
-        **hardware_arguments(cfg),
-    ), **changes})
+    )
 
 
 # --- checkpoints and logs ----------------------------------------------------------------------
@@ -217,6 +223,15 @@ def last_checkpoint(folder: str | os.PathLike) -> str | None:
         _LOG.warning("%s is incomplete (killed while saving); removing it and resuming from the one before", found)
         shutil.rmtree(found)
     return None
+
+
+def train(trainer: Any, where: Layout, stage: str, fresh: bool) -> tuple[Any, str | None]:
+    """``trainer.train()``, resuming from the stage's newest complete checkpoint unless ``fresh``
+    (a killed run continues where it stopped); returns (TRL's result, the checkpoint resumed)."""
+    resume = None if fresh else last_checkpoint(where.checkpoints(stage))
+    if resume:
+        _LOG.info("resuming from %s", resume)
+    return trainer.train(resume_from_checkpoint=resume), resume
 
 
 def tensorboard_callback(log_dir: str | os.PathLike) -> Any:
