@@ -36,19 +36,10 @@ def run_script(filename: str, argv: list[str]):
 
 def build_tiny_qwen2(folder: Path, tokenizer, hidden_size: int = 64, seed: int = 0) -> Path:
     """Save a random Qwen2ForCausalLM (2 layers) and the tokenizer to ``folder``."""
-    import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from finreason import random_models
 
-    config = Qwen2Config(
-        hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, vocab_size=len(tokenizer), max_position_embeddings=4096, tie_word_embeddings=True,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-    )
-    torch.manual_seed(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    Qwen2ForCausalLM(config).save_pretrained(folder, safe_serialization=True)
-    tokenizer.save_pretrained(folder)
-    return folder
+    shape = {**random_models.SHAPES["tiny"], "hidden_size": hidden_size, "intermediate_size": 2 * hidden_size}
+    return random_models.build(folder, tokenizer, shape, seed=seed)
 
 
 def tiny_overrides(model_dir: Path, out: Path, *extra: str) -> list[str]:
