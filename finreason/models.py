@@ -23,16 +23,14 @@ import importlib.util
 import json
 import logging
 import os
-import shutil
 import socket
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from finreason import layout
 from finreason.errors import FinReasonError
-from finreason.storage import file_sha256
+from finreason.storage import atomic_folder, file_sha256
 
 SMOLLM2_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -165,19 +163,10 @@ def convert_gguf(gguf_path: Path, target: Path) -> Path:
     if missing or unexpected:
         raise ModelError(f"{gguf_path}: conversion lost weights (missing {missing[:3]}, unexpected {unexpected[:3]})")
     fresh.generation_config = source.generation_config
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    try:
-        staging.chmod(0o755)
+    with atomic_folder(target) as staging:
         fresh.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
         (staging / DONE_MARKER).write_text(json.dumps({"source": str(gguf_path)}) + "\n", encoding="utf-8")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return target
 
 

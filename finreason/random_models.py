@@ -18,14 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from finreason import console
+from finreason import console, storage
 from finreason.errors import FinReasonError
 
 MARKER = ".finreason_random_model.json"
@@ -138,10 +136,7 @@ def build(folder: str | os.PathLike, tokenizer: Any, shape: Mapping[str, Any], d
         model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype))
     model = model.to(device)
     parameters = sum(p.numel() for p in model.parameters())
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    try:
-        staging.chmod(0o755)
+    with storage.atomic_folder(folder) as staging:
         model.save_pretrained(staging, safe_serialization=True)
         del model
         tokenizer.save_pretrained(staging)
@@ -149,12 +144,6 @@ def build(folder: str | os.PathLike, tokenizer: Any, shape: Mapping[str, Any], d
         marker = {**spec, "parameters": parameters, "device": device, "seconds": round(time.perf_counter() - started, 1),
                   "bytes": sum(path.stat().st_size for path in staging.glob("*.safetensors"))}
         (staging / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return folder
 
 

@@ -136,3 +136,17 @@ def test_write_jsonl_round_trips(tmp_path):
     rows = [{"id": "a", "x": 1}, {"id": "b", "text": "é"}]
     storage.write_jsonl(tmp_path / "rows.jsonl", rows)
     assert list(storage.read_jsonl(tmp_path / "rows.jsonl")) == rows
+
+
+def test_atomic_folder_replaces_only_when_complete(tmp_path):
+    target = tmp_path / "model"
+    with storage.atomic_folder(target) as staging:
+        (staging / "weights").write_text("v1")
+    assert (target / "weights").read_text() == "v1"
+    # a failure half-way (a kill, a full disk) leaves the old folder and no staging debris
+    with pytest.raises(RuntimeError):
+        with storage.atomic_folder(target) as staging:
+            (staging / "weights").write_text("v2 half")
+            raise RuntimeError("killed")
+    assert (target / "weights").read_text() == "v1"
+    assert [path.name for path in tmp_path.iterdir()] == ["model"]
