@@ -13,8 +13,8 @@ temporary folder that is removed afterwards.
 Formula (GPU profiles; an upper bound, in bytes; float32 doubles the activation, logit and KV terms):
     weights  = 4-bit: (P - E) * 0.5625 + E * 2 (NF4 + double-quant scales; embeddings 16-bit),
                else P * bytes(COMPUTE_DTYPE)
-    trained  = FINETUNE=lora: LoRA params * 16 (fp32 weight + grad + two Adam moments);
-               FINETUNE=full: P * 12 (grad + two Adam moments besides the weights)
+    trained  = FINETUNE=lora: LoRA params * 10 (fp32 weight + grad + two 8-bit Adam moments);
+               FINETUNE=full: P * 6 (fp32 grad + two 8-bit Adam moments besides the weights)
     act(b,s) = L*b*s*h*2 + b*s*h*34 with GRADIENT_CHECKPOINTING (layer inputs kept, one layer
                recomputed), else L*b*s*h*34 (Korthikanti et al. 2022, flash/SDPA attention)
     logits   = b * s_logits * V * 6 (16-bit logits + fp32 copy for the loss)
@@ -110,12 +110,12 @@ def estimate_gb(cfg: Any, shape: dict[str, float]) -> dict[str, float]:
     else:
         weights = shape["params"] * DTYPE_BYTES[cfg.COMPUTE_DTYPE]
     if cfg.FINETUNE == "full":
-        trained = shape["params"] * 12
+        trained = shape["params"] * 6
     else:
         widths = {"q_proj": h + h, "k_proj": h + kv, "v_proj": h + kv, "o_proj": h + h,
                   "gate_proj": h + mlp, "up_proj": h + mlp, "down_proj": mlp + h}
         targets = [t.strip() for t in cfg.LORA_TARGET_MODULES.split(",") if t.strip()]
-        trained = layers * cfg.LORA_R * sum(widths.get(t, 2 * h) for t in targets) * 16
+        trained = layers * cfg.LORA_R * sum(widths.get(t, 2 * h) for t in targets) * 10
 
     # the byte counts below are for 16-bit compute; float32 (the cpu profile) doubles them
     width = DTYPE_BYTES[cfg.COMPUTE_DTYPE] / 2
