@@ -122,6 +122,7 @@ RULES: dict[str, Rule] = {
     "EVIDENCE_MODE": one_of("retrieved", "gold"),
     "PROMPT_TOKEN_BUDGET": at_least(1),
     "MAX_SEQ_LEN": at_least(1),
+    "PROMPT_INSTRUCTIONS": one_of("full", "brief"),
     "FEW_SHOT_EXAMPLE": BOOLEAN,
     "EVAL_SPLIT": one_of("dev", "test"),
     "EVAL_LIMIT": at_least(0),

@@ -55,7 +55,7 @@ def run_fingerprint(loaded: Any, cfg: Any, split: str | None) -> str:
         "budget": cfg.PROMPT_TOKEN_BUDGET,
         "few_shot": cfg.FEW_SHOT_EXAMPLE,
         "max_new_tokens": cfg.MAX_NEW_TOKENS,
-        "system_prompt": hashlib.sha256(prompts.system_prompt(cfg.FEW_SHOT_EXAMPLE).encode()).hexdigest(),
+        "system_prompt": hashlib.sha256(prompts.system_prompt_from_cfg(cfg).encode()).hexdigest(),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -39,6 +39,13 @@ SYSTEM_PROMPT = (
     "result. Constants: const_100, const_1000, const_m1 (-1). Percents: 5%.\n"
     "The answer is a number, a fraction rather than a percent (a 1.6% change is 0.016), or yes/no."
 )
+# The program language once more for models that must follow it zero-shot is ~150 SmolLM2 tokens
+# that a fine-tuned model learns from its targets instead (PROMPT_INSTRUCTIONS=brief).
+BRIEF_SYSTEM_PROMPT = (
+    "Answer the question from the report's table and text: a line 'Program:' with the calculation in "
+    "FinQA's program language, then a line 'Answer:' with its value."
+)
+INSTRUCTIONS = {"full": SYSTEM_PROMPT, "brief": BRIEF_SYSTEM_PROMPT}
 EVIDENCE_MODES = ("retrieved", "gold")
 # How every results table, model card and page names an evidence mode.
 EVIDENCE_LABELS = {
@@ -238,28 +245,40 @@ def evidence_for(example: Any, tokenizer: Any, budget: int, mode: str) -> Eviden
 # --- prompts ------------------------------------------------------------------------------
 
 
-def system_prompt(few_shot: bool = True) -> str:
-    return f"{SYSTEM_PROMPT}\n\n{FEW_SHOT_TEXT}" if few_shot else SYSTEM_PROMPT
+def system_prompt(few_shot: bool = True, instructions: str = "full") -> str:
+    """The system message: the task and format (``instructions``: "full" also explains the program
+    language, "brief" only names it), then the worked example when ``few_shot``."""
+    if instructions not in INSTRUCTIONS:
+        raise ValueError(f"instructions must be one of {tuple(INSTRUCTIONS)}, got {instructions!r}")
+    text = INSTRUCTIONS[instructions]
+    return f"{text}\n\n{FEW_SHOT_TEXT}" if few_shot else text
 
 
-def build_messages(example: Any, tokenizer: Any, budget: int, few_shot: bool = True, mode: str = "retrieved") -> list[dict[str, str]]:
+def build_messages(example: Any, tokenizer: Any, budget: int, few_shot: bool = True, mode: str = "retrieved",
+                   instructions: str = "full") -> list[dict[str, str]]:
     """System (task, format, optional worked example) + user (evidence, then the whole question)."""
     evidence = evidence_for(example, tokenizer, budget, mode)
     question = f"Question: {str(example.question).strip()}"
     user = f"{evidence.text}\n\n{question}" if evidence.text else question
-    return [{"role": "system", "content": system_prompt(few_shot)}, {"role": "user", "content": user}]
+    return [{"role": "system", "content": system_prompt(few_shot, instructions)}, {"role": "user", "content": user}]
 
 
-def build_prompt(example: Any, tokenizer: Any, budget: int, few_shot: bool = True, mode: str = "retrieved") -> str:
+def build_prompt(example: Any, tokenizer: Any, budget: int, few_shot: bool = True, mode: str = "retrieved",
+                 instructions: str = "full") -> str:
     """The rendered chat prompt, ending where the assistant starts writing."""
     return tokenizer.apply_chat_template(
-        build_messages(example, tokenizer, budget, few_shot, mode), tokenize=False, add_generation_prompt=True
+        build_messages(example, tokenizer, budget, few_shot, mode, instructions), tokenize=False, add_generation_prompt=True
     )
+
+
+def system_prompt_from_cfg(cfg: Any) -> str:
+    return system_prompt(cfg.FEW_SHOT_EXAMPLE, cfg.PROMPT_INSTRUCTIONS)
 
 
 def prompt_from_cfg(example: Any, tokenizer: Any, cfg: Any, mode: str | None = None) -> str:
     """The prompt every stage uses; ``mode`` overrides EVIDENCE_MODE (the app's own tables have no gold facts)."""
-    return build_prompt(example, tokenizer, cfg.PROMPT_TOKEN_BUDGET, cfg.FEW_SHOT_EXAMPLE, mode or cfg.EVIDENCE_MODE)
+    return build_prompt(example, tokenizer, cfg.PROMPT_TOKEN_BUDGET, cfg.FEW_SHOT_EXAMPLE, mode or cfg.EVIDENCE_MODE,
+                        cfg.PROMPT_INSTRUCTIONS)
 
 
 # --- SFT targets --------------------------------------------------------------------------

@@ -242,3 +242,29 @@ def test_program_target_is_just_the_program_and_answer(finqa):
 def test_evidence_labels_mark_gold_as_not_comparable():
     assert "GOLD" in prompts.evidence_label("gold") and "not comparable" in prompts.evidence_label("gold")
     assert prompts.evidence_label(None) == prompts.evidence_label("retrieved")
+
+
+@pytest.mark.parametrize(
+    "instructions, few_shot, has_language, has_example",
+    [
+        ("full", True, True, True),  # the GPU profiles: the program language explained, a worked example
+        ("full", False, True, False),  # no worked example
+        ("brief", False, False, False),  # the cpu profile: the format named, learned from the targets
+        ("brief", True, False, True),  # brief, with the worked example
+    ],
+)
+def test_system_prompt_variants(instructions, few_shot, has_language, has_example):
+    text = prompts.system_prompt(few_shot, instructions)
+    assert "'Program:'" in text and "'Answer:'" in text  # every variant names the format
+    assert ("table_average" in text) == has_language
+    assert ("Example:" in text) == has_example
+    with pytest.raises(ValueError):
+        prompts.system_prompt(True, "verbose")
+
+
+def test_brief_instructions_shorten_every_prompt(tokenizer, finqa):
+    cfg = resolve_config(["--PROFILE=cpu", "--EVIDENCE_MODE=gold", "--FEW_SHOT_EXAMPLE=false"])
+    example = finqa["dev"][0]
+    full = len(tokenizer(prompts.prompt_from_cfg(example, tokenizer, cfg.replace(PROMPT_INSTRUCTIONS="full")))["input_ids"])
+    brief = len(tokenizer(prompts.prompt_from_cfg(example, tokenizer, cfg.replace(PROMPT_INSTRUCTIONS="brief")))["input_ids"])
+    assert full - brief > 100
