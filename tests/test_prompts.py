@@ -142,7 +142,8 @@ def test_few_shot_example_is_itself_strict_correct():
 
 
 def test_prompt_from_cfg_uses_the_configured_budget(tokenizer, finqa):
-    cfg = resolve_config(["--PROFILE=cpu", "--PROMPT_TOKEN_BUDGET=128", "--FEW_SHOT_EXAMPLE=false", "--EVIDENCE_MODE=retrieved"])
+    cfg = resolve_config(["--PROFILE=cpu", "--PROMPT_TOKEN_BUDGET=128", "--FEW_SHOT_EXAMPLE=false", "--EVIDENCE_MODE=retrieved",
+                          "--PROMPT_INSTRUCTIONS=full"])
     example = finqa["dev"][0]
     assert prompts.prompt_from_cfg(example, tokenizer, cfg) == prompts.build_prompt(example, tokenizer, 128, few_shot=False)
     gold = cfg.replace(EVIDENCE_MODE="gold")
