@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from finreason.errors import FinReasonError
-from finreason import scoring
+from finreason import scoring, stats
 from finreason.data import DataError
 
 OFFICIAL = "official"
@@ -209,10 +209,8 @@ def _completion_verdict(example: Any, completion: Any, rel_tol: float) -> dict[s
 
 
 def _fmt(value: Any) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.2%}"
+    if value is None or isinstance(value, float):
+        return stats.percent(value, digits=2)
     return str(value)
 
 
