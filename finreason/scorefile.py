@@ -34,9 +34,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from finreason.errors import FinReasonError
 from finreason import scoring, stats
 from finreason.data import DataError
+from finreason.errors import FinReasonError
 
 OFFICIAL = "official"
 COMPLETIONS = "completions"
