@@ -1,7 +1,7 @@
 """Does training help, end to end on a CPU? SmolLM2-135M through the real scripts: zero-shot vs SFT vs GRPO.
 
 Command:
-    .venv/bin/python benchmarks/cpu_learning.py [--dev 100] [--fresh] [--KEY=value ...]
+    .venv/bin/python benchmarks/cpu_learning.py [--dev 100] [--fixed-set 64] [--grpo-steps 30] [--fresh] [--KEY=value ...]
     .venv/bin/python benchmarks/cpu_learning.py --EVIDENCE_MODE=retrieved      (the standard setting)
 
 Runs the pipeline's own scripts as subprocesses on the cpu profile (plus your overrides), each
@@ -60,6 +60,9 @@ TARGETS = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dev", type=int, default=100, help="dev questions evaluated at every stage (default 100)")
+    parser.add_argument("--fixed-set", type=int, default=64,
+                        help="training questions in the fixed set, screened by the difficulty filter (default 64)")
+    parser.add_argument("--grpo-steps", type=int, default=30, help="GRPO steps, one question each on the cpu profile (default 30)")
     parser.add_argument("--fresh", action="store_true", help="delete this evidence mode's previous run first")
 
 
@@ -73,8 +76,10 @@ def main(argv=None) -> dict[str, Any]:
     if args.fresh:
         shutil.rmtree(run_dir, ignore_errors=True)
     base_path = models.resolve_model_path(cfg.MODEL_NAME, cfg.OUTPUT_DIR)
+    # the benchmark's own sizes first, so a --KEY=value the user gives still wins
     common = [
-        "--PROFILE=cpu", *overrides, f"--OUTPUT_DIR={run_dir}", f"--MODEL_NAME={base_path}",
+        "--PROFILE=cpu", f"--GRPO_MAX_STEPS={args.grpo_steps}", f"--GRPO_TRAIN_LIMIT={args.fixed_set}",
+        f"--DIFFICULTY_MAX_CANDIDATES={args.fixed_set}", *overrides, f"--OUTPUT_DIR={run_dir}", f"--MODEL_NAME={base_path}",
         "--EVAL_SPLIT=dev", f"--EVAL_LIMIT={args.dev}", "--quiet",
     ]
     run_cfg = configuration.resolve_config([token for token in common if token.startswith("--") and "=" in token])

@@ -20,9 +20,8 @@ REQUIRED = (
 def test_cpu_learning_runs_every_stage_and_reports(tiny_qwen2_dir, tmp_path, capsys):
     bench = load_script("benchmarks/cpu_learning.py")
     result = bench.main([
-        "--dev", "2", f"--OUTPUT_DIR={tmp_path}", f"--MODEL_NAME={tiny_qwen2_dir}", "--DOWNLOAD_DATA=false",
-        "--SFT_TRAIN_LIMIT=4", "--SFT_MAX_STEPS=1", "--SFT_GRAD_ACCUM=1", "--GRPO_TRAIN_LIMIT=3",
-        "--DIFFICULTY_MAX_CANDIDATES=3", "--GRPO_MAX_STEPS=1", "--NUM_GENERATIONS=2", "--GRPO_BATCH_SIZE=2",
+        "--dev", "2", "--fixed-set", "3", "--grpo-steps", "1", f"--OUTPUT_DIR={tmp_path}", f"--MODEL_NAME={tiny_qwen2_dir}", "--DOWNLOAD_DATA=false",
+        "--SFT_TRAIN_LIMIT=4", "--SFT_MAX_STEPS=1", "--SFT_GRAD_ACCUM=1", "--NUM_GENERATIONS=2", "--GRPO_BATCH_SIZE=2",
         "--GRPO_GRAD_ACCUM=1", "--GRPO_MAX_NEW_TOKENS=4", "--MAX_NEW_TOKENS=4", "--PROMPT_TOKEN_BUDGET=64",
         "--BOOTSTRAP_SAMPLES=20",
     ])
