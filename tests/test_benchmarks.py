@@ -34,3 +34,20 @@ def test_cpu_learning_runs_every_stage_and_reports(tiny_qwen2_dir, tmp_path, cap
     saved = json.loads((tmp_path / "bench" / "cpu_learning.json").read_text())
     assert saved == json.loads((tmp_path / "bench" / "cpu_learning_gold.json").read_text())
     assert "cpu_learning: n=2 dev questions, gold evidence" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_sft_ablation_runs_the_four_combinations(tiny_qwen2_dir, tmp_path, capsys):
+    bench = load_script("benchmarks/sft_ablation.py")
+    result = bench.main([
+        "--dev", "2", f"--OUTPUT_DIR={tmp_path}", f"--MODEL_NAME={tiny_qwen2_dir}", "--DOWNLOAD_DATA=false",
+        "--SFT_TRAIN_LIMIT=2", "--SFT_MAX_STEPS=1", "--SFT_GRAD_ACCUM=1", "--GRPO_TRAIN_LIMIT=1", "--MAX_NEW_TOKENS=4",
+        "--LORA_R=2", "--LORA_ALPHA=4", "--BOOTSTRAP_SAMPLES=10",
+    ])
+    combos = result["combinations"]
+    assert set(combos) == {"full_program", "lora_program", "full_reasoning", "lora_reasoning"}
+    assert combos["lora_program"]["learning_rate"] == 1e-3 and combos["full_program"]["learning_rate"] == 1e-4
+    assert combos["full_program"]["p_value_vs_full_program"] == 1.0  # itself
+    assert (tmp_path / "bench" / "sft_ablation" / "full_program" / "sft" / "model" / "config.json").is_file()
+    assert (tmp_path / "bench" / "sft_ablation" / "lora_reasoning" / "sft" / "adapter" / "adapter_config.json").is_file()
+    assert "sft_ablation: n=2 dev questions, gold evidence" in capsys.readouterr().out
