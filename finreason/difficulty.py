@@ -42,22 +42,29 @@ def correct_counts(loaded: Any, rows: Sequence[dict[str, Any]], cfg: Any, finger
     _LOG.info("sampling %d questions x %d at temperature %g (%d cached)", len(todo), n, cfg.GRPO_TEMPERATURE, len(rows) - len(todo))
     if todo:
         storage.repair_jsonl(cache)
-    # one batch of prompts at a time, so a kill keeps every finished question
+    # Fixed batches of ``rows``, each seeded by its position: a resumed run samples every question
+    # exactly as an uninterrupted one would, and two models sampled over the same rows share the
+    # random stream question by question (the fixed-set comparison is paired). A batch is written
+    # whole, so a kill keeps every finished batch.
     per_batch = max(1, cfg.EVAL_BATCH_SIZE)
-    for start in range(0, len(todo), per_batch):
-        chunk = todo[start:start + per_batch]
+    for start in range(0, len(rows), per_batch):
+        chunk = rows[start:start + per_batch]
+        if all(row["id"] in done for row in chunk):
+            continue
         samples = generation.sample(
             loaded, [row["prompt"] for row in chunk], n, cfg.GRPO_MAX_NEW_TOKENS, cfg.GRPO_TEMPERATURE,
             batch_size=per_batch * n, seed=cfg.SEED + start, progress=False,
         )
         lines = []
         for row, completions in zip(chunk, samples):
+            if row["id"] in done:
+                continue
             scores = rewards.correctness_reward(completions, gold=[row["gold"]] * n, table=[row["table"]] * n)
             done[row["id"]] = int(sum(scores))
             lines.append({"id": row["id"], "key": key, "correct": done[row["id"]], "n": n})
         storage.append_jsonl(cache, lines)
         if progress:
-            _LOG.info("sampled %d/%d questions", min(start + per_batch, len(todo)), len(todo))
+            _LOG.info("sampled %d/%d questions", min(start + per_batch, len(rows)), len(rows))
     return {row["id"]: done[row["id"]] for row in rows}
 
 

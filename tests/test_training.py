@@ -327,3 +327,29 @@ def test_retraining_with_lora_replaces_the_full_model(full_run, tiny_qwen2_dir, 
     args = [arg.replace(str(out), str(run)) for arg in args]
     SFT.main([*args, "--FINETUNE=lora", "--no-eval", "--fresh"])
     assert (run / "sft" / "adapter" / "adapter_config.json").is_file() and not (run / "sft" / "model").exists()
+
+
+def test_correct_counts_resume_exactly_as_an_uninterrupted_run(tiny_cfg, tmp_path, monkeypatch):
+    """Sampling is seeded by each batch's position in the fixed set, so a killed and resumed run
+    counts what an uninterrupted one counts (a stand-in sampler makes the outcome depend on the seed)."""
+    from finreason import difficulty, generation, storage
+
+    rows = [{"id": f"q{i}", "prompt": f"prompt {i}", "gold": str(float(i)), "table": []} for i in range(5)]
+    gold_of = {row["prompt"]: row["gold"] for row in rows}
+    calls = []
+
+    def fake_sample(loaded, prompts, num_samples, max_new_tokens, temperature, batch_size, seed, progress=True, label=""):
+        calls.append((tuple(prompts), seed))
+        return [[f"Answer: {gold_of[p]}" if (seed + i + j) % 3 == 0 else "Answer: -1" for j in range(num_samples)]
+                for i, p in enumerate(prompts)]
+
+    monkeypatch.setattr(generation, "sample", fake_sample)
+    cfg = tiny_cfg.replace(NUM_GENERATIONS=2, EVAL_BATCH_SIZE=2)
+    straight = difficulty.correct_counts(None, rows, cfg, "w", tmp_path / "straight.jsonl", progress=False)
+    assert len(set(straight.values())) > 1  # the stand-in makes counts differ, so a wrong seed would show
+    killed = tmp_path / "killed.jsonl"
+    difficulty.correct_counts(None, rows[:2], cfg, "w", killed, progress=False)  # killed after its first batch
+    calls.clear()
+    assert difficulty.correct_counts(None, rows, cfg, "w", killed, progress=False) == straight
+    assert [seed for _, seed in calls] == [cfg.SEED + 2, cfg.SEED + 4]  # only the unfinished batches, same seeds
+    assert sorted(r["id"] for r in storage.read_jsonl(killed)) == [row["id"] for row in rows]  # nothing twice
