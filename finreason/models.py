@@ -506,7 +506,8 @@ def load_model(cfg: Any, weights: str | os.PathLike | None = None, trainable: bo
         "weights": str(weights) if weights else None,
         "weights_kind": kind,
         "weights_sha256": weights_fingerprint(weights) if weights else None,
-        "trained_weights": "lora" if wants_lora else ("all" if trainable else "none"),
+        # how the weights were (or are about to be) fine-tuned: a LoRA adapter, every weight, or not at all
+        "finetune": "lora" if wants_lora else ("full" if kind == layout.MODEL or trainable else None),
         "loader": loader,
         "quantization": quantization,
         "dtype": cfg.COMPUTE_DTYPE,

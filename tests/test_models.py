@@ -165,7 +165,7 @@ def test_missing_stage_weights_name_the_training_script(tmp_path, capsys):
 def test_full_fine_tune_trains_every_weight(tiny_qwen2_dir, tmp_path):
     cfg = resolve_config(tiny_overrides(tiny_qwen2_dir, tmp_path, "--FINETUNE=full"))
     loaded = models.load_model(cfg, trainable=True)
-    assert loaded.info["trained_weights"] == "all" and loaded.info["loader"] == "plain"
+    assert loaded.info["finetune"] == "full" and loaded.info["loader"] == "plain"
     assert all(p.requires_grad for p in loaded.model.parameters())
 
 
@@ -182,6 +182,7 @@ def test_whole_model_weights_replace_the_base(tiny_cfg, tiny_qwen2_dir, tmp_path
     folder = save_full_model(tiny_qwen2_dir, tmp_path / "model", str(tiny_qwen2_dir))
     loaded = models.load_model(tiny_cfg, weights=folder)
     assert loaded.info["weights_kind"] == "model" and loaded.info["model_path"] == str(folder)
+    assert loaded.info["finetune"] == "full" and not loaded.info["trainable"]
     assert loaded.info["weights_sha256"] == models.weights_fingerprint(folder) != "missing"
     assert generation.generate(loaded, ["<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"], 3, 1, progress=False)
 
