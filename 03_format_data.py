@@ -5,12 +5,14 @@ Command:
 
 Reads FinQA (finreason.data) and the configured model's tokenizer (finreason.models). Writes,
 atomically, under OUTPUT_DIR/data/:
-- sft_train.jsonl  {"id", "prompt", "completion"}: prompt from finreason.prompts (EVIDENCE_MODE),
+- sft_train.jsonl  {"id", "prompt", "completion"}: prompt from finreason.prompts (EVIDENCE_MODE;
+  retrieved evidence of a train example comes from the cross-fitted ranker that never saw it),
   completion in the SFT_TARGET style (reasoning: a sentence citing the gold facts; both styles
   end with the gold Program: and its Answer:)
 - sft_dev.jsonl    the same for all of dev (validation loss)
 - grpo_train.jsonl {"id", "prompt", "gold" ("yes"/"no" or repr(float)), "table"}
-- manifest.json    provenance, tokenizer, evidence mode, counts, token lengths, the self-check
+- manifest.json    provenance, tokenizer, evidence mode and retriever, counts, token lengths, the
+  share of train and dev prompts holding every gold fact, the self-check
 
 Self-check: every train target (all of train, not only the limited slice) must be strict-correct
 under finreason.scoring.score_completion. Examples whose gold program does not reproduce their
@@ -23,7 +25,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from finreason import configuration, console, data, models, storage, trainset
+from finreason import configuration, console, data, models, prompts, retrieval, stats, storage, trainset
 from finreason.errors import FinReasonError
 from finreason.layout import Layout
 from finreason.provenance import provenance
@@ -78,15 +80,22 @@ def main(argv=None) -> dict:
         "files": {"sft_train": where.sft_train.name, "sft_dev": where.sft_dev.name, "grpo_train": where.grpo_train.name},
         "counts": {"sft_train": len(sft_train), "sft_dev": len(sft_dev), "grpo_train": len(grpo_train)},
         "tokenizer": {"model_name": cfg.MODEL_NAME, "class": type(tokenizer).__name__},
-        "prompt": {"evidence_mode": cfg.EVIDENCE_MODE, "token_budget": cfg.PROMPT_TOKEN_BUDGET, "instructions": cfg.PROMPT_INSTRUCTIONS,
+        "prompt": {"evidence_mode": cfg.EVIDENCE_MODE, "retriever": retrieval.describe(cfg) if cfg.EVIDENCE_MODE == "retrieved" else None,
+                   "token_budget": cfg.PROMPT_TOKEN_BUDGET, "instructions": cfg.PROMPT_INSTRUCTIONS,
                    "few_shot": cfg.FEW_SHOT_EXAMPLE},
         "sft_target": cfg.SFT_TARGET,
         "sft_train_lengths": trainset.length_stats(sft_train, tokenizer, cfg.MAX_SEQ_LEN),
+        # all gold facts in the prompt: train (cross-fitted when the learned ranker chooses) beside dev
+        "evidence_coverage": {"sft_train": trainset.evidence_coverage(data.first(usable, cfg.SFT_TRAIN_LIMIT), tokenizer, cfg),
+                              "sft_dev": trainset.evidence_coverage(dev, tokenizer, cfg)},
         "self_check": check,
         "provenance": provenance(cfg, data=bundle.describe(), model=cfg.MODEL_NAME),
     }
     storage.atomic_write_json(where.data_manifest, manifest)
     _LOG.info("wrote %s to %s", manifest["counts"], where.data_dir)
+    coverage = manifest["evidence_coverage"]
+    _LOG.info("prompts holding every gold fact (%s): train %s, dev %s", prompts.evidence_label(cfg.EVIDENCE_MODE, manifest["prompt"]["retriever"]),
+              stats.percent(coverage["sft_train"]["all_gold"]), stats.percent(coverage["sft_dev"]["all_gold"]))
     if manifest["sft_train_lengths"]["over_max_seq_len"]:
         _LOG.warning("%d SFT rows exceed MAX_SEQ_LEN=%d", manifest["sft_train_lengths"]["over_max_seq_len"], cfg.MAX_SEQ_LEN)
     return manifest

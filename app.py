@@ -31,7 +31,7 @@ from typing import Any
 
 import streamlit as st
 
-from finreason import generation, models, programs, prompts, scoring, uploads
+from finreason import generation, models, programs, prompts, retrieval, scoring, uploads
 from finreason.configuration import Config, ConfigError, config_tokens, parse_args, resolve_config
 from finreason.data import DataError, load_from_config
 from finreason.layout import TRAINED_STAGES, Layout
@@ -69,14 +69,17 @@ def _mtime(folder: str | None) -> float:
     return max((path.stat().st_mtime for path in Path(folder).glob("*.safetensors")), default=0.0)
 
 
-def trained_evidence_mode(folder: str | None) -> str | None:
-    """The EVIDENCE_MODE the weights were trained with, as their training_summary.json records it."""
+def trained_evidence(folder: str | None) -> str | None:
+    """How the weights' training prompts got their evidence (mode and retriever), as their
+    training_summary.json records it; None when unknown."""
     if folder is None:
         return None
     try:
-        return json.loads((Path(folder) / models.TRAINING_SUMMARY).read_text(encoding="utf-8")).get("evidence_mode")
+        summary = json.loads((Path(folder) / models.TRAINING_SUMMARY).read_text(encoding="utf-8"))
+        mode, retriever = summary.get("evidence_mode"), summary.get("retriever")
     except (OSError, ValueError, AttributeError):
         return None
+    return prompts.evidence_label(mode, retriever if isinstance(retriever, dict) else None) if mode else None
 
 
 def load_best_model(cfg: Config) -> tuple[models.LoadedModel, str, list[str]]:
@@ -109,8 +112,8 @@ def reasoning_text(completion: str) -> str:
 def answer(loaded: models.LoadedModel, cfg: Config, example: Any, gold: Any, mode: str) -> dict[str, Any]:
     """Prompt, evidence (``mode``: "retrieved" or "gold"), completion, verdict and program trace."""
     tokenizer = loaded.tokenizer
-    evidence = prompts.evidence_for(example, tokenizer, cfg.PROMPT_TOKEN_BUDGET, mode)
-    prompt = prompts.prompt_from_cfg(example, tokenizer, cfg, mode)
+    evidence = prompts.evidence_from_cfg(example, tokenizer, cfg, mode)
+    prompt = prompts.prompt_from_cfg(example, tokenizer, cfg, mode, evidence)
     completion = generation.generate(loaded, [prompt], cfg.MAX_NEW_TOKENS, 1, progress=False)[0]
     verdict = scoring.score_completion(completion, gold, example.table, cfg.LENIENT_REL_TOL)
     steps, trace_error = [], None
@@ -120,7 +123,7 @@ def answer(loaded: models.LoadedModel, cfg: Config, example: Any, gold: Any, mod
         except programs.ProgramError as error:
             trace_error = str(error)
     return {
-        "evidence": evidence, "completion": completion, "verdict": verdict, "steps": steps,
+        "evidence": evidence, "retriever": retrieval.describe(cfg.replace(EVIDENCE_MODE=mode)), "completion": completion, "verdict": verdict, "steps": steps,
         "trace_error": trace_error, "gold": gold, "rel_tol": float(cfg.LENIENT_REL_TOL), "prompt_tokens": len(tokenizer(prompt)["input_ids"]),
     }
 
@@ -143,11 +146,36 @@ def evidence_frame(table: Sequence[Sequence[str]], rows: Sequence[int], gold_ids
     return {name: [row[c] for row in body] for c, name in enumerate(names)}
 
 
-def show_evidence(example: Any, evidence: prompts.Evidence) -> None:
+def fact_rows(example: Any, evidence: prompts.Evidence, gold_ids: set[str]) -> tuple[dict[str, list], dict[str, list]]:
+    """The ranker's kept facts (rank, score, text) and the gold facts it missed, as st.dataframe columns."""
+    table, sentences = example.table, list(example.text)
+    rank = {fact_id: position + 1 for position, fact_id in enumerate(evidence.ranking)}
+
+    def text_of(fact_id: str) -> str:
+        kind, _, index = fact_id.partition("_")
+        rows = table if kind == "table" else sentences
+        value = rows[int(index)] if index.isdigit() and int(index) < len(rows) else ""
+        return prompts.render_row(value) if kind == "table" else str(value)
+
+    def columns(ids: Sequence[str]) -> dict[str, list]:
+        ids = sorted(ids, key=lambda fact_id: rank.get(fact_id, len(rank) + 1))
+        return {"rank": [rank.get(i) for i in ids], "fact": [("★ " if i in gold_ids else "") + i for i in ids],
+                "score": [round(evidence.scores.get(i, float("nan")), 3) for i in ids], "text": [text_of(i) for i in ids]}
+
+    kept = [fact_id for fact_id in evidence.ranking if fact_id in evidence.kept_ids]
+    return columns(kept), columns(sorted(gold_ids - evidence.kept_ids))
+
+
+def show_evidence(example: Any, evidence: prompts.Evidence, retriever: Mapping[str, Any] | None = None) -> None:
     gold_ids = set(getattr(example, "gold_inds", {}) or {})
     st.subheader("Evidence the prompt kept")
-    how = "FinQA's gold facts only" if evidence.mode == "gold" else "retrieved within the budget PROMPT_TOKEN_BUDGET"
-    st.caption(f"{prompts.evidence_label(evidence.mode)}. {len(evidence.table_rows)} of {len(example.table)} table rows and "
+    if evidence.mode == "gold":
+        how = "FinQA's gold facts only"
+    elif evidence.ranking:
+        how = f"the {retriever.get('top_k') if retriever else ''} best-ranked facts within PROMPT_TOKEN_BUDGET"
+    else:
+        how = "the whole table and the best-matching sentences filling PROMPT_TOKEN_BUDGET"
+    st.caption(f"{prompts.evidence_label(evidence.mode, retriever)}. {len(evidence.table_rows)} of {len(example.table)} table rows and "
                f"{len(evidence.sentences)} of {len(example.text)} sentences, {evidence.n_tokens} tokens ({how})."
                + (f" Gold facts kept: {len(gold_ids & evidence.kept_ids)} of {len(gold_ids)}." if gold_ids else ""))
     if evidence.table_rows:
@@ -155,6 +183,15 @@ def show_evidence(example: Any, evidence: prompts.Evidence) -> None:
     for index in evidence.sentences:
         mark = "★ " if f"text_{index}" in gold_ids else ""
         st.markdown(f"- {mark}{example.text[index]}")
+    if evidence.ranking:
+        kept, missed = fact_rows(example, evidence, gold_ids)
+        st.markdown("**Kept facts, as the retriever ranked them** (the header row is added to any kept row)")
+        st.dataframe(kept, hide_index=True, width="stretch")
+        if missed["fact"]:
+            st.markdown(f"**Gold facts the retriever missed: {len(missed['fact'])}**")
+            st.dataframe(missed, hide_index=True, width="stretch")
+        elif gold_ids:
+            st.caption("The retriever kept every gold fact.")
     if gold_ids:
         st.caption("★ = a fact FinQA's annotators marked as needed for this question.")
 
@@ -163,7 +200,7 @@ def show_result(example: Any, result: Mapping[str, Any]) -> None:
     verdict = result["verdict"]
     left, right = st.columns([1, 1])
     with left:
-        show_evidence(example, result["evidence"])
+        show_evidence(example, result["evidence"], result.get("retriever"))
     with right:
         st.subheader("Model reasoning")
         st.write(reasoning_text(result["completion"]) or "_(no reasoning before the Program line)_")
@@ -284,17 +321,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     except models.ModelError as error:
         st.error(f"The model could not be loaded: {error}")
         st.stop()
-    trained_mode = trained_evidence_mode(loaded.info.get("weights"))
+    trained_on = trained_evidence(loaded.info.get("weights"))
     st.caption(f"Model: **{cfg.MODEL_NAME}** + {model_label} · profile {cfg.PROFILE} · "
                f"{loaded.info.get('loader')}, {loaded.info.get('quantization')}, {loaded.info.get('device')}"
-               + (f" · trained on {prompts.evidence_label(trained_mode)}" if trained_mode else ""))
+               + (f" · trained on {trained_on}" if trained_on else ""))
     for note in notes:
         st.warning(note)
     with st.sidebar:
         st.header("Settings")
         st.write(f"Profile: `{cfg.PROFILE}`")
         st.write(f"Weights: {model_label}")
-        st.write(f"Evidence for FinQA examples: {prompts.evidence_label(cfg.EVIDENCE_MODE)}")
+        st.write(f"Evidence for FinQA examples: {prompts.evidence_label(cfg.EVIDENCE_MODE, retrieval.describe(cfg, fit=False))}")
         st.write(f"Answer tokens: {cfg.MAX_NEW_TOKENS} · evidence budget: {cfg.PROMPT_TOKEN_BUDGET} tokens")
         st.caption("Change with `python app.py --KEY=value`.")
 
@@ -309,8 +346,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         raw = upload_widgets(cfg)
         evidence_mode = "retrieved"
         if cfg.EVIDENCE_MODE == "gold":
-            st.info("Your own table has no gold facts: the prompt uses retrieved evidence (the whole table and the "
-                    "sentences that best match the question), not the gold-facts setting the FinQA examples use.")
+            st.info("Your own table has no gold facts: the prompt uses retrieved evidence "
+                    f"({retrieval.short_label(retrieval.describe(cfg.replace(EVIDENCE_MODE='retrieved'), fit=False))}), "
+                    "not the gold-facts setting the FinQA examples use.")
         if not st.button("Answer", type="primary", key="ask_upload"):
             return
         inputs = upload_inputs(cfg, raw)

@@ -33,7 +33,9 @@ FINETUNE = "lora"  # lora | full; full trains every weight (small models on CPU;
 
 # --- prompt ------------------------------------------------------------------------------
 EVIDENCE_MODE = "retrieved"  # retrieved | gold; gold = FinQA's gold facts only (an easier, labelled setting)
-PROMPT_TOKEN_BUDGET = 1024  # >= 1; tokens of retrieved table + text evidence (model's tokenizer); 98%+ recall
+RETRIEVER = "learned"  # learned | bm25 | budget_fill; how retrieved evidence is chosen (finreason.retrieval)
+RETRIEVER_TOP_K = 3  # >= 1; facts (table rows, sentences) a ranker keeps, as FinQANet passes 3; header row added
+PROMPT_TOKEN_BUDGET = 1024  # >= 1; cap on evidence tokens (model's tokenizer); budget_fill fills it, rankers stop below
 MAX_SEQ_LEN = 1536  # >= 1; prompt + answer tokens in training; lower first if SFT runs out of memory
 PROMPT_INSTRUCTIONS = "full"  # full | brief; full explains the program language (zero-shot needs it), brief only names it
 FEW_SHOT_EXAMPLE = True  # true | false; one short worked example in the system prompt so format is never the failure

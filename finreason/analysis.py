@@ -78,6 +78,12 @@ class StageResult:
         """How the stage's prompts got their evidence; results from before the mode existed were retrieved."""
         return str(self.summary.get("evidence_mode") or "retrieved")
 
+    @property
+    def retriever(self) -> dict[str, Any] | None:
+        """What chose a retrieved-evidence stage's facts (``retrieval.describe``), when recorded."""
+        value = self.summary.get("retriever")
+        return value if isinstance(value, dict) else None
+
 
 def stage_sort_key(name: str) -> tuple[int, int, str]:
     """Pipeline order: zero-shot, then SFT, then GRPO stages (other names after their stage)."""

@@ -120,6 +120,8 @@ RULES: dict[str, Rule] = {
     "USE_VLLM": BOOLEAN,
     "FINETUNE": one_of("lora", "full"),
     "EVIDENCE_MODE": one_of("retrieved", "gold"),
+    "RETRIEVER": one_of("learned", "bm25", "budget_fill"),
+    "RETRIEVER_TOP_K": at_least(1),
     "PROMPT_TOKEN_BUDGET": at_least(1),
     "MAX_SEQ_LEN": at_least(1),
     "PROMPT_INSTRUCTIONS": one_of("full", "brief"),

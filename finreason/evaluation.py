@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from finreason import generation, stats, storage
+from finreason import generation, retrieval, stats, storage
 from finreason.errors import FinReasonError
 from finreason.layout import STAGES, TRAINED_BY, Layout
 from finreason.provenance import provenance
@@ -53,6 +53,7 @@ def run_fingerprint(loaded: Any, cfg: Any, split: str | None) -> str:
         "split": split,
         "evidence_mode": cfg.EVIDENCE_MODE,
         "budget": cfg.PROMPT_TOKEN_BUDGET,
+        "retriever": {key: value for key, value in retrieval.describe(cfg).items() if key not in ("cache", "label")},
         "few_shot": cfg.FEW_SHOT_EXAMPLE,
         "max_new_tokens": cfg.MAX_NEW_TOKENS,
         "system_prompt": hashlib.sha256(prompts.system_prompt_from_cfg(cfg).encode()).hexdigest(),
@@ -175,6 +176,7 @@ def evaluate(
         stage=stage,
         split=split,
         evidence_mode=cfg.EVIDENCE_MODE,
+        retriever=retrieval.describe(cfg) if cfg.EVIDENCE_MODE == "retrieved" else None,
         run=run,
         records=str(path),
         generated_this_run=len(todo),
@@ -245,7 +247,10 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     pct = stats.percent
     strict_low, strict_high = summary.get("execution_accuracy_ci95") or (None, None)
     lenient_low, lenient_high = summary.get("lenient_accuracy_ci95") or (None, None)
+    retriever = summary.get("retriever")
     mode = summary.get("evidence_mode") or "retrieved"
+    if mode == "retrieved" and isinstance(retriever, Mapping):
+        mode = f"retrieved ({retrieval.short_label(retriever)})"
     return "\n".join([
         f"[{summary.get('stage', 'eval')}] split {summary.get('split')}, {mode} evidence: n={summary['n']}",
         f"  execution accuracy (strict) {pct(summary['execution_accuracy'])}  95% CI [{pct(strict_low)}, {pct(strict_high)}]",

@@ -71,6 +71,11 @@ class Layout:
     def models_dir(self) -> Path:
         return self.root / "models"
 
+    @property
+    def retriever_dir(self) -> Path:
+        """Fitted fact rankers, one file per train-data hash and feature version (finreason.retrieval)."""
+        return self.root / "retriever"
+
     # --- 03
     @property
     def data_dir(self) -> Path:

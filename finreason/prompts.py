@@ -3,9 +3,12 @@
 Zero-shot, SFT, GRPO, evaluation and the app all call ``prompt_from_cfg`` so a model is always
 trained and tested on exactly the same text. Evidence comes one of two ways (EVIDENCE_MODE):
 
-* ``retrieved`` (the standard setting): the report's table (rendered as a pipe table, whole rows
-  only) plus the report sentences that rank best against the question (BM25), kept in their
-  original order, within a token budget measured with the model's own tokenizer;
+* ``retrieved`` (the standard setting): what a real document gets. ``RETRIEVER`` picks how:
+  ``learned`` (the default) and ``bm25`` rank every table row and report sentence against the
+  question (``finreason.retrieval``) and keep the ``RETRIEVER_TOP_K`` best in document order,
+  with the table's header row whenever a row is kept; ``budget_fill`` (the earlier baseline)
+  keeps the whole table (rendered as a pipe table, whole rows only) plus the BM25-best
+  sentences. Either stays within ``PROMPT_TOKEN_BUDGET`` tokens of the model's own tokenizer;
 * ``gold`` (FinQA's published "gold retriever" setting, an easier one): only the facts FinQA's
   annotators marked (``gold_inds``): the table's header row and the gold rows, and the gold
   sentences, rendered exactly as ``retrieved`` renders them, so a model trained on either sees
@@ -19,14 +22,13 @@ The question is never cut.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rank_bm25 import BM25Okapi
-
+from finreason import retrieval
 from finreason.programs import TABLE_OPS, ProgramError, cell_to_num, execute, format_value, split_steps, str_to_num, tokenize
+from finreason.retrieval import Ranking, rank_by_bm25, report_sentences
 
 # Every token here is paid in every training step and every prefill, on every profile: the format
 # and the program language are stated once, tersely.
@@ -49,7 +51,7 @@ INSTRUCTIONS = {"full": SYSTEM_PROMPT, "brief": BRIEF_SYSTEM_PROMPT}
 EVIDENCE_MODES = ("retrieved", "gold")
 # How every results table, model card and page names an evidence mode.
 EVIDENCE_LABELS = {
-    "retrieved": "retrieved evidence (whole table + BM25-ranked sentences within the token budget)",
+    "retrieved": "retrieved evidence (the facts a retriever picks from the document)",
     "gold": "GOLD facts only (FinQA's gold-retriever setting: easier than retrieved evidence, not comparable to it)",
 }
 TARGET_STYLES = ("reasoning", "program")
@@ -63,12 +65,6 @@ FEW_SHOT_TEXT = (
     "Answer: 0.01639"
 )
 
-# Function words that match everywhere and would drown the informative terms in BM25.
-_STOPWORDS = frozenset(
-    "a an and are as at be by did do does for from had has have how in is it its of on or that the "
-    "this to was were what which with who whom why will would than then there these those".split()
-)
-_TERM = re.compile(r"[a-z]+|\d+(?:\.\d+)?")
 # Budget overshoot re-measurement stops after this many drops: each drop removes a whole part.
 _MAX_TRIM_ROUNDS = 10_000
 
@@ -76,7 +72,7 @@ _MAX_TRIM_ROUNDS = 10_000
 @dataclass(frozen=True)
 class Evidence:
     """What went into the prompt: kept table rows and sentences (indices), their ids, text and
-    size, and how they were chosen (``mode``: "retrieved" or "gold")."""
+    size, and how they were chosen (``mode``: "retrieved" or "gold"; ``retriever``)."""
 
     table_rows: list[int]
     sentences: list[int]
@@ -84,23 +80,12 @@ class Evidence:
     text: str = ""
     n_tokens: int = 0
     mode: str = "retrieved"
+    retriever: str = "budget_fill"  # "learned" | "bm25" | "budget_fill" | "gold"
+    scores: dict[str, float] = field(default_factory=dict)  # every fact's ranker score (rankers only)
+    ranking: list[str] = field(default_factory=list)  # every fact id, best first (rankers only)
 
 
 # --- text helpers -------------------------------------------------------------------------
-
-
-def report_sentences(example: Any) -> list[str]:
-    """example.text when present (FinQA's text_N indexing), else pre_text + post_text."""
-    text = getattr(example, "text", None)
-    if text is None:
-        text = list(getattr(example, "pre_text", []) or []) + list(getattr(example, "post_text", []) or [])
-    return [str(sentence) for sentence in text]
-
-
-def bm25_terms(text: str) -> list[str]:
-    """Lowercase words and numbers; "5,829" and "$5829" both become "5829" so figures match."""
-    lowered = text.lower().replace(",", "")
-    return [term for term in _TERM.findall(lowered) if term not in _STOPWORDS]
 
 
 def render_row(row: Sequence[str]) -> str:
@@ -113,15 +98,6 @@ def count_tokens(tokenizer: Any, texts: Sequence[str]) -> list[int]:
         return []
     encoded = tokenizer(list(texts), add_special_tokens=False)
     return [len(ids) for ids in encoded["input_ids"]]
-
-
-def rank_by_bm25(query: str, documents: Sequence[str]) -> list[int]:
-    """Document indices, best match first; ties (and no match at all) keep document order."""
-    if not documents:
-        return []
-    corpus = [bm25_terms(document) or ["<empty>"] for document in documents]
-    scores = BM25Okapi(corpus).get_scores(bm25_terms(query))
-    return sorted(range(len(documents)), key=lambda index: (-scores[index], index))
 
 
 # --- evidence selection -------------------------------------------------------------------
@@ -204,12 +180,44 @@ def select_evidence(example: Any, tokenizer: Any, budget: int) -> Evidence:
             break
         text = _render_evidence(table, rows, sentences, kept)
         n_tokens = count_tokens(tokenizer, [text])[0] if text else 0
-    return _evidence(rows, kept, text, n_tokens, "retrieved")
+    return _evidence(rows, kept, text, n_tokens, "retrieved", "budget_fill")
 
 
-def _evidence(rows: Sequence[int], kept: Sequence[int], text: str, n_tokens: int, mode: str) -> Evidence:
+def _evidence(rows: Sequence[int], kept: Sequence[int], text: str, n_tokens: int, mode: str, retriever: str,
+              ranking: Ranking | None = None) -> Evidence:
     kept_ids = {f"table_{index}" for index in rows} | {f"text_{index}" for index in kept}
-    return Evidence(sorted(rows), sorted(kept), kept_ids, text, n_tokens, mode)
+    if ranking is None:
+        return Evidence(sorted(rows), sorted(kept), kept_ids, text, n_tokens, mode, retriever)
+    return Evidence(sorted(rows), sorted(kept), kept_ids, text, n_tokens, mode, retriever, dict(ranking.scores), list(ranking.order))
+
+
+def ranked_evidence(example: Any, tokenizer: Any, budget: int, ranking: Ranking, top_k: int, retriever: str) -> Evidence:
+    """The ``top_k`` best-ranked facts in document order, with the header row whenever a table row
+    is kept (it names the columns), within ``budget`` tokens: while the text is over, the
+    lowest-ranked kept fact goes."""
+    table = [list(row) for row in (getattr(example, "table", None) or [])]
+    sentences = report_sentences(example)
+    chosen = [fact_id for fact_id in ranking.order if _fact_index(fact_id, len(table), len(sentences)) is not None][:top_k]
+    while True:
+        rows = {_fact_index(fact_id, len(table), len(sentences)) for fact_id in chosen if fact_id.startswith("table_")}
+        kept = sorted(_fact_index(fact_id, len(table), len(sentences)) for fact_id in chosen if fact_id.startswith("text_"))
+        if rows:
+            rows.add(0)
+        text = _render_evidence(table, sorted(rows), sentences, kept)
+        n_tokens = count_tokens(tokenizer, [text])[0] if text else 0
+        if n_tokens <= budget or not chosen:
+            return _evidence(sorted(rows), kept, text, n_tokens, "retrieved", retriever, ranking)
+        chosen.pop()
+
+
+def _fact_index(fact_id: str, n_rows: int, n_sentences: int) -> int | None:
+    """The row or sentence index of a fact id ("table_3", "text_0"), None when it names nothing here."""
+    kind, _, raw_index = fact_id.partition("_")
+    if not raw_index.isdigit():
+        return None
+    index = int(raw_index)
+    limit = n_rows if kind == "table" else n_sentences if kind == "text" else 0
+    return index if index < limit else None
 
 
 def gold_evidence(example: Any, tokenizer: Any) -> Evidence:
@@ -227,19 +235,35 @@ def gold_evidence(example: Any, tokenizer: Any) -> Evidence:
     if rows:
         rows.add(0)  # the header row names the columns the gold cells sit in
     text = _render_evidence(table, sorted(rows), sentences, sorted(kept))
-    return _evidence(sorted(rows), sorted(kept), text, count_tokens(tokenizer, [text])[0] if text else 0, "gold")
+    return _evidence(sorted(rows), sorted(kept), text, count_tokens(tokenizer, [text])[0] if text else 0, "gold", "gold")
 
 
-def evidence_label(mode: str | None) -> str:
-    """The words a report or page uses for ``mode`` (results without one were retrieved)."""
-    return EVIDENCE_LABELS.get(mode or "retrieved", str(mode))
+def evidence_label(mode: str | None, retriever: Mapping[str, Any] | None = None) -> str:
+    """The words a report or page uses for ``mode`` and, for retrieved evidence, the retriever and k
+    (``retrieval.describe``'s record; results without a mode were retrieved)."""
+    label = EVIDENCE_LABELS.get(mode or "retrieved", str(mode))
+    if (mode or "retrieved") == "retrieved" and retriever:
+        return f"retrieved evidence ({retrieval.short_label(retriever)})"
+    return label
 
 
-def evidence_for(example: Any, tokenizer: Any, budget: int, mode: str) -> Evidence:
-    """The evidence ``mode`` picks (see the module docstring)."""
+def evidence_for(example: Any, tokenizer: Any, budget: int, mode: str, ranker: Any = None, top_k: int = 3) -> Evidence:
+    """The evidence ``mode`` picks (see the module docstring): with a ``ranker``
+    (``finreason.retrieval``), its ``top_k`` facts; without one, the budget-filling selection."""
     if mode not in EVIDENCE_MODES:
         raise ValueError(f"evidence mode must be one of {EVIDENCE_MODES}, got {mode!r}")
-    return gold_evidence(example, tokenizer) if mode == "gold" else select_evidence(example, tokenizer, budget)
+    if mode == "gold":
+        return gold_evidence(example, tokenizer)
+    if ranker is None:
+        return select_evidence(example, tokenizer, budget)
+    return ranked_evidence(example, tokenizer, budget, ranker.rank(example), top_k, ranker.name)
+
+
+def evidence_from_cfg(example: Any, tokenizer: Any, cfg: Any, mode: str | None = None) -> Evidence:
+    """The evidence every stage uses: EVIDENCE_MODE (or ``mode``), RETRIEVER, RETRIEVER_TOP_K, PROMPT_TOKEN_BUDGET."""
+    mode = mode or cfg.EVIDENCE_MODE
+    ranker = retrieval.ranker_for(cfg) if mode == "retrieved" else None
+    return evidence_for(example, tokenizer, cfg.PROMPT_TOKEN_BUDGET, mode, ranker, cfg.RETRIEVER_TOP_K)
 
 
 # --- prompts ------------------------------------------------------------------------------
@@ -255,19 +279,20 @@ def system_prompt(few_shot: bool = True, instructions: str = "full") -> str:
 
 
 def build_messages(example: Any, tokenizer: Any, budget: int, few_shot: bool = True, mode: str = "retrieved",
-                   instructions: str = "full") -> list[dict[str, str]]:
-    """System (task, format, optional worked example) + user (evidence, then the whole question)."""
-    evidence = evidence_for(example, tokenizer, budget, mode)
+                   instructions: str = "full", evidence: Evidence | None = None) -> list[dict[str, str]]:
+    """System (task, format, optional worked example) + user (evidence, then the whole question);
+    ``evidence`` when already chosen, else the budget-filling selection or the gold facts (``mode``)."""
+    evidence = evidence if evidence is not None else evidence_for(example, tokenizer, budget, mode)
     question = f"Question: {str(example.question).strip()}"
     user = f"{evidence.text}\n\n{question}" if evidence.text else question
     return [{"role": "system", "content": system_prompt(few_shot, instructions)}, {"role": "user", "content": user}]
 
 
 def build_prompt(example: Any, tokenizer: Any, budget: int, few_shot: bool = True, mode: str = "retrieved",
-                 instructions: str = "full") -> str:
+                 instructions: str = "full", evidence: Evidence | None = None) -> str:
     """The rendered chat prompt, ending where the assistant starts writing."""
     return tokenizer.apply_chat_template(
-        build_messages(example, tokenizer, budget, few_shot, mode, instructions), tokenize=False, add_generation_prompt=True
+        build_messages(example, tokenizer, budget, few_shot, mode, instructions, evidence), tokenize=False, add_generation_prompt=True
     )
 
 
@@ -275,10 +300,12 @@ def system_prompt_from_cfg(cfg: Any) -> str:
     return system_prompt(cfg.FEW_SHOT_EXAMPLE, cfg.PROMPT_INSTRUCTIONS)
 
 
-def prompt_from_cfg(example: Any, tokenizer: Any, cfg: Any, mode: str | None = None) -> str:
-    """The prompt every stage uses; ``mode`` overrides EVIDENCE_MODE (the app's own tables have no gold facts)."""
-    return build_prompt(example, tokenizer, cfg.PROMPT_TOKEN_BUDGET, cfg.FEW_SHOT_EXAMPLE, mode or cfg.EVIDENCE_MODE,
-                        cfg.PROMPT_INSTRUCTIONS)
+def prompt_from_cfg(example: Any, tokenizer: Any, cfg: Any, mode: str | None = None, evidence: Evidence | None = None) -> str:
+    """The prompt every stage uses; ``mode`` overrides EVIDENCE_MODE (the app's own tables have no
+    gold facts); ``evidence`` when the caller already chose it with ``evidence_from_cfg``."""
+    mode = mode or cfg.EVIDENCE_MODE
+    evidence = evidence if evidence is not None else evidence_from_cfg(example, tokenizer, cfg, mode)
+    return build_prompt(example, tokenizer, cfg.PROMPT_TOKEN_BUDGET, cfg.FEW_SHOT_EXAMPLE, mode, cfg.PROMPT_INSTRUCTIONS, evidence)
 
 
 # --- SFT targets --------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """What produced a results file: the ``provenance`` object every results file carries.
 
-Config snapshot, seed, profile, evidence mode, command, package versions and machine, plus what
+Config snapshot, seed, profile, evidence mode, the retriever (and the fitted ranker's key when this
+process used one), command, package versions and machine, plus what
 the caller adds (``data=bundle.describe()``, ``model=...``, ``weights=...``, ``weights_sha256=...``).
 """
 
@@ -16,7 +17,7 @@ from typing import Any
 
 TRACKED_PACKAGES = (
     "torch", "transformers", "trl", "peft", "bitsandbytes", "datasets", "accelerate",
-    "rank-bm25", "unsloth", "vllm",
+    "rank-bm25", "lightgbm", "unsloth", "vllm",
 )
 
 
@@ -32,6 +33,8 @@ def package_versions() -> dict[str, str | None]:
 
 def provenance(cfg: Any = None, **extra: Any) -> dict[str, Any]:
     """The ``provenance`` object: ``cfg`` is a ``configuration.Config`` (or None)."""
+    from finreason import retrieval
+
     snapshot = cfg.snapshot() if cfg is not None else {}
     return {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -39,6 +42,7 @@ def provenance(cfg: Any = None, **extra: Any) -> dict[str, Any]:
         "seed": snapshot.get("SEED"),
         "profile": snapshot.get("PROFILE"),
         "evidence_mode": snapshot.get("EVIDENCE_MODE"),
+        "retriever": retrieval.describe(cfg, fit=False) if cfg is not None and "RETRIEVER" in snapshot else None,
         "config": snapshot,
         "packages": package_versions(),
         "machine": {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count()},

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from finreason import prompts, stats, storage
+from finreason import prompts, retrieval, stats, storage
 from finreason.analysis import (
     CATEGORY_DEFINITIONS, CATEGORY_LABELS, StageResult, TrainingLog, accuracy, breakdown, category_table,
 )
@@ -184,7 +184,7 @@ def _accuracy_section(rows: Sequence[Mapping[str, Any]], rel_tol: float) -> list
              "symbolic program match. 95% bootstrap intervals.", ""]
     lines.append(_md_table(
         ["stage", "evidence", "n", "strict", "95% CI", "lenient", "95% CI", "program acc.", "model / weights / split"],
-        [[r["stage"], r["evidence"].upper() if r["evidence"] == "gold" else r["evidence"], r["n"],
+        [[r["stage"], "GOLD" if r["evidence"] == "gold" else f"{r['evidence']} ({r['retriever']})" if r.get("retriever") else r["evidence"], r["n"],
           stats.percent(r["strict"][0]), _ci(r["strict"]), stats.percent(r["lenient"][0]), _ci(r["lenient"]),
           stats.percent(r["program"]), r["provenance"]] for r in rows]))
     return lines + ["", "![accuracy by stage](figures/accuracy_by_stage.png)", ""]
@@ -296,6 +296,7 @@ def build_report(
     rows = [{
         "stage": name,
         "evidence": stage.evidence_mode,
+        "retriever": retrieval.short_label(stage.retriever) if stage.evidence_mode == "retrieved" and stage.retriever else "",
         "n": stage.n,
         "strict": accuracy(stage, "strict", samples, seed),
         "lenient": accuracy(stage, "lenient", samples, seed),

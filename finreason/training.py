@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from finreason import layout, prompts, stats, storage
+from finreason import layout, prompts, retrieval, stats, storage
 from finreason.errors import FinReasonError
 from finreason.layout import Layout
 from finreason.provenance import provenance
@@ -319,6 +319,7 @@ def save_stage(
         "weights_sha256": models.weights_fingerprint(folder),
         "base_model": cfg.MODEL_NAME,
         "evidence_mode": cfg.EVIDENCE_MODE,
+        "retriever": retrieval.describe(cfg) if cfg.EVIDENCE_MODE == "retrieved" else None,
         **summary,
         "provenance": provenance(cfg, data=dict(data) if data else None, model=cfg.MODEL_NAME),
     }
@@ -337,7 +338,7 @@ def model_card(trainer: Any, cfg: Any, stage: str, summary: Mapping[str, Any], f
     card_path = Path(trainer.args.output_dir) / "README.md"
     base = ModelCard.load(card_path).content if card_path.is_file() else f"# finreason-{stage}\n"
     lines = ["", "## FinReason", "", "| | |", "|---|---|"]
-    rows = {"evidence": prompts.evidence_label(cfg.EVIDENCE_MODE), "weights sha256": summary["weights_sha256"][:16], **facts}
+    rows = {"evidence": prompts.evidence_label(cfg.EVIDENCE_MODE, summary.get("retriever")), "weights sha256": summary["weights_sha256"][:16], **facts}
     lines += [f"| {key} | {_cell(value)} |" for key, value in rows.items()]
     lines += ["", "### Training config", "", "| constant | value |", "|---|---|"]
     lines += [f"| {key} | {_cell(getattr(cfg, key))} |" for key in card_keys if key in cfg]
@@ -358,7 +359,7 @@ def add_evaluation(folder: str | os.PathLike, evaluation_summary: Mapping[str, A
 
     folder = Path(folder)
     brief = {key: evaluation_summary.get(key) for key in (
-        "stage", "split", "evidence_mode", "n", "execution_accuracy", "execution_accuracy_ci95",
+        "stage", "split", "evidence_mode", "retriever", "n", "execution_accuracy", "execution_accuracy_ci95",
         "lenient_accuracy", "program_accuracy", "no_answer_rate", "records")}
     summary_path = folder / models.TRAINING_SUMMARY
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
@@ -374,4 +375,4 @@ def evaluation_text(brief: Mapping[str, Any] | None) -> str:
     low, high = (brief.get("execution_accuracy_ci95") or [None, None])[:2]
     ci = f" (95% CI {stats.percent(low)}-{stats.percent(high)})" if low is not None else ""
     return (f"{stats.percent(brief['execution_accuracy'])} strict{ci} on {brief.get('n')} {brief.get('split')} examples, "
-            f"{brief.get('evidence_mode') or 'retrieved'} evidence")
+            f"{prompts.evidence_label(brief.get('evidence_mode'), brief.get('retriever'))}")

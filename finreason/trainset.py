@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from finreason import scoring
 from finreason.programs import ProgramError, execute
-from finreason.prompts import format_target, prompt_from_cfg
+from finreason.prompts import evidence_from_cfg, format_target, prompt_from_cfg
 
 
 def gold_as_text(exe_ans: float | str) -> str:
@@ -68,6 +68,20 @@ def grpo_rows(examples: Sequence[Any], tokenizer: Any, cfg: Any, progress: bool 
         {"id": example.id, "prompt": prompt_from_cfg(example, tokenizer, cfg), "gold": gold_as_text(example.exe_ans), "table": example.table}
         for example in tqdm(examples, desc="grpo prompts", disable=not progress)
     ]
+
+
+def evidence_coverage(examples: Sequence[Any], tokenizer: Any, cfg: Any) -> dict[str, Any]:
+    """How often the prompts' evidence holds every gold fact, and its mean tokens: for train rows
+    the cross-fitted ranking, so the number says what training prompts really miss."""
+    with_gold = [example for example in examples if getattr(example, "gold_inds", None)]
+    if not with_gold:
+        return {"n": 0, "all_gold": None, "mean_evidence_tokens": None}
+    chosen = [evidence_from_cfg(example, tokenizer, cfg) for example in with_gold]
+    return {
+        "n": len(with_gold),
+        "all_gold": round(sum(set(e.gold_inds) <= evidence.kept_ids for e, evidence in zip(with_gold, chosen)) / len(with_gold), 4),
+        "mean_evidence_tokens": round(sum(evidence.n_tokens for evidence in chosen) / len(chosen), 1),
+    }
 
 
 def length_stats(rows: Sequence[dict[str, str]], tokenizer: Any, max_seq_len: int) -> dict[str, Any]:

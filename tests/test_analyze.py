@@ -87,7 +87,8 @@ def test_program_operands(program, expected):
     assert analysis.program_operands(program) == expected
 
 
-def _write_stage(eval_dir: Path, stage: str, records: list[dict], evidence_mode: str | None = None) -> None:
+def _write_stage(eval_dir: Path, stage: str, records: list[dict], evidence_mode: str | None = None,
+                 retriever: dict | None = None) -> None:
     append_jsonl(eval_dir / f"{stage}.jsonl", records)
     strict = sum(r["strict"] for r in records) / len(records)
     summary = {
@@ -95,6 +96,8 @@ def _write_stage(eval_dir: Path, stage: str, records: list[dict], evidence_mode:
         "program_accuracy": 0.25, "provenance": {"model": "tiny", "weights": None}}
     if evidence_mode:
         summary["evidence_mode"] = evidence_mode
+    if retriever:
+        summary["retriever"] = retriever
     atomic_write_json(eval_dir / f"{stage}.summary.json", summary)
 
 
@@ -220,3 +223,14 @@ def test_report_states_each_stage_evidence_mode(tmp_path, dev, modes, flagged):
     assert [row["evidence"] for row in numbers["stages"]] == [mode or "retrieved" for mode in modes]
     assert ("GOLD facts only" in report) == flagged
     assert ("| GOLD |" in report) == flagged
+
+
+def test_report_table_names_the_retriever_and_k(tmp_path, dev):
+    learned = {"retriever": "learned", "ranker": "learned", "top_k": 3, "key": "abc"}
+    _write_stage(tmp_path / "eval", "zero_shot", _records(dev, 1), "retrieved", learned)
+    _write_stage(tmp_path / "eval", "sft", _records(dev, 2), "retrieved", {"retriever": "budget_fill", "token_budget": 384})
+    load_script("07_analyze.py").main([f"--OUTPUT_DIR={tmp_path}", "--PROFILE=cpu", "--DOWNLOAD_DATA=false",
+                                       "--FINQA_CACHE_DIR=/nonexistent-finreason-cache", "--BOOTSTRAP_SAMPLES=20"])
+    report = (tmp_path / "report.md").read_text()
+    assert "| zero_shot | retrieved (learned ranker, top 3) |" in report
+    assert "| sft | retrieved (budget fill (384 tokens)) |" in report

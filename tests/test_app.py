@@ -268,7 +268,7 @@ def test_app_in_headless_chromium(app_args, tmp_path):
     "mode, shown",
     [
         ("gold", "GOLD facts only"),  # the gold-facts setting is named on the page, with its caveat
-        ("retrieved", "retrieved evidence"),  # the standard setting
+        ("retrieved", "retrieved evidence (learned ranker, top 3)"),  # the standard setting, with its retriever and k
     ],
 )
 def test_page_names_the_evidence_mode(app_args, monkeypatch, mode, shown):
@@ -280,6 +280,11 @@ def test_page_names_the_evidence_mode(app_args, monkeypatch, mode, shown):
     app.button(key="ask_example").click().run()
     assert not app.exception, _texts(app.exception)
     assert shown in _texts(app.caption)
+    # ranked evidence shows each kept fact's rank and score, and any gold fact the retriever missed
+    assert ("Kept facts, as the retriever ranked them" in _texts(app.markdown)) == (mode == "retrieved")
+    if mode == "retrieved":
+        ranked = [frame.value for frame in app.dataframe if list(frame.value.columns) == ["rank", "fact", "score", "text"]]
+        assert ranked and list(ranked[0]["rank"]) == sorted(ranked[0]["rank"]) and 1 <= len(ranked[0]) <= 4  # k facts + header
     # your own table has no gold facts: in gold mode the page says it uses retrieved evidence
     app.radio(key="mode").set_value("Your own table and text").run()
     assert ("no gold facts" in _texts(app.info)) == (mode == "gold")

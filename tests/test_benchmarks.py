@@ -33,7 +33,7 @@ def test_cpu_learning_runs_every_stage_and_reports(tiny_qwen2_dir, tmp_path, cap
     assert all(result["timings"][stage]["peak_rss_gb"] > 0 for stage in ("zero_shot", "sft", "grpo_train"))
     saved = json.loads((tmp_path / "bench" / "cpu_learning.json").read_text())
     assert saved == json.loads((tmp_path / "bench" / "cpu_learning_gold.json").read_text())
-    assert "cpu_learning: n=2 dev questions, gold evidence" in capsys.readouterr().out
+    assert "cpu_learning: n=2 dev questions, GOLD facts only" in capsys.readouterr().out
 
 
 @pytest.mark.slow

@@ -92,6 +92,29 @@ def test_records_of_another_run_are_archived_not_mixed(tiny_loaded, tiny_cfg, de
 
 
 @pytest.mark.parametrize(
+    "change",
+    [
+        {"RETRIEVER_TOP_K": 4},  # one more fact in every prompt
+        {"RETRIEVER": "bm25"},  # another ranker picks other facts
+        {"RETRIEVER": "budget_fill"},  # the whole-table baseline
+        {"EVIDENCE_MODE": "gold"},  # gold facts instead of retrieved ones
+    ],
+)
+def test_a_changed_retriever_is_another_run(tiny_loaded, tiny_cfg, change):
+    assert evaluation.run_fingerprint(tiny_loaded, tiny_cfg, "dev") != evaluation.run_fingerprint(tiny_loaded, tiny_cfg.replace(**change), "dev")
+    assert evaluation.run_fingerprint(tiny_loaded, tiny_cfg, "dev") == evaluation.run_fingerprint(tiny_loaded, tiny_cfg.replace(), "dev")
+
+
+def test_summary_names_the_retriever(tiny_loaded, tiny_cfg, dev_examples):
+    summary = evaluation.evaluate(tiny_loaded, dev_examples[:2], tiny_cfg, "sft", split="dev", progress=False)
+    assert summary["retriever"]["retriever"] == "learned" and summary["retriever"]["top_k"] == tiny_cfg.RETRIEVER_TOP_K
+    assert summary["provenance"]["retriever"]["key"] == summary["retriever"]["key"]
+    assert "retrieved (learned ranker, top 3) evidence" in evaluation.format_summary(summary)
+    gold = evaluation.evaluate(tiny_loaded, dev_examples[:2], tiny_cfg.replace(EVIDENCE_MODE="gold"), "grpo", split="dev", progress=False)
+    assert gold["retriever"] is None and "gold evidence" in evaluation.format_summary(gold)
+
+
+@pytest.mark.parametrize(
     "completion",
     [
         "",  # empty completion

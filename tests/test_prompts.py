@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from finreason import prompts
+from finreason import prompts, retrieval
 from finreason.configuration import resolve_config
 from finreason.data import VENDORED_DIR, load_finqa
 from finreason.scoring import score_completion
@@ -143,7 +143,7 @@ def test_few_shot_example_is_itself_strict_correct():
 
 def test_prompt_from_cfg_uses_the_configured_budget(tokenizer, finqa):
     cfg = resolve_config(["--PROFILE=cpu", "--PROMPT_TOKEN_BUDGET=128", "--FEW_SHOT_EXAMPLE=false", "--EVIDENCE_MODE=retrieved",
-                          "--PROMPT_INSTRUCTIONS=full"])
+                          "--PROMPT_INSTRUCTIONS=full", "--RETRIEVER=budget_fill"])
     example = finqa["dev"][0]
     assert prompts.prompt_from_cfg(example, tokenizer, cfg) == prompts.build_prompt(example, tokenizer, 128, few_shot=False)
     gold = cfg.replace(EVIDENCE_MODE="gold")
@@ -162,7 +162,7 @@ def test_prompt_from_cfg_uses_the_configured_budget(tokenizer, finqa):
     ],
 )
 def test_bm25_terms(text, terms):
-    assert prompts.bm25_terms(text) == terms
+    assert retrieval.bm25_terms(text) == terms
 
 
 def test_format_target_is_strict_correct_for_all_of_train(finqa):

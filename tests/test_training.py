@@ -227,6 +227,10 @@ def test_sft_trains_and_saves_an_adapter(sft_run):
     assert summary["provenance"]["config"]["SFT_MAX_STEPS"] == 2
     card = (adapter / "README.md").read_text(encoding="utf-8")
     assert str(out / "data" / "sft_train.jsonl") in card and "final training loss" in card
+    # retrieved-evidence weights name the retriever and k that chose their training facts
+    assert summary["retriever"]["retriever"] == "learned" and summary["retriever"]["top_k"] == 3
+    assert summary["provenance"]["retriever"]["key"] == summary["retriever"]["key"]
+    assert "retrieved evidence (learned ranker, top 3)" in card
     assert sorted(p.name for p in (out / "sft" / "checkpoints").glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
     assert any((out / "sft" / "runs").rglob("events.out.tfevents.*"))
     steps = [e["step"] for e in training.read_step_log(out / "sft" / "step_log.jsonl")]
