@@ -34,7 +34,7 @@ FINETUNE = "lora"  # lora | full; full trains every weight (small models on CPU;
 # --- prompt ------------------------------------------------------------------------------
 EVIDENCE_MODE = "retrieved"  # retrieved | gold; gold = FinQA's gold facts only (an easier, labelled setting)
 RETRIEVER = "learned"  # learned | bm25 | budget_fill; how retrieved evidence is chosen (finreason.retrieval)
-RETRIEVER_TOP_K = 3  # >= 1; facts (table rows, sentences) a ranker keeps, as FinQANet passes 3; header row added
+RETRIEVER_TOP_K = 5  # >= 1; facts (rows, sentences) a ranker keeps, header added; 5: 85% keep all gold, ~220 Qwen tokens
 PROMPT_TOKEN_BUDGET = 1024  # >= 1; cap on evidence tokens (model's tokenizer); budget_fill fills it, rankers stop below
 MAX_SEQ_LEN = 1536  # >= 1; prompt + answer tokens in training; lower first if SFT runs out of memory
 PROMPT_INSTRUCTIONS = "full"  # full | brief; full explains the program language (zero-shot needs it), brief only names it
@@ -113,6 +113,7 @@ PROFILES = {
         "FINETUNE": "full",  # LoRA at 135M learned the format but no arithmetic in CPU-sized runs
         "EVIDENCE_MODE": "gold",  # FinQA's gold-retriever setting: learning shows in minutes; labelled everywhere
         "PROMPT_TOKEN_BUDGET": 384,  # used with --EVIDENCE_MODE=retrieved: CPU time grows with every token
+        "RETRIEVER_TOP_K": 3,  # FinQANet's 3: at 135M every extra fact is a distractor (README, retrieved results)
         "PROMPT_INSTRUCTIONS": "brief",  # every prompt token is paid in every training step: ~150 fewer of them
         "FEW_SHOT_EXAMPLE": False,  # likewise; the fine-tuned model learns the format from its targets
         "MAX_SEQ_LEN": 1024,  # prompt + SFT target without truncation

@@ -22,7 +22,9 @@ objects, one per retriever and split:
   configured RETRIEVER_TOP_K and PROMPT_TOKEN_BUDGET (header row added, budget applied), in the
   benchmark's tokenizer; ``all_gold_in_prompt``: the share whose gold facts are all in that text;
 - ``by_k`` (rankers): for each ``--ks`` value, ``all_gold`` and ``mean_evidence_tokens`` of the
-  prompt evidence with that many facts: the numbers k is chosen from.
+  prompt evidence with that many facts, and ``sft_sequence_tokens_mean``/``_p95``, the tokens of
+  the whole SFT row it makes (chat prompt with the configured instructions + the SFT_TARGET
+  target): the numbers k is chosen from (budget_fill rows carry the same two length keys).
 
 Train examples are ranked cross-fitted (by the fold model that did not see them), as the SFT and
 GRPO prompts are, so train rows show the recall training prompts really have. The targets
@@ -50,6 +52,7 @@ from tqdm import tqdm
 from finreason import console, data, offline_tokenizers, prompts, retrieval, storage
 from finreason.configuration import ConfigError, parse_args
 from finreason.layout import Layout
+from finreason.programs import ProgramError
 from finreason.provenance import provenance
 
 _LOG = logging.getLogger("evidence_recall")
@@ -108,12 +111,32 @@ def recall_at(gold: set[str], order: Sequence[str], k: int) -> float:
     return len(gold & set(order[:k])) / len(gold)
 
 
-def measure_ranker(examples: Sequence[data.Example], ranker: Any, tokenizer: Any, budget: int, top_k: int,
+def sequence_tokens(example: data.Example, tokenizer: Any, cfg: Any, evidence: prompts.Evidence) -> int | None:
+    """Tokens of the whole SFT row this evidence makes (chat prompt + SFT_TARGET target), which
+    sizes MAX_SEQ_LEN, activation memory and step time; None when the gold program cannot run."""
+    try:
+        target = prompts.format_target(example, cfg.SFT_TARGET)
+    except ProgramError:
+        return None
+    prompt = prompts.build_prompt(example, tokenizer, cfg.PROMPT_TOKEN_BUDGET, cfg.FEW_SHOT_EXAMPLE, "retrieved",
+                                  cfg.PROMPT_INSTRUCTIONS, evidence)
+    return len(tokenizer(prompt + target, add_special_tokens=False)["input_ids"])
+
+
+def _lengths(values: Sequence[int | None]) -> dict[str, float | None]:
+    known = sorted(value for value in values if value is not None)
+    if not known:
+        return {"sft_sequence_tokens_mean": None, "sft_sequence_tokens_p95": None}
+    return {"sft_sequence_tokens_mean": _mean(known), "sft_sequence_tokens_p95": known[int(0.95 * (len(known) - 1))]}
+
+
+def measure_ranker(examples: Sequence[data.Example], ranker: Any, tokenizer: Any, cfg: Any,
                    ks: Sequence[int], label: str) -> dict[str, Any]:
+    budget, top_k = cfg.PROMPT_TOKEN_BUDGET, cfg.RETRIEVER_TOP_K
     recalls = {k: [] for k in (1, 3, 5)}
     all_gold = {k: [] for k in (3, 5)}
     in_prompt, tokens = [], []
-    by_k: dict[int, dict[str, list]] = {k: {"all_gold": [], "tokens": []} for k in ks}
+    by_k: dict[int, dict[str, list]] = {k: {"all_gold": [], "tokens": [], "sequences": []} for k in ks}
     for example in tqdm(examples, desc=label, leave=False):
         gold = set(example.gold_inds)
         ranking = ranker.rank(example)
@@ -128,28 +151,31 @@ def measure_ranker(examples: Sequence[data.Example], ranker: Any, tokenizer: Any
             chosen = evidence if k == top_k else prompts.ranked_evidence(example, tokenizer, budget, ranking, k, ranker.name)
             sums["all_gold"].append(gold <= chosen.kept_ids)
             sums["tokens"].append(chosen.n_tokens)
+            sums["sequences"].append(sequence_tokens(example, tokenizer, cfg, chosen))
     return {
         **{f"recall_at_{k}": _mean(values) for k, values in recalls.items()},
         **{f"all_gold_at_{k}": _mean(values) for k, values in all_gold.items()},
         "mean_evidence_tokens": _mean(tokens),
         "all_gold_in_prompt": _mean(in_prompt),
         "top_k": top_k,
-        "by_k": {str(k): {"all_gold": _mean(sums["all_gold"]), "mean_evidence_tokens": _mean(sums["tokens"])} for k, sums in by_k.items()},
+        "by_k": {str(k): {"all_gold": _mean(sums["all_gold"]), "mean_evidence_tokens": _mean(sums["tokens"]),
+                          **_lengths(sums["sequences"])} for k, sums in by_k.items()},
     }
 
 
-def measure_budget_fill(examples: Sequence[data.Example], tokenizer: Any, budget: int, label: str) -> dict[str, Any]:
-    in_prompt, tokens = [], []
+def measure_budget_fill(examples: Sequence[data.Example], tokenizer: Any, cfg: Any, label: str) -> dict[str, Any]:
+    in_prompt, tokens, sequences = [], [], []
     for example in tqdm(examples, desc=label, leave=False):
-        evidence = prompts.select_evidence(example, tokenizer, budget)
+        evidence = prompts.select_evidence(example, tokenizer, cfg.PROMPT_TOKEN_BUDGET)
         in_prompt.append(set(example.gold_inds) <= evidence.kept_ids)
         tokens.append(evidence.n_tokens)
+        sequences.append(sequence_tokens(example, tokenizer, cfg, evidence))
     share = _mean(in_prompt)
     return {
         "recall_at_1": None, "recall_at_3": None, "recall_at_5": None,
         # its prompt evidence is the whole "top k": every kept fact at once
         "all_gold_at_3": share, "all_gold_at_5": share,
-        "mean_evidence_tokens": _mean(tokens), "all_gold_in_prompt": share, "top_k": None,
+        "mean_evidence_tokens": _mean(tokens), "all_gold_in_prompt": share, "top_k": None, **_lengths(sequences),
     }
 
 
@@ -243,10 +269,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cut = {}
     for split, examples in groups.items():
         for name, ranker in rankers.items():
-            scores = measure_ranker(examples, ranker, tokenizer, budget, top_k, ks, f"{split} {name}")
+            scores = measure_ranker(examples, ranker, tokenizer, cfg, ks, f"{split} {name}")
             results.append({"retriever": name, "split": split, "n": len(examples), **scores})
         results.append({"retriever": "budget_fill", "split": split, "n": len(examples),
-                        **measure_budget_fill(examples, tokenizer, budget, f"{split} budget_fill")})
+                        **measure_budget_fill(examples, tokenizer, cfg, f"{split} budget_fill")})
         hits = [set(example.gold_inds) <= cut_1200_chars_kept(example) for example in examples]
         cut[split] = _mean(hits)
 

@@ -165,12 +165,20 @@ def _bigrams(text: str) -> set[tuple[str, str]]:
 # --- facts and their features --------------------------------------------------------------
 
 
-_FIGURE = re.compile(r"[\s$%()\-\d.,]*\d[\s$%()\-\d.,]*")
+# Characters a figure cell ("$ 1,234.5", "( 12 )", "5%") may hold besides digits and spaces.
+_FIGURE_MARKS = frozenset("$%()-.,")
+
+
+def _is_figure(cell: str) -> bool:
+    """A cell of digits, spaces and figure marks only (a character test: no regex that could
+    backtrack on a long hostile cell from a user's own table)."""
+    text = cell.strip()
+    return any(char.isdigit() for char in text) and all(char.isdigit() or char.isspace() or char in _FIGURE_MARKS for char in text)
 
 
 def header_is_data(row: Sequence[str]) -> bool:
     """Row 0 is data, not column headers, when one of its value cells is a figure (years and year ranges are headers)."""
-    return any(_FIGURE.fullmatch(cell.strip()) and re.search(r"\d", _YEAR.sub("", cell)) for cell in row[1:])
+    return any(_is_figure(cell) and any(char.isdigit() for char in _YEAR.sub("", cell)) for cell in row[1:])
 
 
 @dataclass(frozen=True)
@@ -582,13 +590,19 @@ def ranker_for(cfg: Any) -> BM25Ranker | LearnedRanker | None:
         return None
     if name == "bm25":
         return BM25Ranker()
-    from finreason.data import load_from_config
+    from finreason.data import DataError, load_from_config
     from finreason.layout import Layout
 
     with _LOCK:
         key = _ranker_key(cfg)
         if key not in _RANKERS:
-            train = load_from_config(cfg, splits=("train",), verbose=False)["train"]
+            try:
+                train = load_from_config(cfg, splits=("train",), verbose=False)["train"]
+            except DataError as error:
+                # evaluating a folder that holds only dev/test: rank, but say that nothing was learned
+                _LOG.warning("no train split to fit the fact ranker on (%s); ranking with BM25", error)
+                _RANKERS[key] = BM25Ranker(f"fallback: no train split to learn from ({error})")
+                return _RANKERS[key]
             _RANKERS[key] = load_or_fit(train, cfg.SEED, Layout.of(cfg).retriever_dir)
         return _RANKERS[key]
 

@@ -78,6 +78,21 @@ def test_stems(text, terms):
     assert retrieval._stems(text) == terms
 
 
+@pytest.mark.parametrize(
+    "row, is_data",
+    [
+        (["2008", "$ 4935"], True),  # a headerless table: its first row holds figures
+        (["", "2009", "2008"], False),  # years are column headers
+        (["", "2008 - 2009"], False),  # so are year ranges
+        (["in millions", "( in millions )"], False),  # words are headers
+        (["rate", "( 5.5 ) %"], True),  # a negative percent is a figure
+        (["hostile", "1" * 200_000 + "x"], False),  # a huge non-figure cell from a user's table: linear, no backtracking
+    ],
+)
+def test_header_is_data(row, is_data):
+    assert retrieval.header_is_data(row) is is_data
+
+
 # --- fitting ------------------------------------------------------------------------------------
 
 
@@ -301,3 +316,14 @@ def test_evidence_recall_rejects_a_missing_examples_file(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         console.run_main(bench.main, ["--examples", str(tmp_path / "none.json"), f"--OUTPUT_DIR={tmp_path}"])
     assert stop.value.code == 1 and "no such file" in capsys.readouterr().err
+
+
+def test_a_data_folder_without_train_ranks_with_bm25_and_says_so(smollm2_tokenizer, tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "dev.json.gz").write_bytes((VENDORED_DIR / "dev.json.gz").read_bytes())
+    cfg = resolve_config(["--PROFILE=cpu", "--EVIDENCE_MODE=retrieved", f"--DATA_DIR={folder}", f"--OUTPUT_DIR={tmp_path / 'out'}"])
+    example = load_finqa(data_dir=str(VENDORED_DIR), verbose=False)["dev"][0]
+    assert prompts.evidence_from_cfg(example, smollm2_tokenizer, cfg).retriever == "bm25"
+    info = retrieval.describe(cfg)
+    assert info["ranker"] == "bm25" and "no train split" in info["note"] and "fallback" in retrieval.short_label(info)
