@@ -288,6 +288,10 @@ def answer_questions(loaded: Any, found: Any, cfg: Any, stage: str, *, path: Pat
     new, generation_s, use_vllm = generate_records(loaded, rendered, cfg, make_record, path, f"questions {stage}", progress)
     done.update((record["id"], record) for record in new)
     final = [done[question.id] for question in chosen]
+    if path is not None and new:
+        # batches finish longest prompt first; the finished file reads in the question file's order
+        chosen_ids = {question.id for question in chosen}
+        storage.write_jsonl(path, [*final, *(record for key, record in done.items() if key not in chosen_ids)])
     retriever = retrieval.describe(cfg)
     summary = questions.summarize(final, found, cfg.BOOTSTRAP_SAMPLES, cfg.SEED)
     summary.update(
@@ -357,8 +361,10 @@ def compare_questions(cfg: Any, questions_file: str | os.PathLike, first: str, s
         verdicts[stage] = {str(r["id"]): r for r in records if r.get("run") == summary.get("run") and r.get("strict") is not None}
     shared = [question.id for question in found.questions if all(question.id in verdicts[stage] for stage in (first, second))]
     table = {"questions_file": str(questions_file), "shared_ids": len(shared)}
-    for rule, key in (("strict", "strict"), ("tolerant", "tolerant")):
-        table[rule] = stats.paired_table({stage: [bool(verdicts[stage][i].get(key)) for i in shared] for stage in (first, second)})
+    for rule, name in (("strict", "execution_accuracy"), ("tolerant", "tolerant_accuracy")):
+        table[rule] = stats.paired_table({stage: [bool(verdicts[stage][i].get(rule)) for i in shared] for stage in (first, second)})
+        for row in table[rule]["stages"]:
+            row[name] = row.pop("execution_accuracy")
     storage.atomic_write_json(where.question_comparison(questions_file), table)
     return table
 
@@ -386,9 +392,9 @@ def format_question_summary(summary: Mapping[str, Any]) -> str:
 
 def format_question_comparison(table: Mapping[str, Any]) -> str:
     lines = [f"{table['questions_file']}: {table['shared_ids']} questions with an answer that both stages answered"]
-    for rule in ("strict", "tolerant"):
+    for rule, name in (("strict", "execution_accuracy"), ("tolerant", "tolerant_accuracy")):
         for row in table[rule]["stages"]:
-            lines.append(f"  {rule:<9}{row['stage']:<10} {stats.percent(row['execution_accuracy'])}")
+            lines.append(f"  {rule:<9}{row['stage']:<10} {stats.percent(row[name])}")
         for pair in table[rule]["pairs"]:
             p_value = "-" if pair["p_value"] is None else f"{pair['p_value']:.4f}"
             lines.append(f"  McNemar ({rule}) {pair['a']} vs {pair['b']}: only {pair['a']} right {pair['a_only']}, "
