@@ -314,7 +314,7 @@ def answer_questions(loaded: Any, found: Any, cfg: Any, stage: str, *, path: Pat
 def run_questions(cfg: Any, stage: str, questions_file: str | os.PathLike, weights: str | os.PathLike | None = None,
                   limit: int | None = None, out: str | os.PathLike | None = None, progress: bool = True) -> dict[str, Any]:
     """``06_evaluate.py --questions FILE --stage S``: answer (and score, where answers are given)
-    every question of FILE; records to ``out`` or eval/questions/<file>.<stage>.jsonl, the summary
+    every question of FILE (the first ``limit`` when given); records to ``out`` or eval/questions/<file>.<stage>.jsonl, the summary
     to eval/questions/<file>.<stage>.summary.json. Returns the summary."""
     import torch
 
@@ -327,8 +327,8 @@ def run_questions(cfg: Any, stage: str, questions_file: str | os.PathLike, weigh
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.SEED)
     loaded = models.load_model(cfg, weights=found_weights)
-    _, summary = answer_questions(loaded, found, cfg, stage, path=path, limit=cfg.EVAL_LIMIT if limit is None else limit,
-                                  archive=where.questions_archive, progress=progress)
+    # EVAL_LIMIT slices FinQA's splits (the cpu profile's 50); a question file is answered whole unless --limit
+    _, summary = answer_questions(loaded, found, cfg, stage, path=path, limit=limit or 0, archive=where.questions_archive, progress=progress)
     summary["provenance"] = provenance(
         cfg, model=loaded.info.get("base_model"), weights=loaded.info.get("weights"), weights_sha256=loaded.info.get("weights_sha256"),
         loader=loaded.info.get("loader"), model_info=loaded.info, split=f"questions:{Path(questions_file).name}",

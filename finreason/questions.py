@@ -219,12 +219,12 @@ def answer_record(question: Question, evidence_ids: Sequence[str], evidence_text
     value, the predicted value, and the verdicts (None when the file gives no answer)."""
     verdict = scoring.score_completion(completion, question.answer, question.table, rel_tol, question.scale)
     steps, program_error = [], None
-    if verdict.program:
-        try:
-            steps = [{"step": f"#{step.index}", "op": step.op, "arg1": step.arg1, "arg2": step.arg2,
-                      "value": _json_value(step.value)} for step in programs.trace(verdict.program, question.table)]
-        except programs.ProgramError as error:
-            program_error = str(error)
+    if verdict.source == "program":
+        # the program the scorer ran (verbatim or repaired), so tracing it again cannot fail
+        steps = [{"step": f"#{step.index}", "op": step.op, "arg1": step.arg1, "arg2": step.arg2,
+                  "value": _json_value(step.value)} for step in programs.trace(verdict.program, question.table)]
+    elif verdict.program:
+        program_error = next((part for part in (verdict.error or "").split("; ") if part.startswith("program: ")), None)
     has_answer = question.answer is not None
     error = verdict.error
     if not has_answer and error:

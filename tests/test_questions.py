@@ -279,3 +279,22 @@ def test_questions_command_answers_scores_resumes_and_compares(tiny_qwen2_dir, t
 def test_questions_usage_errors_are_one_line(tmp_path, args, message):
     with pytest.raises(FinReasonError, match=message):
         evaluate_script.main([*args, "--PROFILE=cpu", f"--OUTPUT_DIR={tmp_path}", "--DOWNLOAD_DATA=false"])
+
+
+@pytest.mark.parametrize(
+    "completion, steps, program_error, source",
+    [
+        ("Program: subtract(12450, 11020), divide(#0, 11020)\nAnswer: 0.1", 2, None, "program"),  # traced step by step
+        ("Program: subtract(12, 11, 11), divide(#0, 11, 11)\nAnswer: 0.08888", 0, "program: ", "answer"),  # the broken program
+        ("Program: divide(1, 0)", 0, "program: ", "none"),  # division by zero: named, not raised
+        ("Program: " + "divide(" * 100_000, 0, None, "none"),  # hostile megabyte: only its tail is scanned, no program
+        ("Program: " + "divide(" * 200 + "\nAnswer: x", 0, "program: ", "none"),  # a deep nest of steps: named, not raised
+        ("no markers at all", 0, None, "none"),  # nothing to trace
+    ],
+)
+def test_answer_record_traces_only_programs_that_ran(completion, steps, program_error, source):
+    question = questions.read_questions(OWN_REPORTS).questions[0]
+    record = questions.answer_record(question, {"table_1"}, "Table: ...", completion, 0.01)
+    assert len(record["steps"]) == steps and record["source"] == source
+    assert (record["program_error"] or "").startswith(program_error) if program_error else record["program_error"] is None
+    json.dumps(record)  # every value is JSON
