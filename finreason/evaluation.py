@@ -9,6 +9,11 @@ different run (other model, weights, split, evidence mode or prompt settings) ar
 ``eval/archive/`` instead of being mixed in. Then it writes the summary (``stats.summarize``),
 FinQA's official prediction file on the test split, and the paired comparison of every stage
 evaluated so far.
+
+``answer_questions`` / ``run_questions`` do the same for a file of your own questions
+(``finreason.questions``: no gold program, an answer only where the file gives one) with the
+same generation loop (``generate_records``) and resumable records; ``compare_questions`` pairs
+two stages on one such file.
 """
 
 from __future__ import annotations
