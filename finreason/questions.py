@@ -40,7 +40,6 @@ MAX_TABLE_ROWS = 10_000
 MAX_TEXT_KB = 1024
 MAX_FILE_MB = 256
 MAX_INVALID_SHOWN = 50  # named in the summary; all are counted
-FIELDS = ("id", "question", "table", "text", "answer", "scale")
 # What the answers table (app, CSV download) shows per question, in order.
 CSV_COLUMNS = ("id", "question", "predicted", "answer", "scale", "strict", "tolerant", "lenient", "program", "source", "error")
 
