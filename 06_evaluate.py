@@ -3,6 +3,8 @@
 Commands:
   .venv/bin/python 06_evaluate.py --stage sft [--weights DIR] [--split dev|test] [--limit N] [--KEY=value ...]
   .venv/bin/python 06_evaluate.py --score FILE --split dev|test [--json] [--out VERDICTS.jsonl]
+  .venv/bin/python 06_evaluate.py --questions FILE --stage zero_shot|sft|grpo [--weights DIR] [--limit N] [--out PRED.jsonl] [--json]
+  .venv/bin/python 06_evaluate.py --compare A B --questions FILE [--json]
 
 Evaluation mode reads FinQA, the base model (MODEL_NAME) and the stage's trained weights (default
 <OUTPUT_DIR>/<stage>/adapter or <OUTPUT_DIR>/<stage>/model, written by 04_train_sft.py /
@@ -15,6 +17,15 @@ Scoring mode reads a predictions file (FinQA's official JSON list, or JSONL of
 {"id", "completion"}) and scores it against the split, without loading any model: --json prints
 exactly one JSON object on stdout (messages go to stderr); --out writes one verdict per line
 (checked writable before any scoring).
+
+Questions mode answers a file of your own questions over any tables and text (JSONL or a JSON
+list; the format is in finreason/questions.py and the README, "Your own documents") with the
+stage's model and retrieved evidence, batched and resumable like every evaluation (a changed file
+or model starts afresh). One record per question (evidence kept, completion, program with each
+step's value, predicted value, verdicts where the file gives an answer) goes to --out or
+<OUTPUT_DIR>/eval/questions/<file>.<stage>.jsonl, the summary to <file>.<stage>.summary.json;
+invalid lines are counted and named, the rest answered. --compare A B pairs two stages' results
+on the same file (exact McNemar, strict and tolerant) into <file>.comparison.json.
 """
 
 from __future__ import annotations
@@ -40,8 +51,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="trained weights: an adapter or model folder (default <OUTPUT_DIR>/<stage>/adapter|model)")
     configuration.add_split_and_limit(parser)
     parser.add_argument("--score", metavar="FILE", help="score a predictions file instead of running a model")
-    parser.add_argument("--json", action="store_true", help="with --score: print one JSON object on stdout")
-    parser.add_argument("--out", metavar="VERDICTS.jsonl", help="with --score: write one verdict per example")
+    parser.add_argument("--questions", metavar="FILE", help="answer a file of your own questions (JSONL or a JSON list)")
+    parser.add_argument("--compare", nargs=2, choices=STAGES, metavar=("A", "B"),
+                        help="with --questions: paired McNemar test of two stages' results on the file")
+    parser.add_argument("--json", action="store_true", help="with --score/--questions/--compare: print one JSON object on stdout")
+    parser.add_argument("--out", metavar="FILE.jsonl", help="with --score: one verdict per example; with --questions: one record per question")
 
 
 def score_mode(args: argparse.Namespace, cfg) -> dict:
@@ -65,8 +79,33 @@ def score_mode(args: argparse.Namespace, cfg) -> dict:
     return summary
 
 
+def _print(summary: dict, as_json: bool, text: str) -> None:
+    print(json.dumps(summary, ensure_ascii=False, default=str) if as_json else text)
+
+
+def questions_mode(args: argparse.Namespace, cfg) -> dict:
+    """Answer (or, with --compare, pair two stages' results on) a file of questions."""
+    if args.split or args.score:
+        raise UsageError("--questions reads its own file: drop --split/--score")
+    if args.compare:
+        if args.stage or args.weights or args.out or args.limit is not None:
+            raise UsageError("--compare A B --questions FILE reads results already written: drop --stage/--weights/--out/--limit")
+        table = evaluation.compare_questions(cfg, args.questions, *args.compare)
+        _print(table, args.json, evaluation.format_question_comparison(table))
+        return table
+    if not args.stage:
+        raise UsageError("--questions FILE needs --stage zero_shot|sft|grpo (or --compare A B)")
+    summary = evaluation.run_questions(cfg, args.stage, args.questions, weights=args.weights, limit=args.limit, out=args.out)
+    _print(summary, args.json, evaluation.format_question_summary(summary))
+    return summary
+
+
 def main(argv=None) -> dict:
     args, cfg = configuration.parse_args(__doc__.splitlines()[0], argv, add_arguments)
+    if args.questions:
+        return questions_mode(args, cfg)
+    if args.compare:
+        raise UsageError("--compare A B pairs two stages on a questions file: add --questions FILE")
     if args.score:
         if args.stage or args.weights:
             raise UsageError("--score scores a file; drop --stage/--weights (or drop --score to evaluate a model)")
@@ -74,7 +113,7 @@ def main(argv=None) -> dict:
     if not args.stage:
         raise UsageError("pass --stage zero_shot|sft|grpo to evaluate a model, or --score FILE to score predictions")
     if args.json or args.out:
-        raise UsageError("--json and --out belong to --score mode")
+        raise UsageError("--json and --out belong to --score and --questions modes")
     summary = evaluation.run_stage(cfg, args.stage, weights=args.weights, split=args.split, limit=args.limit)
     print(evaluation.format_summary(summary))
     return summary

@@ -1,4 +1,4 @@
-"""FinReason demo: ask a FinQA question, or your own table + text, and see how the model answers.
+"""FinReason demo: ask a FinQA question, your own table + text, or a whole file of questions.
 
     python app.py [--port 8501] [--KEY=value ...]        # binds APP_HOST (127.0.0.1), from any folder
     python app.py --PROFILE=cpu --MAX_NEW_TOKENS=128
@@ -13,7 +13,10 @@ precedence (tests use it: streamlit's AppTest has no command line).
 Reads  OUTPUT_DIR/grpo/, else OUTPUT_DIR/sft/ trained weights (an adapter or a whole model), else
        the base model (the page says which, and which evidence mode it was trained with); FinQA's
        test split for the examples (evidence as EVIDENCE_MODE picks); uploaded tables (CSV or
-       markdown, at most APP_MAX_UPLOAD_KB; always retrieved evidence: they have no gold facts).
+       markdown, at most APP_MAX_UPLOAD_KB; always retrieved evidence: they have no gold facts);
+       uploaded question files (JSONL or a JSON list, finreason.questions; answered by
+       evaluation.answer_questions, the code of ``06_evaluate.py --questions``; the answers table
+       downloads as CSV).
 Writes nothing (the model conversion cache under OUTPUT_DIR/models/ on first use, via models).
 """
 
@@ -31,7 +34,7 @@ from typing import Any
 
 import streamlit as st
 
-from finreason import generation, models, programs, prompts, retrieval, scoring, uploads
+from finreason import evaluation, generation, models, programs, prompts, questions, retrieval, scoring, stats, uploads
 from finreason.configuration import Config, ConfigError, config_tokens, parse_args, resolve_config
 from finreason.data import DataError, load_from_config
 from finreason.layout import TRAINED_STAGES, Layout
@@ -40,6 +43,7 @@ ENV_ARGS = "FINREASON_ARGS"
 EXAMPLE_SPLIT = "test"
 MODE_EXAMPLE = "FinQA test example"
 MODE_UPLOAD = "Your own table and text"
+MODE_FILE = "A file of questions"
 
 
 # --- configuration and resources -------------------------------------------------------------
@@ -286,6 +290,41 @@ def upload_inputs(cfg: Config, raw: Mapping[str, Any]) -> tuple[Any, Any] | None
     return document, gold
 
 
+def question_file_input(cfg: Config) -> questions.QuestionFile | None:
+    """The uploaded question file, parsed; a message (not a traceback) for a bad one."""
+    max_kb = int(cfg.APP_MAX_UPLOAD_KB)
+    upload = st.file_uploader(f"Questions: JSONL or a JSON list (at most {max_kb} KB; format in the README, "
+                              "'Your own documents')", type=["jsonl", "json"], key="questions_file")
+    if not st.button("Answer every question", type="primary", key="ask_file"):
+        return None
+    if upload is None:
+        st.error("upload a question file first")
+        return None
+    try:
+        uploads.check_size(upload.getvalue(), max_kb, f"{upload.name!r}")
+        return questions.from_bytes(upload.getvalue(), upload.name)
+    except (uploads.UploadError, questions.QuestionFileError) as error:
+        st.error(str(error))
+        return None
+
+
+def show_answers(records: Sequence[Mapping[str, Any]], summary: Mapping[str, Any]) -> None:
+    """The answers table with verdicts where answers are given, its CSV, and the invalid lines."""
+    pct = stats.percent
+    st.caption(f"{summary['n']} questions answered with {summary['evidence']}; {summary['n_with_answer']} give an answer.")
+    if summary["n_with_answer"]:
+        strict, tolerant, lenient = st.columns(3)
+        strict.metric("execution accuracy (strict)", pct(summary["execution_accuracy"]))
+        tolerant.metric("tolerant (published rounding)", pct(summary["tolerant_accuracy"]))
+        lenient.metric("lenient (1%)", pct(summary["lenient_accuracy"]))
+    st.dataframe(questions.answers_rows(records), hide_index=True, width="stretch")
+    st.download_button("Download the answers (CSV)", questions.answers_csv(records), file_name="answers.csv",
+                       mime="text/csv", key="download_answers", on_click="ignore")
+    if summary["invalid_lines"]:
+        st.warning(f"{summary['invalid_lines']} invalid lines were not answered:\n\n" + "\n".join(
+            f"- line {bad['line']}: {bad['reason']}" for bad in summary["invalid"]))
+
+
 def serving_address_problem(cfg: Config) -> str | None:
     """Why this page must not be served, or None: under ``streamlit run`` the address comes from
     the command line or a config.toml in the working folder, and anything but APP_HOST is refused."""
@@ -336,7 +375,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         st.caption("Change with `python app.py --KEY=value`.")
 
     # inputs: FinQA examples use EVIDENCE_MODE; your own tables have no gold facts, so retrieved
-    choice = st.radio("Ask about", (MODE_EXAMPLE, MODE_UPLOAD), horizontal=True, key="mode")
+    choice = st.radio("Ask about", (MODE_EXAMPLE, MODE_UPLOAD, MODE_FILE), horizontal=True, key="mode")
+    if choice == MODE_FILE:
+        found = question_file_input(cfg)
+        if found is not None:
+            with st.spinner(f"The model is answering {len(found.questions)} questions…"):
+                records, summary = evaluation.answer_questions(loaded, found, cfg, "app", progress=False)
+            show_answers(records, summary)
+        return
     if choice == MODE_EXAMPLE:
         inputs = example_inputs(cfg)
         evidence_mode = cfg.EVIDENCE_MODE

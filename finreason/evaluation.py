@@ -9,6 +9,11 @@ different run (other model, weights, split, evidence mode or prompt settings) ar
 ``eval/archive/`` instead of being mixed in. Then it writes the summary (``stats.summarize``),
 FinQA's official prediction file on the test split, and the paired comparison of every stage
 evaluated so far.
+
+``answer_questions`` / ``run_questions`` do the same for a file of your own questions
+(``finreason.questions``: no gold program, an answer only where the file gives one) with the
+same generation loop (``generate_records``) and resumable records; ``compare_questions`` pairs
+two stages on one such file.
 """
 
 from __future__ import annotations
@@ -124,8 +129,6 @@ def evaluate(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Evaluate ``examples``; write eval/<stage>.jsonl (resumable) and eval/<stage>.summary.json."""
-    from tqdm.auto import tqdm
-
     from finreason import prompts
 
     started = time.time()
@@ -139,37 +142,14 @@ def evaluate(
         _LOG.info("resuming %s: %d of %d examples already done", path, len(unique) - len(todo), len(unique))
     tokenizer = loaded.tokenizer
     rendered = [prompts.prompt_from_cfg(example, tokenizer, cfg) for example in todo]
-    lengths = [len(ids) for ids in tokenizer(rendered, add_special_tokens=False)["input_ids"]] if rendered else []
-    # longest first: similar lengths share a batch (little padding) and memory trouble shows at once
-    order = sorted(range(len(todo)), key=lambda index: -lengths[index])
-    use_vllm = bool(todo) and generation.vllm_usable(cfg)
-    generation_s = 0.0
-    bar = tqdm(total=len(todo), desc=f"eval {stage}", unit="ex", disable=not progress)
-    try:
-        step = len(order) if use_vllm else cfg.EVAL_BATCH_SIZE
-        for start in range(0, len(order), step):
-            chunk = order[start:start + step]
-            tick = time.time()
-            chunk_prompts = [rendered[index] for index in chunk]
-            if use_vllm:
-                completions = generation.generate_vllm(loaded, chunk_prompts, cfg.MAX_NEW_TOKENS)
-            else:
-                completions = generation.generate(loaded, chunk_prompts, cfg.MAX_NEW_TOKENS, cfg.EVAL_BATCH_SIZE, progress=False)
-            generation_s += time.time() - tick
-            batch = []
-            for index, completion in zip(chunk, completions):
-                record = score_record(todo[index], completion, cfg.LENIENT_REL_TOL)
-                record.update(
-                    split=split, run=run, prompt_tokens=lengths[index],
-                    completion_tokens=len(tokenizer(completion, add_special_tokens=False)["input_ids"]),
-                )
-                batch.append({key: record.get(key) for key in RECORD_FIELDS})
-            storage.append_jsonl(path, batch)
-            for record in batch:
-                done[record["id"]] = record
-            bar.update(len(chunk))
-    finally:
-        bar.close()
+
+    def make_record(index: int, completion: str, prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+        record = score_record(todo[index], completion, cfg.LENIENT_REL_TOL)
+        record.update(split=split, run=run, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+        return {key: record.get(key) for key in RECORD_FIELDS}
+
+    new, generation_s, use_vllm = generate_records(loaded, rendered, cfg, make_record, path, f"eval {stage}", progress)
+    done.update((record["id"], record) for record in new)
     final = [done[example.id] for example in unique]
     summary = stats.summarize(final, cfg.BOOTSTRAP_SAMPLES, cfg.SEED)
     summary.update(
@@ -196,6 +176,46 @@ def evaluate(
     )
     storage.atomic_write_json(where.eval_summary(stage), summary)
     return summary
+
+
+def generate_records(loaded: Any, rendered: Sequence[str], cfg: Any, make_record: Any, path: Path | None,
+                     desc: str, progress: bool = True) -> tuple[list[dict[str, Any]], float, bool]:
+    """Generate a completion for every prompt (greedy; longest first, EVAL_BATCH_SIZE at a time, or
+    vLLM) and append each batch's records (``make_record(index, completion, prompt_tokens,
+    completion_tokens)``) to ``path`` as it finishes, so a killed run resumes. Returns the records
+    in prompt order, the generation seconds and whether vLLM generated."""
+    from tqdm.auto import tqdm
+
+    tokenizer = loaded.tokenizer
+    lengths = [len(ids) for ids in tokenizer(list(rendered), add_special_tokens=False)["input_ids"]] if rendered else []
+    # longest first: similar lengths share a batch (little padding) and memory trouble shows at once
+    order = sorted(range(len(rendered)), key=lambda index: -lengths[index])
+    use_vllm = bool(rendered) and generation.vllm_usable(cfg)
+    generation_s = 0.0
+    made: dict[int, dict[str, Any]] = {}
+    bar = tqdm(total=len(rendered), desc=desc, unit="ex", disable=not progress)
+    try:
+        step = len(order) if use_vllm else cfg.EVAL_BATCH_SIZE
+        for start in range(0, len(order), step):
+            chunk = order[start:start + step]
+            tick = time.time()
+            chunk_prompts = [rendered[index] for index in chunk]
+            if use_vllm:
+                completions = generation.generate_vllm(loaded, chunk_prompts, cfg.MAX_NEW_TOKENS)
+            else:
+                completions = generation.generate(loaded, chunk_prompts, cfg.MAX_NEW_TOKENS, cfg.EVAL_BATCH_SIZE, progress=False)
+            generation_s += time.time() - tick
+            batch = []
+            for index, completion in zip(chunk, completions):
+                completion_tokens = len(tokenizer(completion, add_special_tokens=False)["input_ids"])
+                made[index] = make_record(index, completion, lengths[index], completion_tokens)
+                batch.append(made[index])
+            if path is not None:
+                storage.append_jsonl(path, batch)
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+    return [made[index] for index in sorted(made)], generation_s, use_vllm
 
 
 def stage_weights(cfg: Any, stage: str, weights: str | os.PathLike | None = None) -> Path | None:
@@ -240,6 +260,151 @@ def run_stage(cfg: Any, stage: str, weights: str | os.PathLike | None = None, sp
         _LOG.info("\n%s", format_comparison(table))
         storage.atomic_write_json(where.comparison, {**table, "provenance": provenance(cfg, data=bundle.describe())})
     return summary
+
+
+# --- a file of your own questions (06 --questions FILE, the app) -----------------------------------
+
+def answer_questions(loaded: Any, found: Any, cfg: Any, stage: str, *, path: Path | None = None, limit: int = 0,
+                     archive: Path | None = None, progress: bool = True) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Answer the first ``limit`` (0 = all) questions of ``found`` (``questions.QuestionFile``) with
+    retrieved evidence (they have no gold facts) and the SAME prompt as every stage; append one
+    record per question to ``path`` as each batch finishes (resumable like ``evaluate``; None keeps
+    them in memory, as the app does). Returns the records in file order and their summary."""
+    from finreason import prompts, questions
+
+    started = time.time()
+    cfg = cfg if cfg.EVIDENCE_MODE == "retrieved" else cfg.replace(EVIDENCE_MODE="retrieved")
+    chosen = found.questions[:limit] if limit else list(found.questions)
+    run = run_fingerprint(loaded, cfg, f"questions:{found.sha256}")
+    done = load_resumable(path, run, archive or path.parent / "archive") if path is not None else {}
+    todo = [question for question in chosen if question.id not in done]
+    if done:
+        _LOG.info("resuming %s: %d of %d questions already done", path, len(chosen) - len(todo), len(chosen))
+    tokenizer = loaded.tokenizer
+    evidence = [prompts.evidence_from_cfg(question, tokenizer, cfg, "retrieved") for question in todo]
+    rendered = [prompts.prompt_from_cfg(question, tokenizer, cfg, "retrieved", kept) for question, kept in zip(todo, evidence)]
+
+    def make_record(index: int, completion: str, prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+        kept = evidence[index]
+        record = questions.answer_record(todo[index], kept.kept_ids, kept.text, completion, cfg.LENIENT_REL_TOL)
+        record.update(run=run, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+        return {key: record.get(key) for key in questions.RECORD_FIELDS}
+
+    new, generation_s, use_vllm = generate_records(loaded, rendered, cfg, make_record, path, f"questions {stage}", progress)
+    done.update((record["id"], record) for record in new)
+    final = [done[question.id] for question in chosen]
+    if path is not None and new:
+        # batches finish longest prompt first; the finished file reads in the question file's order
+        chosen_ids = {question.id for question in chosen}
+        storage.write_jsonl(path, [*final, *(record for key, record in done.items() if key not in chosen_ids)])
+    retriever = retrieval.describe(cfg)
+    summary = questions.summarize(final, found, cfg.BOOTSTRAP_SAMPLES, cfg.SEED)
+    summary.update(
+        stage=stage,
+        evidence_mode="retrieved",
+        retriever=retriever,
+        evidence=prompts.evidence_label("retrieved", retriever),
+        model=loaded.info.get("base_model"),
+        weights=loaded.info.get("weights"),
+        run=run,
+        records=str(path) if path is not None else None,
+        generated_this_run=len(todo),
+        generation_seconds=round(generation_s, 2),
+        wall_seconds=round(time.time() - started, 2),
+        generator="vllm" if use_vllm else "transformers-batched",
+    )
+    return final, summary
+
+
+def run_questions(cfg: Any, stage: str, questions_file: str | os.PathLike, weights: str | os.PathLike | None = None,
+                  limit: int | None = None, out: str | os.PathLike | None = None, progress: bool = True) -> dict[str, Any]:
+    """``06_evaluate.py --questions FILE --stage S``: answer (and score, where answers are given)
+    every question of FILE (the first ``limit`` when given); records to ``out`` or eval/questions/<file>.<stage>.jsonl, the summary
+    to eval/questions/<file>.<stage>.summary.json. Returns the summary."""
+    import torch
+
+    from finreason import models, questions
+
+    found_weights = stage_weights(cfg, stage, weights)
+    found = questions.read_questions(questions_file)
+    where = Layout.of(cfg)
+    path = storage.check_writable(out) if out else where.question_records(questions_file, stage)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.SEED)
+    loaded = models.load_model(cfg, weights=found_weights)
+    # EVAL_LIMIT slices FinQA's splits (the cpu profile's 50); a question file is answered whole unless --limit
+    _, summary = answer_questions(loaded, found, cfg, stage, path=path, limit=limit or 0, archive=where.questions_archive, progress=progress)
+    summary["provenance"] = provenance(
+        cfg, model=loaded.info.get("base_model"), weights=loaded.info.get("weights"), weights_sha256=loaded.info.get("weights_sha256"),
+        loader=loaded.info.get("loader"), model_info=loaded.info, split=f"questions:{Path(questions_file).name}",
+    )
+    storage.atomic_write_json(where.question_summary(questions_file, stage), summary)
+    return summary
+
+
+def compare_questions(cfg: Any, questions_file: str | os.PathLike, first: str, second: str) -> dict[str, Any]:
+    """``06_evaluate.py --compare A B --questions FILE``: the two stages' verdicts on the questions
+    of FILE that give an answer and that both answered, with exact McNemar tests (strict and
+    tolerant); refuses results from an older version of the file."""
+    from finreason import questions
+
+    if first == second:
+        raise EvaluationError(f"--compare needs two different stages, got {first} twice")
+    found = questions.read_questions(questions_file)
+    where = Layout.of(cfg)
+    verdicts: dict[str, dict[str, dict[str, Any]]] = {}
+    for stage in (first, second):
+        summary_path = where.question_summary(questions_file, stage)
+        try:
+            summary = json.loads(summary_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise EvaluationError(f"no results of {stage} on {questions_file} ({summary_path}): run "
+                                  f"06_evaluate.py --questions {questions_file} --stage {stage} first") from None
+        if summary.get("questions_sha256") != found.sha256:
+            raise EvaluationError(f"{questions_file} changed since {stage} answered it: run 06_evaluate.py --questions {questions_file} --stage {stage} again")
+        records = storage.read_jsonl(summary.get("records") or where.question_records(questions_file, stage))
+        verdicts[stage] = {str(r["id"]): r for r in records if r.get("run") == summary.get("run") and r.get("strict") is not None}
+    shared = [question.id for question in found.questions if all(question.id in verdicts[stage] for stage in (first, second))]
+    table = {"questions_file": str(questions_file), "shared_ids": len(shared)}
+    for rule, name in (("strict", "execution_accuracy"), ("tolerant", "tolerant_accuracy")):
+        table[rule] = stats.paired_table({stage: [bool(verdicts[stage][i].get(rule)) for i in shared] for stage in (first, second)})
+        for row in table[rule]["stages"]:
+            row[name] = row.pop("execution_accuracy")
+    storage.atomic_write_json(where.question_comparison(questions_file), table)
+    return table
+
+
+def format_question_summary(summary: Mapping[str, Any]) -> str:
+    """A few human lines for the console; ``--json`` prints everything."""
+    pct = stats.percent
+
+    def line(label: str, key: str) -> str:
+        low, high = summary.get(f"{key}_ci95") or (None, None)
+        return f"  {label:<28}{pct(summary.get(key))}  95% CI [{pct(low)}, {pct(high)}]"
+
+    lines = [f"[{summary.get('stage')}] {summary.get('questions_file')}: n={summary['n']} questions, "
+             f"{summary['n_with_answer']} with an answer; {summary.get('evidence')}"]
+    if summary["n_with_answer"]:
+        lines += [line("execution accuracy (strict)", "execution_accuracy"), line("tolerant (published rounding)", "tolerant_accuracy"),
+                  line("lenient (1% tol.)", "lenient_accuracy")]
+    lines.append(f"  no parseable answer         {pct(summary.get('no_answer_rate'))}")
+    if summary.get("invalid_lines"):
+        lines.append(f"  invalid lines: {summary['invalid_lines']} (not answered)")
+        lines += [f"    line {bad['line']}{' (id ' + repr(bad['id']) + ')' if bad.get('id') else ''}: {bad['reason']}" for bad in summary.get("invalid", [])]
+    lines.append(f"  records: {summary.get('records')}")
+    return "\n".join(lines)
+
+
+def format_question_comparison(table: Mapping[str, Any]) -> str:
+    lines = [f"{table['questions_file']}: {table['shared_ids']} questions with an answer that both stages answered"]
+    for rule, name in (("strict", "execution_accuracy"), ("tolerant", "tolerant_accuracy")):
+        for row in table[rule]["stages"]:
+            lines.append(f"  {rule:<9}{row['stage']:<10} {stats.percent(row[name])}")
+        for pair in table[rule]["pairs"]:
+            p_value = "-" if pair["p_value"] is None else f"{pair['p_value']:.4f}"
+            lines.append(f"  McNemar ({rule}) {pair['a']} vs {pair['b']}: only {pair['a']} right {pair['a_only']}, "
+                         f"only {pair['b']} right {pair['b_only']}, exact p = {p_value}")
+    return "\n".join(lines)
 
 
 def format_summary(summary: Mapping[str, Any]) -> str:

@@ -11,6 +11,8 @@ instead of joining them, so a folder is named in one place::
     grpo/  difficulty_samples.jsonl difficulty_filter.json checkpoints/ runs/
            step_log.jsonl adapter/ | model/                                      05
     eval/  <stage>.jsonl <stage>.summary.json <stage>.test_predictions.json comparison.json
+    eval/questions/  <file>.<stage>.jsonl <file>.<stage>.summary.json <file>.comparison.json
+                     (06 --questions FILE: a file of your own questions)
     report.md  figures/  analysis.json                                           07
     bench/<name>.json                                                            benchmarks
 
@@ -151,6 +153,24 @@ class Layout:
     @property
     def comparison(self) -> Path:
         return self.eval_dir / "comparison.json"
+
+    # --- 06 --questions FILE: named after the file, so two files keep their own results
+    @property
+    def questions_dir(self) -> Path:
+        return self.eval_dir / "questions"
+
+    def question_records(self, questions_file: str | os.PathLike, stage: str) -> Path:
+        return self.questions_dir / f"{Path(questions_file).stem}.{stage}.jsonl"
+
+    def question_summary(self, questions_file: str | os.PathLike, stage: str) -> Path:
+        return self.questions_dir / f"{Path(questions_file).stem}.{stage}.summary.json"
+
+    def question_comparison(self, questions_file: str | os.PathLike) -> Path:
+        return self.questions_dir / f"{Path(questions_file).stem}.comparison.json"
+
+    @property
+    def questions_archive(self) -> Path:
+        return self.questions_dir / "archive"
 
     # --- 07
     @property

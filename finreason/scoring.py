@@ -61,6 +61,21 @@ Verdicts (``score_completion``)
       with a right Answer line is wrong under both).
     * ``gold`` may be a float, "yes"/"no", or a string form of a number ("0.01639"); anything
       else gives both verdicts False with the reason in ``error``.
+
+Answers as people publish them (question files, ``finreason.questions``)
+    FinQA's strict rule above is unchanged for FinQA (``scale`` ""). Two rules serve gold answers
+    written the way reports write them:
+
+    * ``scale="percent"``: the gold answer is in percent, so gold 12.5 means 12.5% = 0.125 and
+      strict compares the prediction with 0.125 (a model's fraction 0.125 is strictly right, its
+      "12.5" is not). The other scales ("thousand", "million", "billion") are units, like the
+      scale words in an answer: the gold is in the table's units and is compared as written.
+    * tolerant (``Verdict.tolerant``): a gold answer given with d decimals matches a prediction
+      that rounds to it at d decimals (half up), in the gold's units: gold "12.6" matches 12.57
+      and 12.649, not 12.65; gold 13 (no decimals) matches 12.5 and 13.4; with ``scale="percent"``
+      gold "13.0" matches the fraction 0.12976 (12.976%). The decimals are read from the gold as
+      written ("12.60" has two, a JSON number 12.6 has one). yes/no is tolerant only when strict.
+      Tolerant is strict or the rounding match; lenient (1%, any of three scales) is separate.
 """
 
 from __future__ import annotations
@@ -70,6 +85,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from finreason import programs
@@ -81,6 +97,10 @@ MAX_VALUE_CHARS = 2_000
 MAX_NUMBER_TEXT = 500
 GOLD_ZERO_ABS_TOL = 1e-9
 FLOAT_NOISE_REL = 1e-9
+# The units a published gold answer may be in ("" = the table's units, as in FinQA).
+SCALES = ("", "thousand", "million", "billion", "percent")
+# Decimals a gold answer may state; more is float noise written out, not a reported precision.
+MAX_GOLD_DECIMALS = 10
 
 # Errors an executor bug or a hostile table could still raise; ProgramError is the expected one.
 _EXECUTION_ERRORS = (ProgramError, ArithmeticError, TypeError, ValueError, IndexError, KeyError, AttributeError, RecursionError)
@@ -101,11 +121,13 @@ class Verdict:
     program: str | None
     answer_text: str | None
     error: str | None
+    tolerant: bool = False  # the published-rounding rule (module docstring); strict implies it
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "strict": self.strict,
             "lenient": self.lenient,
+            "tolerant": self.tolerant,
             "predicted": self.predicted,
             "source": self.source,
             "program": self.program,
@@ -477,15 +499,57 @@ def compare(predicted: float | str | None, gold: float | str, rel_tol: float = 0
     return strict, lenient
 
 
+def gold_decimals(gold: Any) -> int | None:
+    """Decimals the gold answer is written with ("12.60" -> 2, 13 -> 0, "1,452.4" -> 1), or None
+    when it is not a plain number (yes/no, text)."""
+    if isinstance(gold, bool) or not isinstance(gold, (int, float, str)):
+        return None
+    text = repr(gold) if isinstance(gold, float) else str(gold)
+    text = text.strip().replace(",", "").lstrip("$").rstrip("%").strip()
+    try:
+        exponent = Decimal(text).as_tuple().exponent
+    except (InvalidOperation, ValueError):
+        return None
+    if not isinstance(exponent, int):
+        return None  # NaN / Infinity
+    return min(MAX_GOLD_DECIMALS, max(0, -exponent))
+
+
+def in_gold_units(gold: float, scale: str) -> float:
+    """The gold value the strict rule compares with: a percent gold as its fraction (12.5 -> 0.125)."""
+    if scale != "percent":
+        return gold
+    return float(Decimal(repr(gold)) / 100)
+
+
+def rounds_to(predicted: float | str | None, gold: float | str, decimals: int | None, scale: str = "") -> bool:
+    """The tolerant rule (module docstring): ``predicted`` (a fraction when ``scale`` is percent)
+    rounded half up at the gold's ``decimals`` equals the gold as written."""
+    if decimals is None or not isinstance(predicted, float) or not isinstance(gold, float) or not math.isfinite(predicted):
+        return False
+    candidate = predicted * 100.0 if scale == "percent" else predicted
+    step = Decimal(1).scaleb(-decimals)
+    try:
+        # 12 significant decimals first: float noise (0.12976 * 100 = 12.975999...) is not a digit
+        mine = Decimal(repr(round(candidate, 12))).quantize(step, rounding=ROUND_HALF_UP)
+        theirs = Decimal(repr(gold)).quantize(step, rounding=ROUND_HALF_UP)
+    except (InvalidOperation, OverflowError, ValueError):
+        return False
+    return mine == theirs
+
+
 def score_completion(
     completion: Any,
     gold: Any,
     table: Sequence[Sequence[str]] | None,
     rel_tol: float = 0.01,
+    scale: str = "",
 ) -> Verdict:
-    """Decide whether ``completion`` answers correctly (see module docstring). Never raises."""
+    """Decide whether ``completion`` answers correctly (see module docstring). Never raises.
+    ``scale`` (one of SCALES) says what units a published gold answer is in; "" for FinQA."""
     parsed = parse_completion(completion)
     gold_value = coerce_gold(gold)
+    scale = scale if scale in SCALES else ""
     predicted: float | str | None = None
     source = "none"
     errors = []
@@ -508,9 +572,13 @@ def score_completion(
         errors.append("no Program: or Answer: line")
     if gold_value is None:
         errors.append(f"gold {str(gold)[:40]!r} is not a number or yes/no")
-        strict = lenient = False
+        strict = lenient = tolerant = False
     else:
-        strict, lenient = compare(predicted, gold_value, rel_tol)
+        if isinstance(gold_value, float):
+            strict, lenient = compare(predicted, in_gold_units(gold_value, scale), rel_tol)
+        else:
+            strict, lenient = compare(predicted, gold_value, rel_tol)
+        tolerant = strict or rounds_to(predicted, gold_value, gold_decimals(gold), scale)
     return Verdict(
         strict=strict,
         lenient=lenient,
@@ -519,6 +587,7 @@ def score_completion(
         program=program_ran,
         answer_text=parsed.answer_text,
         error="; ".join(errors) or None,
+        tolerant=tolerant,
     )
 
 

@@ -1,8 +1,11 @@
 """The app's own-document mode: turn an uploaded or pasted table plus report text into an example.
 
 A table is CSV or a markdown pipe table (first row = header, first cell of every row = the row
-name that table operations refer to). Cells are normalised like FinQA's (lowercase, trimmed),
-because the models were trained on FinQA's style. Every user mistake raises ``UploadError`` with
+name that table operations refer to). Every cell is normalised the way FinQA's own tables were
+(``normalise_cell``: thousands separators removed, ``$`` and parentheses spaced, accounting
+negatives and percents written out, lowercase), because the models were trained on FinQA's style
+and have never seen a comma inside a number. The app's own tables and the question files of
+``finreason.questions`` go through this one parser. Every user mistake raises ``UploadError`` with
 a message meant for the user; nothing here raises anything else on any input.
 """
 
@@ -23,6 +26,27 @@ MAX_CELL_CHARS = 200
 MAX_QUESTION_CHARS = 500
 _SEPARATOR_ROW = re.compile(r"^\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$")
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+(?=[A-Za-z0-9$(])")
+
+# FinQA's ``table`` was tokenised from the published cells (its ``table_ori``): comparing the two
+# fields of every vendored example gives these rules (tests/test_questions.py measures the share
+# of cells mapped exactly). Footnote markers (<sup>) become a spaced suffix, other tags go.
+_FOOTNOTE = re.compile(r"(?is)<sup>(.{0,40}?)</sup>")
+_TAG = re.compile(r"<[^<>]{0,40}>")
+# FinQA turned typographic characters into their code point ("—" became "2014", a year-like
+# number a program would add up); here they become their ASCII form instead, on purpose.
+_TYPOGRAPHY = str.maketrans({"\u2014": "-", "\u2013": "-", "\u2212": "-", "\u2019": "'", "\u2018": "'",
+                             "\u201c": '"', "\u201d": '"', "\xa0": " ", "\u2009": " ", "\u202f": " "})
+# A whole cell "(1234)" / "$(1.10)" is an accounting negative: FinQA writes "-1234 ( 1234 )".
+_NEGATIVE = re.compile(r"^(\$?)\s*\(\s*(\d*\.?\d+)\s*\)$")
+# "12.5%" is written "12.5% ( 12.5 % )", as FinQA does.
+_PERCENT = re.compile(r"(?<![\w.%])(-?\d*\.?\d+)\s*%")
+# "$", parentheses and a ":" before a space stand apart as their own tokens; so does a word's final ".".
+_SPACED = re.compile(r"\s*([()$]|:(?=\s))\s*")
+_WORD_PERIOD = re.compile(r"(?<=[a-z])\.(?=\s|$)")
+_SPACES = re.compile(r"\s+")
+# FinQA's report text has no thousands separator either (none in 9,620 dev sentences) and writes "$ 35.4".
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+_DOLLAR = re.compile(r"\$\s*(?=[\d(.-])")
 
 
 class UploadError(FinReasonError, ValueError):
@@ -127,33 +151,52 @@ def looks_like_pipe_table(text: str) -> bool:
     return bool(lines) and sum(line.startswith("|") or line.count("|") >= 2 for line in lines) >= max(1, len(lines) // 2)
 
 
-def normalise_table(rows: list[list[str]]) -> list[list[str]]:
-    """Lowercase trimmed cells, ragged rows padded; refuses what is not a table."""
-    rows = [row for row in rows if any(cell.strip() for cell in row)]
+def normalise_cell(cell: str, footnote: bool = False) -> str:
+    """One published cell as FinQA's tables write it: ``"$1,452.4"`` -> ``"$ 1452.4"``,
+    ``"(1,234)"`` -> ``"-1234 ( 1234 )"``, ``"12.5%"`` -> ``"12.5% ( 12.5 % )"``,
+    ``"Visa Inc.<sup>(1)</sup>"`` -> ``"visa inc . ( 1 )"``; ``footnote``: a <sup> marker, never a negative."""
+    cell = str(cell)[:MAX_CELL_CHARS * 2]
+    footnotes = [note.strip() for note in _FOOTNOTE.findall(cell)]
+    text = _TAG.sub("", _FOOTNOTE.sub(" ", cell)).translate(_TYPOGRAPHY).replace(",", "")
+    text = _SPACES.sub(" ", text).strip().lower()
+    negative = _NEGATIVE.match(text)
+    if negative and not footnote:
+        dollar, number = negative.groups()
+        text = f"{dollar} -{number} ( {number} )".strip()
+    else:
+        text = _PERCENT.sub(lambda match: f"{match.group(1)}% ( {match.group(1)} % )", text)
+        text = _WORD_PERIOD.sub(" .", _SPACED.sub(lambda match: f" {match.group(1)} ", text))
+    text = " ".join([text, *(normalise_cell(note, footnote=True) for note in footnotes if note)])
+    return _SPACES.sub(" ", text).strip()
+
+
+def normalise_table(rows: list[list[str]], max_rows: int = MAX_ROWS) -> list[list[str]]:
+    """Cells normalised (``normalise_cell``), ragged rows padded; refuses what is not a table."""
+    rows = [row for row in rows if any(str(cell).strip() for cell in row)]
     if len(rows) < 2:
         raise UploadError("a table needs a header row and at least one data row")
-    if len(rows) > MAX_ROWS:
-        raise UploadError(f"the table has {len(rows)} rows; the limit is {MAX_ROWS}")
+    if len(rows) > max_rows:
+        raise UploadError(f"the table has {len(rows)} rows; the limit is {max_rows}")
     width = max(len(row) for row in rows)
     if width < 2:
         raise UploadError("a table needs at least two columns: a row name and a value (is this CSV separated by commas?)")
     if width > MAX_COLUMNS:
         raise UploadError(f"the table has {width} columns; the limit is {MAX_COLUMNS}")
-    if any(len(cell) > MAX_CELL_CHARS for row in rows for cell in row):
+    if any(len(str(cell)) > MAX_CELL_CHARS for row in rows for cell in row):
         raise UploadError(f"a cell is longer than {MAX_CELL_CHARS} characters: this does not look like a table")
-    table = [[cell.strip().lower() for cell in row] + [""] * (width - len(row)) for row in rows]
+    table = [[normalise_cell(cell) for cell in row] + [""] * (width - len(row)) for row in rows]
     if not any(re.search(r"\d", cell) for row in table[1:] for cell in row[1:]):
         raise UploadError("the table has no numbers outside its first column: nothing to calculate with")
     return table
 
 
-def parse_table_text(text: str, max_kb: int) -> list[list[str]]:
+def parse_table_text(text: str, max_kb: int, max_rows: int = MAX_ROWS) -> list[list[str]]:
     """A pasted table: markdown pipe table when the lines use '|', else CSV."""
     check_size(text, max_kb, "the pasted table")
     if not text.strip():
         raise UploadError("the table is empty")
     rows = _pipe_rows(text) if looks_like_pipe_table(text) else _csv_rows(text)
-    return normalise_table(rows)
+    return normalise_table(rows, max_rows)
 
 
 def parse_table_upload(name: str, data: bytes, max_kb: int) -> list[list[str]]:
@@ -170,12 +213,13 @@ def parse_table_upload(name: str, data: bytes, max_kb: int) -> list[list[str]]:
 
 
 def split_sentences(text: str) -> list[str]:
-    """Report text as sentences (FinQA's text_N units): blank lines and sentence ends split."""
+    """Report text as sentences (FinQA's text_N units): blank lines and sentence ends split; in
+    FinQA's style, lowercase, "3,400" -> "3400" and "$35.4" -> "$ 35.4"."""
     sentences = []
     for paragraph in re.split(r"\n\s*\n|\n", text or ""):
         for sentence in _SENTENCE_END.split(paragraph.strip()):
             if sentence.strip():
-                sentences.append(sentence.strip().lower())
+                sentences.append(_DOLLAR.sub("$ ", _THOUSANDS.sub("", sentence.strip())).lower())
     return sentences
 
 

@@ -10,6 +10,7 @@ import pytest
 from finreason import uploads
 
 ROOT = Path(__file__).resolve().parent.parent
+OWN_REPORTS = ROOT / "tests" / "data" / "own_reports.jsonl"
 MAX_KB = 4
 
 # --- upload parsing ----------------------------------------------------------------------------
@@ -17,14 +18,14 @@ MAX_KB = 4
 PIPE = "| ( in millions ) | 2019 | 2018 |\n|---|---|---|\n| Revenue | $ 5,829 | 5735 |\n| net income | 120 | 98 |\n"
 CSV = "( in millions ),2019,2018\nRevenue,\"$ 5,829\",5735\nnet income,120,98\n"
 CSV_SEMICOLON = "( in millions );2019;2018\nRevenue;$ 5,829;5735\nnet income;120;98\n"
-EXPECTED = [["( in millions )", "2019", "2018"], ["revenue", "$ 5,829", "5735"], ["net income", "120", "98"]]
+EXPECTED = [["( in millions )", "2019", "2018"], ["revenue", "$ 5829", "5735"], ["net income", "120", "98"]]
 
 
 @pytest.mark.parametrize(
     "name, data, expected",
     [
         ("t.md", PIPE.encode(), EXPECTED),  # markdown pipe table, separator row dropped, lowercased
-        ("t.csv", CSV.encode(), EXPECTED),  # CSV with a quoted thousands separator
+        ("t.csv", CSV.encode(), EXPECTED),  # CSV with a quoted thousands separator, removed as in FinQA
         ("t.csv", CSV_SEMICOLON.encode(), EXPECTED),  # semicolon CSV (European Excel)
         ("t.txt", PIPE.encode(), EXPECTED),  # .txt holding a pipe table: detected by its '|'
         ("t.csv", ("\ufeff" + CSV).encode(), EXPECTED),  # UTF-8 BOM from Excel
@@ -209,6 +210,35 @@ def test_own_table_is_answered(app):
     assert "Model reasoning" in _texts(app.subheader)
     # the typed expected answer gives a verdict (8 tokens: almost surely "Wrong", never an input error)
     assert "gold answer 94" in _texts([*app.success, *app.warning, *app.error])
+
+
+@pytest.mark.slow
+def test_question_file_gives_the_answers_table(app, monkeypatch):
+    # the code path of 06_evaluate.py --questions; a canned completion replaces generation
+    from finreason import generation
+
+    completion = "Program: subtract(12450, 11020), divide(#0, 11020)\nAnswer: 0.12976"
+    monkeypatch.setattr(generation, "generate", lambda loaded, prompts, *args, **kwargs: [completion for _ in prompts])
+    app.run()
+    app.radio(key="mode").set_value("A file of questions").run()
+    app.file_uploader(key="questions_file").set_value(("own_reports.jsonl", OWN_REPORTS.read_bytes(), "application/jsonl"))
+    app.button(key="ask_file").click().run()
+    assert not app.exception, _texts(app.exception)
+    answers = app.dataframe[-1].value
+    assert len(answers) == 13 and list(answers["id"])[0] == "acme-1"
+    assert str(list(answers["tolerant"])[0]) == "True"  # the 12.976% against gold 13.0%
+    assert "7 invalid lines" in _texts(app.warning) and "duplicate id" in _texts(app.warning)
+    assert app.get("download_button"), "the answers download as CSV"
+
+
+@pytest.mark.slow
+def test_question_file_refused_with_a_message(app):
+    app.run()
+    app.radio(key="mode").set_value("A file of questions").run()
+    app.file_uploader(key="questions_file").set_value(("q.jsonl", b"not json\n", "application/jsonl"))
+    app.button(key="ask_file").click().run()
+    assert not app.exception, _texts(app.exception)
+    assert "has no valid question" in _texts(app.error)
 
 
 @pytest.mark.slow

@@ -46,6 +46,9 @@ def dev_predictions(tmp_path, dev_examples) -> Path:
         ("06_evaluate.py", ["--stage", "zero_shot", "--weights", "x"], 1, "drop --weights"),  # options that contradict
         ("06_evaluate.py", ["--stage", "grpo"], 1, "run 05_train_grpo.py first"),  # nothing trained yet
         ("06_evaluate.py", [], 1, "pass --stage"),  # neither mode chosen
+        ("06_evaluate.py", ["--questions", "missing.jsonl", "--stage", "zero_shot"], 1, "cannot read the questions file"),  # no such file
+        ("06_evaluate.py", ["--questions", "/dev/null", "--stage", "zero_shot"], 1, "has no valid question"),  # an empty file
+        ("06_evaluate.py", ["--compare", "zero_shot", "sft"], 1, "add --questions"),  # a comparison of what?
     ],
 )
 def test_mistaken_command_lines(tmp_path, script, args, code, message):

@@ -289,3 +289,58 @@ def test_score_completion_never_raises_on_near_misses(pieces, gold):
     verdict = score_completion(text, gold, [["none", "1", "( 2 )"], ["add", "$ 3"]])
     assert verdict.source in ("program", "answer", "none")
     assert has_parseable_answer(text) in (True, False)
+
+
+# --- answers as people publish them: the percent scale and the tolerant (rounding) rule ----------
+
+@pytest.mark.parametrize(
+    "completion, gold, scale, strict, tolerant",
+    [
+        ("Answer: 0.12976", 13.0, "percent", False, True),  # the question: 12.976% rounds to 13.0%
+        ("Answer: 0.12976", "12.98", "percent", False, True),  # two decimals as written
+        ("Answer: 0.125", 12.5, "percent", True, True),  # a model's fraction is the percent gold exactly
+        ("Answer: 12.5%", 12.5, "percent", True, True),  # a stated percent parses to the same fraction
+        ("Answer: 12.5", 12.5, "percent", False, False),  # the percent number itself is not the fraction
+        ("Answer: 12.57", "12.6", "", False, True),  # rounds to the gold's one decimal
+        ("Answer: 12.649", "12.6", "", False, True),  # still 12.6 at one decimal
+        ("Answer: 12.65", "12.6", "", False, False),  # half up: 12.7, not 12.6
+        ("Answer: 12.5", 13, "", False, True),  # gold without decimals: whole-number rounding
+        ("Answer: 12.4", 13, "", False, False),  # rounds to 12
+        ("Answer: 1452.4", "1,452.4", "million", True, True),  # a unit scale compares as written
+        ("Answer: 1.4524", "1,452.4", "million", False, False),  # units are not converted
+        ("Answer: -0.033", -3.3, "percent", True, True),  # percentage points as a fraction
+        ("Answer: yes", "yes", "", True, True),  # yes/no: tolerant only when strict
+        ("Answer: no", "yes", "", False, False),  # wrong yes/no
+        ("no answer here", 13.0, "percent", False, False),  # nothing predicted
+        ("Answer: 0.12976", "12.60", "bogus", False, False),  # an unknown scale is no scale
+    ],
+)
+def test_published_answers(completion, gold, scale, strict, tolerant):
+    verdict = scoring.score_completion(completion, gold, None, 0.01, scale)
+    assert (verdict.strict, verdict.tolerant) == (strict, tolerant)
+
+
+@pytest.mark.parametrize(
+    "gold, decimals",
+    [
+        ("12.60", 2),  # trailing zeros are written precision
+        (12.6, 1),  # a JSON number: as Python prints it
+        (13, 0),  # an integer
+        ("1,452.4", 1),  # thousands separators ignored
+        ("$ 5", 0),  # a currency sign ignored
+        ("yes", None),  # not a number
+        (float("nan"), None),  # not a finite number
+        (True, None),  # a boolean is not an answer
+    ],
+)
+def test_gold_decimals(gold, decimals):
+    assert scoring.gold_decimals(gold) == decimals
+
+
+def test_finqa_strict_rule_unchanged_by_the_tolerant_one(finqa):
+    # FinQA's gold with no scale: strict is exactly the official round(pred, 5) == gold
+    example = finqa["dev"][0]
+    verdict = scoring.score_completion(f"Answer: {example.exe_ans}", example.exe_ans, example.table)
+    assert verdict.strict and verdict.tolerant
+    near = scoring.score_completion("Answer: 5829.04", 5829.0, None)
+    assert not near.strict and near.tolerant  # strict stays exact; tolerant rounds to the gold's one decimal
