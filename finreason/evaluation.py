@@ -84,12 +84,12 @@ def load_resumable(path: Path, run: str, archive_dir: Path) -> dict[str, dict[st
 
 def score_record(example: Any, completion: str, rel_tol: float) -> dict[str, Any]:
     """Score one completion (scoring.score_completion, the one check) into a record's fields."""
-    from finreason import programs, scoring
+    from finreason import equivalence, programs, scoring
 
     verdict = scoring.score_completion(completion, example.exe_ans, example.table, rel_tol=rel_tol)
     program_correct, program_note = None, None
     if verdict.program:
-        comparison = programs.compare_programs(programs.tokenize(example.program), programs.tokenize(verdict.program))
+        comparison = equivalence.compare_programs(programs.tokenize(example.program), programs.tokenize(verdict.program))
         program_correct, program_note = comparison.equal, comparison.reason
     predicted = verdict.predicted
     if isinstance(predicted, float) and not math.isfinite(predicted):
