@@ -81,7 +81,7 @@ def test_prompts_match_the_shared_builder(script, tmp_path, gguf_tokenizer, sett
     example = load_finqa(data_dir=str(data_dir), splits=("train",), verbose=False)["train"][0]
     row = next(read_jsonl(tmp_path / "out" / "data" / "sft_train.jsonl"))
     assert row["prompt"] == prompts.prompt_from_cfg(example, gguf_tokenizer, cfg)
-    assert row["completion"] == prompts.format_target(example, cfg.SFT_TARGET)
+    assert row["completion"] == trainset.format_target(example, cfg.SFT_TARGET)
     assert manifest["prompt"]["evidence_mode"] == cfg.EVIDENCE_MODE and manifest["sft_target"] == cfg.SFT_TARGET
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from finreason import evaluation, generation, models, prompts
+from finreason import evaluation, generation, models, trainset
 from finreason.configuration import resolve_config
 from helpers import build_tiny_qwen2, run_script, tiny_overrides
 
@@ -209,7 +209,7 @@ def test_whole_model_of_another_base_is_refused(tiny_cfg, tiny_qwen2_dir, tmp_pa
 
 def test_score_cli_round_trip(tmp_path, dev_examples):
     examples = dev_examples[:4]
-    rows = [{"id": e.id, "completion": prompts.format_target(e)} for e in examples[:3]]
+    rows = [{"id": e.id, "completion": trainset.format_target(e)} for e in examples[:3]]
     rows.append({"id": examples[3].id, "completion": "I am not sure."})  # garbage: wrong, no crash
     predictions = tmp_path / "completions.jsonl"
     predictions.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
