@@ -102,6 +102,7 @@ BOOLEAN = Rule("true | false", lambda value: isinstance(value, bool))
 NON_EMPTY = Rule("non-empty", lambda value: bool(str(value).strip()))
 ANY_FOLDER = Rule("any folder", lambda value: True)
 FRACTION_BELOW_ONE = Rule("0 <= x < 1", lambda value: 0 <= value < 1)
+FRACTION = Rule("0 <= x <= 1", lambda value: 0 <= value <= 1)
 STEPS_OR_EPOCHS = Rule("-1 or >= 1", lambda value: value == -1 or value >= 1)
 PROFILE_CHOICES = ("auto", *config_module.PROFILES)
 
@@ -157,6 +158,7 @@ RULES: dict[str, Rule] = {
     "GRPO_MAX_STEPS": at_least(1),
     "REWARD_CORRECT_WEIGHT": at_least(0),
     "REWARD_FORMAT_WEIGHT": at_least(0),
+    "REWARD_MAX_ERROR_SHARE": FRACTION,
     "DIFFICULTY_FILTER": BOOLEAN,
     "DIFFICULTY_MAX_CANDIDATES": at_least(0),
     "APP_HOST": NON_EMPTY,
