@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import config as config_module
-from finreason import console
+from finreason import console, models
 from finreason.errors import FinReasonError
 
 _OVERRIDE = re.compile(r"^--([A-Z][A-Z0-9_]*)=(.*)$", re.DOTALL)
@@ -300,7 +300,8 @@ def parse_args(
 ) -> tuple[argparse.Namespace, Config]:
     """Parse a script's own flags and the config overrides; exit 2 with one line on a mistake.
 
-    Also sets up logging (``--quiet``: warnings and errors only)."""
+    Also sets up logging (``--quiet``: warnings and errors only) and decides whether the hub is
+    reachable (``models.hub_reachable``), while no hub library is imported yet."""
     parser = argparse.ArgumentParser(
         description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -322,4 +323,6 @@ def parse_args(
     except ConfigError as error:
         parser.error(str(error))
     console.setup_logging(quiet=args.quiet)
+    # Before any model code imports the hub libraries, which read HF_HUB_OFFLINE only then.
+    models.hub_reachable()
     return args, cfg
