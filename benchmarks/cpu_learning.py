@@ -208,33 +208,31 @@ def targets_met(result: dict[str, Any]) -> dict[str, bool]:
 def table(result: dict[str, Any]) -> str:
     pct = stats.percent
 
-    def ci(stage: str) -> str:
+    def row(label: str, stage: str, p_value: float | None, timed: str) -> tuple[str, ...]:
         low, high = result["ci95"][stage]
-        return f"[{pct(low)}, {pct(high)}]"
+        timing = result["timings"][timed]
+        return (label, pct(result[f"{stage}_strict"]), f"[{pct(low)}, {pct(high)}]", _num(p_value, ".2g"),
+                f"{timing['seconds']:.0f}s", f"{timing['peak_rss_gb']:.2f} GiB")
 
     fixed = result["grpo_fixed_set_reward_ci95"]
+    stages = [row("zero-shot", "zero_shot", None, "zero_shot"), row("SFT", "sft", result["p_value"], "sft"),
+              row("SFT+GRPO", "grpo", result["grpo_p_value_vs_sft"], "grpo_train")]
     lines = [
-        f"cpu_learning: n={result['n']} dev questions, {result['evidence']}",
-        f"{'stage':<10} {'strict':>7}  {'95% CI':<18} {'McNemar p vs previous':>22}  {'time':>7}  {'peak mem':>8}",
-        f"{'zero-shot':<10} {pct(result['zero_shot_strict']):>7}  {ci('zero_shot'):<18} {'':>22}  "
-        f"{result['timings']['zero_shot']['seconds']:>6.0f}s  {result['timings']['zero_shot']['peak_rss_gb']:>5.2f} GiB",
-        f"{'SFT':<10} {pct(result['sft_strict']):>7}  {ci('sft'):<18} {result['p_value']:>22.2g}  "
-        f"{result['timings']['sft']['seconds']:>6.0f}s  {result['timings']['sft']['peak_rss_gb']:>5.2f} GiB",
-        f"{'SFT+GRPO':<10} {pct(result['grpo_strict']):>7}  {ci('grpo'):<18} {result['grpo_p_value_vs_sft']:>22.2g}  "
-        f"{result['timings']['grpo_train']['seconds']:>6.0f}s  {result['timings']['grpo_train']['peak_rss_gb']:>5.2f} GiB",
+        console.table(stages, ("stage", "strict", "95% CI", "McNemar p vs previous", "time", "peak mem"),
+                      title=f"cpu_learning: n={result['n']} dev questions, {result['evidence']}"),
         f"GRPO: {result['grpo_steps']} steps, groups with mixed correctness {_num(result['grpo_mixed_group_share'])}; "
         f"fixed set ({result['fixed_set']['questions']} training questions x {result['fixed_set']['samples_per_question']} samples) "
         f"mean correctness {_num(result['grpo_fixed_set_reward_before'])} -> {_num(result['grpo_fixed_set_reward_after'])} "
         f"(difference 95% CI [{_num(fixed['difference'][0])}, {_num(fixed['difference'][1])}], sign-flip p = "
-        f"{result['grpo_fixed_set_p_value']:.2g})",
+        f"{_num(result['grpo_fixed_set_p_value'], '.2g')})",
         f"targets met: {', '.join(f'{k}={v}' for k, v in result['met'].items())}",
         f"total {result['total_seconds'] / 60:.1f} min, largest stage {result['peak_rss_gb']:.2f} GiB",
     ]
     return "\n".join(lines)
 
 
-def _num(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
+def _num(value: float | None, spec: str = ".3f") -> str:
+    return "n/a" if value is None else f"{value:{spec}}"
 
 
 def _data_description(where: Layout) -> dict[str, Any] | None:

@@ -517,15 +517,11 @@ def table(check: Check) -> str:
         status = step.status if not step.detail else f"{step.status}: {step.detail}"
         rows.append((step.name, cell(step.cap_gb, 0) if step.cap_gb else "-", cell(step.peak_memory_gb), cell(step.sft_step_s),
                      cell(step.grpo_step_s), cell(step.projected_h), cell(step.seconds, 0), status))
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
-    lines = ["  ".join(text.ljust(width) if i == 0 else text.rjust(width) for i, (text, width) in enumerate(zip(row, widths))) + "  " + row[-1]
-             for row in [header, *rows]]
-    lines.insert(1, "-" * len(lines[0]))
     device = check.device.get("name") or "unknown device"
     title = ("GPU check in --cpu mode (tiny model on the CPU; peak GiB = peak resident memory)" if check.mode == "cpu"
              else f"GPU check on {device} (peak GiB = PyTorch's peak reserved GPU memory)")
     notes = [f"note: {note}" for note in check.notes()]
-    return "\n".join([title, "", *lines, "", *notes])
+    return "\n".join([title, "", console.table(rows, header, left=("step", "status")), "", *notes])
 
 
 # --- main ---------------------------------------------------------------------------------------

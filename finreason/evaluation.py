@@ -280,9 +280,10 @@ def compare_stages(where: Layout, stages: Sequence[str]) -> dict[str, Any]:
 
 
 def format_comparison(table: Mapping[str, Any]) -> str:
-    lines = [f"stages compared on {table['shared_ids']} shared examples", f"{'stage':<10} {'n':>5} {'strict':>7} {'lenient':>8}"]
-    for row in table["stages"]:
-        lines.append(f"{row['stage']:<10} {row['n']:>5} {stats.percent(row['execution_accuracy']):>7} {stats.percent(row['lenient_accuracy']):>8}")
+    from finreason import console
+
+    rows = [(row["stage"], row["n"], stats.percent(row["execution_accuracy"]), stats.percent(row["lenient_accuracy"])) for row in table["stages"]]
+    lines = [console.table(rows, ("stage", "n", "strict", "lenient"), title=f"stages compared on {table['shared_ids']} shared examples")]
     for pair in table["pairs"]:
         p_value = "-" if pair["p_value"] is None else f"{pair['p_value']:.4f}"
         lines.append(

@@ -34,7 +34,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from finreason import scoring, stats
+from finreason import console, scoring, stats
 from finreason.data import DataError
 from finreason.errors import FinReasonError
 
@@ -239,8 +239,7 @@ def format_summary_table(summary: dict[str, Any]) -> str:
     if data:
         kind = "full release" if data.get("full_release") else "SUBSET"
         rows.append(("data", f"{data.get('source')} ({kind}) {data.get('location')}"))
-    width = max(len(label) for label, _ in rows)
-    lines = [f"{label:<{width}}  {value}" for label, value in rows]
+    lines = [console.table(rows, ("field", "value"), left=("field", "value"))]
     unknown = summary.get("unknown_ids") or []
     if unknown:
         lines.append(f"unknown ids: {', '.join(map(str, unknown[:10]))}{' ...' if len(unknown) > 10 else ''}")
