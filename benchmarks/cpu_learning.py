@@ -16,6 +16,7 @@ timed and its peak memory recorded (finreason.measure), in a private folder
                                             the fixed set's "before"), then GRPO
   5. 06_evaluate.py --stage grpo            the GRPO model on the same dev questions
   6. the fixed set again with the GRPO model (finreason.difficulty.correct_counts, same settings): "after"
+     (with --DIFFICULTY_FILTER=false no filter samples it, so "before" is sampled here with the SFT model)
 Prints a table and writes <OUTPUT_DIR>/bench/cpu_learning.json (and cpu_learning_<mode>.json, so
 both evidence modes' results are kept) with: n, evidence_mode, zero_shot_strict, sft_strict,
 grpo_strict (fractions, with 95% bootstrap CIs), p_value (exact McNemar, SFT vs zero-shot),
@@ -41,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from finreason import configuration, console, difficulty, measure, models, retrieval, stats, storage
+from finreason import configuration, console, data, difficulty, measure, models, retrieval, stats, storage
 from finreason.errors import FinReasonError
 from finreason.layout import Layout
 from finreason.prompts import evidence_label
@@ -104,17 +105,18 @@ def main(argv=None) -> dict[str, Any]:
             raise BenchmarkError(f"{script} failed (exit {record['exit_code']}); see its output above")
         timings[name] = {"seconds": record["seconds"], "peak_rss_gb": record["peak_rss_gb"]}
 
-    # the fixed set after GRPO: the filter's candidates, sampled exactly as the filter sampled them
+    # the fixed set before and after GRPO: the filter's candidates, sampled exactly as the filter samples them
     started = time.time()
-    before = json.loads(where.difficulty_report.read_text(encoding="utf-8"))
+    candidates = data.first(data.first(list(storage.read_jsonl(where.grpo_train)), run_cfg.GRPO_TRAIN_LIMIT),
+                            run_cfg.DIFFICULTY_MAX_CANDIDATES)
+    before = fixed_set_before(run_cfg, where, candidates)
     grpo_weights = where.weights("grpo")
     loaded = models.load_model(run_cfg, weights=grpo_weights)
-    candidates = [row for row in storage.read_jsonl(where.grpo_train) if row["id"] in before["counts"]]
     after = difficulty.correct_counts(loaded, candidates, run_cfg, models.weights_fingerprint(grpo_weights),
                                       where.root / "fixed_set_samples.jsonl")
     timings["fixed_set_after"] = {"seconds": round(time.time() - started, 1), "peak_rss_gb": None}
 
-    result = summarize(run_cfg, where, before["counts"], after, args.dev)
+    result = summarize(run_cfg, where, before, after, args.dev)
     result.update(
         timings=timings,
         total_seconds=round(sum(t["seconds"] for t in timings.values()), 1),
@@ -133,6 +135,17 @@ def main(argv=None) -> dict[str, Any]:
 
 class BenchmarkError(FinReasonError):
     """A stage of the benchmark failed."""
+
+
+def fixed_set_before(cfg: Any, where: Layout, candidates: list[dict[str, Any]]) -> dict[str, int]:
+    """The SFT model's correct counts on the fixed set: the difficulty filter's own when it ran
+    (DIFFICULTY_FILTER=true), else sampled here with the same settings, seeds and cache key."""
+    report = json.loads(where.difficulty_report.read_text(encoding="utf-8"))
+    if report.get("enabled"):
+        return report["counts"]
+    sft_weights = where.weights("sft")
+    loaded = models.load_model(cfg, weights=sft_weights)
+    return difficulty.correct_counts(loaded, candidates, cfg, models.weights_fingerprint(sft_weights), where.difficulty_samples)
 
 
 def summarize(cfg: Any, where: Layout, before: dict[str, int], after: dict[str, int], n: int) -> dict[str, Any]:
