@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -57,7 +58,7 @@ def test_writes_the_three_files_and_manifest(script, tmp_path, gguf_tokenizer):
     assert manifest["self_check"]["strict_correct"] == 12
     assert "provenance" in manifest and manifest["tokenizer"]["model_name"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
     for row in grpo:
-        assert row["gold"] in ("yes", "no") or float(row["gold"]) == float(row["gold"])
+        assert row["gold"] in ("yes", "no") or math.isfinite(float(row["gold"]))  # a number, never nan or inf
         assert score_completion(f"Program: x\nAnswer: {row['gold']}", row["gold"], row["table"]).strict
     first = sft[0]
     assert first["completion"].splitlines()[-2].startswith("Program: ")
