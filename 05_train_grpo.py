@@ -42,6 +42,7 @@ CARD_KEYS = (
 )
 SHOWN_PER_STEP = (
     "reward", "rewards/correctness_reward/mean", "correctness_mixed_group_share", "rewards/format_reward/mean", "loss",
+    "rewards/correctness_reward/errors", "rewards/format_reward/errors",
 )
 
 
