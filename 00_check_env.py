@@ -54,10 +54,8 @@ class Report:
         return [row for row in self.rows if row["status"] == FAIL]
 
     def table(self) -> str:
-        width = max(len(row["check"]) for row in self.rows)
-        lines = [f"{'check'.ljust(width)}  status  detail", f"{'-' * width}  ------  ------"]
-        lines += [f"{row['check'].ljust(width)}  {row['status'].ljust(6)}  {row['detail']}" for row in self.rows]
-        return "\n".join(lines)
+        columns = ("check", "status", "detail")
+        return console.table([[row[column] for column in columns] for row in self.rows], columns, left=columns)
 
 
 def read_pins(path: Path) -> dict[str, str]:

@@ -83,24 +83,19 @@ def count_context_tokens(examples: list[Example], tokenizer: Any, label: str) ->
 
 def print_tables(summary: dict[str, dict[str, Any]]) -> None:
     splits = list(summary)
-    print("\n" + " " * 24 + "".join(f"{split:>10}" for split in splits))
-    print(f"{'examples':<24}" + "".join(f"{summary[s]['examples']:>10}" for s in splits))
-    ops = sorted({op for s in splits for op in summary[s]["operations"]})
-    print("\noperations (count of steps)")
-    for op in ops:
-        print(f"  {op:<22}" + "".join(f"{summary[s]['operations'].get(op, 0):>10}" for s in splits))
-    steps = sorted({n for s in splits for n in summary[s]["steps"]})
-    print("\nprogram steps (examples)")
-    for n in steps:
-        print(f"  {n:<22}" + "".join(f"{summary[s]['steps'].get(n, 0):>10}" for s in splits))
-    print("\nevidence from (examples)")
-    for kind in ("table", "text", "both", "none"):
-        print(f"  {kind:<22}" + "".join(f"{summary[s]['evidence_source'].get(kind, 0):>10}" for s in splits))
-    print("\nlengths (median / p95 / max)")
-    for key in ("context_chars", "context_tokens", "table_rows", "sentences", "answer_chars"):
-        if key in summary[splits[0]]:
-            cells = "".join(f"{_triple(summary[s][key]):>22}" for s in splits)
-            print(f"  {key:<22}{cells}")
+
+    def show(title: str, label: str, keys: Any, value: Any) -> None:
+        print("\n" + console.table([[key, *(value(s, key) for s in splits)] for key in keys], [label, *splits], title=title))
+
+    show("examples", "", ["examples"], lambda s, key: summary[s]["examples"])
+    show("operations (count of steps)", "operation", sorted({op for s in splits for op in summary[s]["operations"]}),
+         lambda s, op: summary[s]["operations"].get(op, 0))
+    show("program steps (examples)", "steps", sorted({n for s in splits for n in summary[s]["steps"]}),
+         lambda s, n: summary[s]["steps"].get(n, 0))
+    show("evidence from (examples)", "evidence", ("table", "text", "both", "none"),
+         lambda s, kind: summary[s]["evidence_source"].get(kind, 0))
+    lengths = [key for key in ("context_chars", "context_tokens", "table_rows", "sentences", "answer_chars") if key in summary[splits[0]]]
+    show("lengths (median / p95 / max)", "length", lengths, lambda s, key: _triple(summary[s][key]))
 
 
 def _triple(stats: dict[str, float]) -> str:

@@ -13,7 +13,9 @@ Writes: <OUTPUT_DIR>/grpo/difficulty_samples.jsonl  (per-question correct counts
         <OUTPUT_DIR>/grpo/runs/                     (TensorBoard)
         <OUTPUT_DIR>/grpo/step_log.jsonl            (per step: mean reward, each reward function,
                                                      correctness_mixed_group_share = share of groups
-                                                     whose correctness differs, i.e. that teach)
+                                                     whose correctness differs, i.e. that teach;
+                                                     rewards/<name>/errors = completions whose reward
+                                                     raised, see REWARD_MAX_ERROR_SHARE)
         <OUTPUT_DIR>/grpo/adapter/ or grpo/model/   (weights + tokenizer + README.md + training_summary.json)
 
 Rewards: correctness_reward (REWARD_CORRECT_WEIGHT), the evaluation's own strict check, and
@@ -36,10 +38,11 @@ CARD_KEYS = (
     "MODEL_NAME", "FINETUNE", "LOAD_IN_4BIT", "COMPUTE_DTYPE", "EVIDENCE_MODE", "GRPO_TRAIN_LIMIT",
     "NUM_GENERATIONS", "GRPO_MAX_NEW_TOKENS", "GRPO_TEMPERATURE", "GRPO_LEARNING_RATE", "GRPO_BETA",
     "GRPO_LOSS_TYPE", "GRPO_BATCH_SIZE", "GRPO_GRAD_ACCUM", "GRPO_MAX_STEPS", "REWARD_CORRECT_WEIGHT",
-    "REWARD_FORMAT_WEIGHT", "DIFFICULTY_FILTER", "DIFFICULTY_MAX_CANDIDATES", "SEED",
+    "REWARD_FORMAT_WEIGHT", "REWARD_MAX_ERROR_SHARE", "DIFFICULTY_FILTER", "DIFFICULTY_MAX_CANDIDATES", "SEED",
 )
 SHOWN_PER_STEP = (
     "reward", "rewards/correctness_reward/mean", "correctness_mixed_group_share", "rewards/format_reward/mean", "loss",
+    "rewards/correctness_reward/errors", "rewards/format_reward/errors",
 )
 
 
@@ -75,8 +78,9 @@ def main(argv=None) -> dict:
         train_rows, filter_report = difficulty.difficulty_filter(loaded, rows, cfg, sft_fingerprint)
     train_rows = difficulty.fill_generation_batch(train_rows, cfg, PartialState().num_processes)
 
-    # rewards: the evaluation's correctness check, plus a small format bonus
-    reward_funcs, _ = rewards.reward_functions(cfg)
+    # rewards: the evaluation's correctness check, plus a small format bonus; errors counted for the run
+    reward_errors = rewards.RewardErrors.from_cfg(cfg)
+    reward_funcs, _ = rewards.reward_functions(cfg, reward_errors)
 
     # trainer
     from datasets import Dataset
@@ -117,6 +121,7 @@ def main(argv=None) -> dict:
         "use_vllm": use_vllm,
         "steps": steps,
         "mixed_group_share": sum(mixed) / len(mixed) if mixed else None,
+        "reward_errors": {"raised": reward_errors.raised, "evaluated": reward_errors.evaluated, "first": reward_errors.first},
     }, facts={
         "base model": cfg.MODEL_NAME,
         "method": f"GRPO (TRL GRPOTrainer, loss {cfg.GRPO_LOSS_TYPE}, beta {cfg.GRPO_BETA}) continuing the SFT weights",
@@ -125,6 +130,7 @@ def main(argv=None) -> dict:
         "optimizer steps": result.global_step,
         "mean correctness, first -> last step": _pair(first, last, "correctness"),
         "groups with mixed correctness (mean over steps)": f"{sum(mixed) / len(mixed):.3f}" if mixed else "n/a",
+        "reward evaluations that raised": f"{reward_errors.raised} of {reward_errors.evaluated}",
     }, card_keys=CARD_KEYS)
 
 
@@ -136,9 +142,16 @@ def step_brief(entry: dict) -> dict:
         "correctness": entry.get("rewards/correctness_reward/mean"),
         "correctness_mixed_group_share": entry.get("correctness_mixed_group_share"),
         "format": entry.get("rewards/format_reward/mean"),
+        "reward_errors": _total(entry, ("rewards/correctness_reward/errors", "rewards/format_reward/errors")),
         "zero_variance_share": entry.get("frac_reward_zero_std"),
         "loss": entry.get("loss"),
     }
+
+
+def _total(entry: dict, keys: tuple[str, ...]) -> float | None:
+    """The sum of the ``keys`` the entry has; None when it has none of them (a log from before they existed)."""
+    present = [entry[key] for key in keys if entry.get(key) is not None]
+    return sum(present) if present else None
 
 
 def _pair(first: dict | None, last: dict | None, key: str) -> str:

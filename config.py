@@ -78,6 +78,7 @@ GRPO_GRAD_ACCUM = 4  # >= 1; steps accumulated per optimizer update
 GRPO_MAX_STEPS = 300  # >= 1; optimizer steps
 REWARD_CORRECT_WEIGHT = 1.0  # >= 0; weight of the strict-correctness reward (the main signal)
 REWARD_FORMAT_WEIGHT = 0.1  # >= 0; weight of the parseable Program/Answer reward
+REWARD_MAX_ERROR_SHARE = 0.05  # 0 <= x <= 1; share of reward evaluations that may raise (a scorer bug) before the run stops; 1 = never
 DIFFICULTY_FILTER = True  # true | false; keep questions the SFT model sometimes, not always, gets right
 DIFFICULTY_MAX_CANDIDATES = 2000  # >= 0; questions sampled by the filter (0 = all); sampling is the slow part
 

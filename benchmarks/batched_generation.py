@@ -94,9 +94,8 @@ def main(argv=None) -> dict:
     }
     path = Layout.of(cfg).bench_result("batched_generation")
     storage.atomic_write_json(path, result)
-    print(f"{'way':<16} {'seconds':>8} {'speedup':>8}")
-    print(f"{'one at a time':<16} {single_s:>8.1f} {1.0:>8.2f}")
-    print(f"{'batched (' + str(batch_size) + ')':<16} {batched_s:>8.1f} {single_s / batched_s:>8.2f}")
+    print(console.table([("one at a time", f"{single_s:.1f}", f"{1.0:.2f}"),
+                         (f"batched ({batch_size})", f"{batched_s:.1f}", f"{single_s / batched_s:.2f}")], ("way", "seconds", "speedup")))
     print(
         f"{len(examples)} dev prompts ({result['prompt_tokens']['min']}-{result['prompt_tokens']['max']} tokens), "
         f"{args.max_new_tokens} new tokens, {torch.get_num_threads()} threads, load {load_before[0]:.1f}->{load_after[0]:.1f} "

@@ -16,6 +16,7 @@ timed and its peak memory recorded (finreason.measure), in a private folder
                                             the fixed set's "before"), then GRPO
   5. 06_evaluate.py --stage grpo            the GRPO model on the same dev questions
   6. the fixed set again with the GRPO model (finreason.difficulty.correct_counts, same settings): "after"
+     (with --DIFFICULTY_FILTER=false no filter samples it, so "before" is sampled here with the SFT model)
 Prints a table and writes <OUTPUT_DIR>/bench/cpu_learning.json (and cpu_learning_<mode>.json, so
 both evidence modes' results are kept) with: n, evidence_mode, zero_shot_strict, sft_strict,
 grpo_strict (fractions, with 95% bootstrap CIs), p_value (exact McNemar, SFT vs zero-shot),
@@ -41,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from finreason import configuration, console, difficulty, measure, models, retrieval, stats, storage
+from finreason import configuration, console, data, difficulty, measure, models, retrieval, stats, storage
 from finreason.errors import FinReasonError
 from finreason.layout import Layout
 from finreason.prompts import evidence_label
@@ -104,17 +105,18 @@ def main(argv=None) -> dict[str, Any]:
             raise BenchmarkError(f"{script} failed (exit {record['exit_code']}); see its output above")
         timings[name] = {"seconds": record["seconds"], "peak_rss_gb": record["peak_rss_gb"]}
 
-    # the fixed set after GRPO: the filter's candidates, sampled exactly as the filter sampled them
+    # the fixed set before and after GRPO: the filter's candidates, sampled exactly as the filter samples them
     started = time.time()
-    before = json.loads(where.difficulty_report.read_text(encoding="utf-8"))
+    candidates = data.first(data.first(list(storage.read_jsonl(where.grpo_train)), run_cfg.GRPO_TRAIN_LIMIT),
+                            run_cfg.DIFFICULTY_MAX_CANDIDATES)
+    before = fixed_set_before(run_cfg, where, candidates)
     grpo_weights = where.weights("grpo")
     loaded = models.load_model(run_cfg, weights=grpo_weights)
-    candidates = [row for row in storage.read_jsonl(where.grpo_train) if row["id"] in before["counts"]]
     after = difficulty.correct_counts(loaded, candidates, run_cfg, models.weights_fingerprint(grpo_weights),
                                       where.root / "fixed_set_samples.jsonl")
     timings["fixed_set_after"] = {"seconds": round(time.time() - started, 1), "peak_rss_gb": None}
 
-    result = summarize(run_cfg, where, before["counts"], after, args.dev)
+    result = summarize(run_cfg, where, before, after, args.dev)
     result.update(
         timings=timings,
         total_seconds=round(sum(t["seconds"] for t in timings.values()), 1),
@@ -133,6 +135,17 @@ def main(argv=None) -> dict[str, Any]:
 
 class BenchmarkError(FinReasonError):
     """A stage of the benchmark failed."""
+
+
+def fixed_set_before(cfg: Any, where: Layout, candidates: list[dict[str, Any]]) -> dict[str, int]:
+    """The SFT model's correct counts on the fixed set: the difficulty filter's own when it ran
+    (DIFFICULTY_FILTER=true), else sampled here with the same settings, seeds and cache key."""
+    report = json.loads(where.difficulty_report.read_text(encoding="utf-8"))
+    if report.get("enabled"):
+        return report["counts"]
+    sft_weights = where.weights("sft")
+    loaded = models.load_model(cfg, weights=sft_weights)
+    return difficulty.correct_counts(loaded, candidates, cfg, models.weights_fingerprint(sft_weights), where.difficulty_samples)
 
 
 def summarize(cfg: Any, where: Layout, before: dict[str, int], after: dict[str, int], n: int) -> dict[str, Any]:
@@ -208,33 +221,31 @@ def targets_met(result: dict[str, Any]) -> dict[str, bool]:
 def table(result: dict[str, Any]) -> str:
     pct = stats.percent
 
-    def ci(stage: str) -> str:
+    def row(label: str, stage: str, p_value: float | None, timed: str) -> tuple[str, ...]:
         low, high = result["ci95"][stage]
-        return f"[{pct(low)}, {pct(high)}]"
+        timing = result["timings"][timed]
+        return (label, pct(result[f"{stage}_strict"]), f"[{pct(low)}, {pct(high)}]", _num(p_value, ".2g"),
+                f"{timing['seconds']:.0f}s", f"{timing['peak_rss_gb']:.2f} GiB")
 
     fixed = result["grpo_fixed_set_reward_ci95"]
+    stages = [row("zero-shot", "zero_shot", None, "zero_shot"), row("SFT", "sft", result["p_value"], "sft"),
+              row("SFT+GRPO", "grpo", result["grpo_p_value_vs_sft"], "grpo_train")]
     lines = [
-        f"cpu_learning: n={result['n']} dev questions, {result['evidence']}",
-        f"{'stage':<10} {'strict':>7}  {'95% CI':<18} {'McNemar p vs previous':>22}  {'time':>7}  {'peak mem':>8}",
-        f"{'zero-shot':<10} {pct(result['zero_shot_strict']):>7}  {ci('zero_shot'):<18} {'':>22}  "
-        f"{result['timings']['zero_shot']['seconds']:>6.0f}s  {result['timings']['zero_shot']['peak_rss_gb']:>5.2f} GiB",
-        f"{'SFT':<10} {pct(result['sft_strict']):>7}  {ci('sft'):<18} {result['p_value']:>22.2g}  "
-        f"{result['timings']['sft']['seconds']:>6.0f}s  {result['timings']['sft']['peak_rss_gb']:>5.2f} GiB",
-        f"{'SFT+GRPO':<10} {pct(result['grpo_strict']):>7}  {ci('grpo'):<18} {result['grpo_p_value_vs_sft']:>22.2g}  "
-        f"{result['timings']['grpo_train']['seconds']:>6.0f}s  {result['timings']['grpo_train']['peak_rss_gb']:>5.2f} GiB",
+        console.table(stages, ("stage", "strict", "95% CI", "McNemar p vs previous", "time", "peak mem"),
+                      title=f"cpu_learning: n={result['n']} dev questions, {result['evidence']}"),
         f"GRPO: {result['grpo_steps']} steps, groups with mixed correctness {_num(result['grpo_mixed_group_share'])}; "
         f"fixed set ({result['fixed_set']['questions']} training questions x {result['fixed_set']['samples_per_question']} samples) "
         f"mean correctness {_num(result['grpo_fixed_set_reward_before'])} -> {_num(result['grpo_fixed_set_reward_after'])} "
         f"(difference 95% CI [{_num(fixed['difference'][0])}, {_num(fixed['difference'][1])}], sign-flip p = "
-        f"{result['grpo_fixed_set_p_value']:.2g})",
+        f"{_num(result['grpo_fixed_set_p_value'], '.2g')})",
         f"targets met: {', '.join(f'{k}={v}' for k, v in result['met'].items())}",
         f"total {result['total_seconds'] / 60:.1f} min, largest stage {result['peak_rss_gb']:.2f} GiB",
     ]
     return "\n".join(lines)
 
 
-def _num(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
+def _num(value: float | None, spec: str = ".3f") -> str:
+    return "n/a" if value is None else f"{value:{spec}}"
 
 
 def _data_description(where: Layout) -> dict[str, Any] | None:

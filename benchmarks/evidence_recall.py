@@ -46,7 +46,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas
 from tqdm import tqdm
 
 from finreason import console, data, offline_tokenizers, prompts, retrieval, storage
@@ -236,7 +235,7 @@ def print_table(results: list[dict[str, Any]]) -> None:
     header = ("retriever", "split", "n", "R@1", "R@3", "R@5", "all@3", "all@5", "in prompt", "tokens")
     keys = ("retriever", "split", "n", "recall_at_1", "recall_at_3", "recall_at_5", "all_gold_at_3", "all_gold_at_5",
             "all_gold_in_prompt", "mean_evidence_tokens")
-    print(pandas.DataFrame([[show(row.get(key)) for key in keys] for row in results], columns=header).to_string(index=False))
+    print(console.table([[show(row.get(key)) for key in keys] for row in results], header, left=("retriever", "split")))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

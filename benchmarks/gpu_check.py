@@ -49,7 +49,8 @@ Read the numbers with these caveats (the JSON's "notes" repeat them):
 Writes OUTPUT_DIR/bench/gpu_check.json (the rows, device, caps, versions, provenance; rewritten
 after every step, so a killed run keeps what finished) and, under OUTPUT_DIR/bench/gpu_check/,
 each step's log and working folders. The random weights are removed at the end unless
---keep-models (a rerun finds them and skips building). Exit 0 when every step that ran passed.
+--keep-models (a rerun finds them and skips building). Exit 0 when every step that ran passed
+and at least one ran.
 """
 
 from __future__ import annotations
@@ -427,6 +428,10 @@ class Check:
         background = any(step.name == f"build {SHAPE_OF['a100']}" and step.status == "ok" for step in self.steps)
         return [*NOTES_GPU, NOTE_BACKGROUND] if background else NOTES_GPU
 
+    def passed(self) -> bool:
+        """Every step that ran passed, and at least one did: a check that ran nothing proves nothing."""
+        return any(step.status == "ok" for step in self.steps) and not any(step.failed for step in self.steps)
+
     def caps(self) -> dict[str, float | None]:
         return {step.name.removeprefix("probe "): step.cap_gb for step in self.steps if step.kind == "probe"}
 
@@ -435,7 +440,7 @@ class Check:
             "benchmark": NAME,
             "mode": self.mode,
             "cpu_mode": self.mode == "cpu",
-            "ok": not any(step.failed for step in self.steps),
+            "ok": self.passed(),
             "device": self.device,
             "caps_gb": self.caps(),
             "budget_s": self.args.budget_s,
@@ -517,15 +522,11 @@ def table(check: Check) -> str:
         status = step.status if not step.detail else f"{step.status}: {step.detail}"
         rows.append((step.name, cell(step.cap_gb, 0) if step.cap_gb else "-", cell(step.peak_memory_gb), cell(step.sft_step_s),
                      cell(step.grpo_step_s), cell(step.projected_h), cell(step.seconds, 0), status))
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
-    lines = ["  ".join(text.ljust(width) if i == 0 else text.rjust(width) for i, (text, width) in enumerate(zip(row, widths))) + "  " + row[-1]
-             for row in [header, *rows]]
-    lines.insert(1, "-" * len(lines[0]))
     device = check.device.get("name") or "unknown device"
     title = ("GPU check in --cpu mode (tiny model on the CPU; peak GiB = peak resident memory)" if check.mode == "cpu"
              else f"GPU check on {device} (peak GiB = PyTorch's peak reserved GPU memory)")
     notes = [f"note: {note}" for note in check.notes()]
-    return "\n".join([title, "", *lines, "", *notes])
+    return "\n".join([title, "", console.table(rows, header, left=("step", "status")), "", *notes])
 
 
 # --- main ---------------------------------------------------------------------------------------
@@ -584,8 +585,8 @@ def main(argv: list[str] | None = None) -> int:
         path = check.save()
     print(table(check))
     print(f"\nwrote {path} ({check.report()['seconds']:.0f} s)")
-    failed = [step.name for step in check.steps if step.failed]
-    if failed:
+    if not check.passed():
+        failed = [step.name for step in check.steps if step.failed] or ["no step ran"]
         print(f"GPU CHECK FAILED: {', '.join(failed)} (logs under {check.logs})", file=sys.stderr)
         return 1
     return 0

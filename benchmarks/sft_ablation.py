@@ -75,18 +75,7 @@ def main(argv=None) -> dict[str, Any]:
                        "learning_rate": run_cfg.SFT_LEARNING_RATE,
                        "weights_sha256": models.weights_fingerprint(Layout(run_dir).weights("sft"))}
 
-    # compare on the same questions, against full + program (the cpu profile's recipe)
-    ids = sorted(set.intersection(*(set(row["records"]) for row in rows.values())))
-    reference = [bool(rows["full_program"]["records"][i]["strict"]) for i in ids]
-    result: dict[str, Any] = {"n": len(ids), "evidence_mode": cfg.EVIDENCE_MODE, "combinations": {}}
-    for combo, row in rows.items():
-        strict = [bool(row["records"][i]["strict"]) for i in ids]
-        result["combinations"][combo] = {
-            **{key: row[key] for key in ("finetune", "target", "settings", "learning_rate", "seconds", "peak_rss_gb", "weights_sha256")},
-            "strict": stats.rate(strict),
-            "ci95": list(stats.bootstrap_ci(strict, cfg.BOOTSTRAP_SAMPLES, cfg.SEED)),
-            "p_value_vs_full_program": stats.mcnemar(reference, strict),
-        }
+    result = compare(rows, cfg)
     result["provenance"] = provenance(cfg, model=cfg.MODEL_NAME)
     path = storage.atomic_write_json(Layout.of(cfg).bench_result(NAME), result)
     print(table(result))
@@ -98,17 +87,32 @@ class AblationError(FinReasonError):
     """A run of the ablation failed."""
 
 
+def compare(rows: dict[str, dict[str, Any]], cfg: Any) -> dict[str, Any]:
+    """Each combination on the questions every one answered, against full + program (the cpu
+    profile's recipe): strict accuracy, its 95% CI, and the exact McNemar p-value."""
+    ids = sorted(set.intersection(*(set(row["records"]) for row in rows.values())))
+    reference = [bool(rows["full_program"]["records"][i]["strict"]) for i in ids]
+    result: dict[str, Any] = {"n": len(ids), "evidence_mode": cfg.EVIDENCE_MODE, "combinations": {}}
+    for combo, row in rows.items():
+        strict = [bool(row["records"][i]["strict"]) for i in ids]
+        result["combinations"][combo] = {
+            **{key: row[key] for key in ("finetune", "target", "settings", "learning_rate", "seconds", "peak_rss_gb", "weights_sha256")},
+            "strict": stats.rate(strict),
+            "ci95": list(stats.bootstrap_ci(strict, cfg.BOOTSTRAP_SAMPLES, cfg.SEED)),
+            "p_value_vs_full_program": stats.mcnemar(reference, strict),
+        }
+    return result
+
+
 def table(result: dict[str, Any]) -> str:
-    lines = [f"sft_ablation: n={result['n']} dev questions, {result['evidence_mode']} evidence",
-             f"{'weights':<8} {'target':<10} {'lr':>7} {'strict':>7}  {'95% CI':<16} {'p vs full+program':>17}  {'SFT + eval':>10}  {'peak mem':>8}"]
+    rows = []
     for row in result["combinations"].values():
         low, high = row["ci95"]
-        lines.append(
-            f"{row['finetune']:<8} {row['target']:<10} {row['learning_rate']:>7g} {stats.percent(row['strict']):>7}  "
-            f"[{stats.percent(low)}, {stats.percent(high)}]{'':<2} {row['p_value_vs_full_program']:>17.2g}  "
-            f"{row['seconds']:>9.0f}s  {row['peak_rss_gb']:>5.2f} GiB"
-        )
-    return "\n".join(lines)
+        rows.append((row["finetune"], row["target"], f"{row['learning_rate']:g}", stats.percent(row["strict"]),
+                     f"[{stats.percent(low)}, {stats.percent(high)}]", f"{row['p_value_vs_full_program']:.2g}",
+                     f"{row['seconds']:.0f}s", f"{row['peak_rss_gb']:.2f} GiB"))
+    return console.table(rows, ("weights", "target", "lr", "strict", "95% CI", "p vs full+program", "SFT + eval", "peak mem"),
+                         title=f"sft_ablation: n={result['n']} dev questions, {result['evidence_mode']} evidence", left=("weights", "target"))
 
 
 if __name__ == "__main__":

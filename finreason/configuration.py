@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import config as config_module
-from finreason import console
+from finreason import console, models
 from finreason.errors import FinReasonError
 
 _OVERRIDE = re.compile(r"^--([A-Z][A-Z0-9_]*)=(.*)$", re.DOTALL)
@@ -102,6 +102,7 @@ BOOLEAN = Rule("true | false", lambda value: isinstance(value, bool))
 NON_EMPTY = Rule("non-empty", lambda value: bool(str(value).strip()))
 ANY_FOLDER = Rule("any folder", lambda value: True)
 FRACTION_BELOW_ONE = Rule("0 <= x < 1", lambda value: 0 <= value < 1)
+FRACTION = Rule("0 <= x <= 1", lambda value: 0 <= value <= 1)
 STEPS_OR_EPOCHS = Rule("-1 or >= 1", lambda value: value == -1 or value >= 1)
 PROFILE_CHOICES = ("auto", *config_module.PROFILES)
 
@@ -157,6 +158,7 @@ RULES: dict[str, Rule] = {
     "GRPO_MAX_STEPS": at_least(1),
     "REWARD_CORRECT_WEIGHT": at_least(0),
     "REWARD_FORMAT_WEIGHT": at_least(0),
+    "REWARD_MAX_ERROR_SHARE": FRACTION,
     "DIFFICULTY_FILTER": BOOLEAN,
     "DIFFICULTY_MAX_CANDIDATES": at_least(0),
     "APP_HOST": NON_EMPTY,
@@ -298,7 +300,8 @@ def parse_args(
 ) -> tuple[argparse.Namespace, Config]:
     """Parse a script's own flags and the config overrides; exit 2 with one line on a mistake.
 
-    Also sets up logging (``--quiet``: warnings and errors only)."""
+    Also sets up logging (``--quiet``: warnings and errors only) and decides whether the hub is
+    reachable (``models.hub_reachable``), while no hub library is imported yet."""
     parser = argparse.ArgumentParser(
         description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -320,4 +323,6 @@ def parse_args(
     except ConfigError as error:
         parser.error(str(error))
     console.setup_logging(quiet=args.quiet)
+    # Before any model code imports the hub libraries, which read HF_HUB_OFFLINE only then.
+    models.hub_reachable()
     return args, cfg

@@ -47,6 +47,7 @@ def correct_counts(loaded: Any, rows: Sequence[dict[str, Any]], cfg: Any, finger
     # random stream question by question (the fixed-set comparison is paired). A batch is written
     # whole, so a kill keeps every finished batch.
     per_batch = max(1, cfg.EVAL_BATCH_SIZE)
+    errors = rewards.RewardErrors.from_cfg(cfg)
     for start in range(0, len(rows), per_batch):
         chunk = rows[start:start + per_batch]
         if all(row["id"] in done for row in chunk):
@@ -59,7 +60,7 @@ def correct_counts(loaded: Any, rows: Sequence[dict[str, Any]], cfg: Any, finger
         for row, completions in zip(chunk, samples):
             if row["id"] in done:
                 continue
-            scores = rewards.correctness_reward(completions, gold=[row["gold"]] * n, table=[row["table"]] * n)
+            scores = rewards.correctness_reward(completions, gold=[row["gold"]] * n, table=[row["table"]] * n, reward_errors=errors)
             done[row["id"]] = int(sum(scores))
             lines.append({"id": row["id"], "key": key, "correct": done[row["id"]], "n": n})
         storage.append_jsonl(cache, lines)

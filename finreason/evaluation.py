@@ -89,12 +89,12 @@ def load_resumable(path: Path, run: str, archive_dir: Path) -> dict[str, dict[st
 
 def score_record(example: Any, completion: str, rel_tol: float) -> dict[str, Any]:
     """Score one completion (scoring.score_completion, the one check) into a record's fields."""
-    from finreason import programs, scoring
+    from finreason import equivalence, programs, scoring
 
     verdict = scoring.score_completion(completion, example.exe_ans, example.table, rel_tol=rel_tol)
     program_correct, program_note = None, None
     if verdict.program:
-        comparison = programs.compare_programs(programs.tokenize(example.program), programs.tokenize(verdict.program))
+        comparison = equivalence.compare_programs(programs.tokenize(example.program), programs.tokenize(verdict.program))
         program_correct, program_note = comparison.equal, comparison.reason
     predicted = verdict.predicted
     if isinstance(predicted, float) and not math.isfinite(predicted):
@@ -445,9 +445,10 @@ def compare_stages(where: Layout, stages: Sequence[str]) -> dict[str, Any]:
 
 
 def format_comparison(table: Mapping[str, Any]) -> str:
-    lines = [f"stages compared on {table['shared_ids']} shared examples", f"{'stage':<10} {'n':>5} {'strict':>7} {'lenient':>8}"]
-    for row in table["stages"]:
-        lines.append(f"{row['stage']:<10} {row['n']:>5} {stats.percent(row['execution_accuracy']):>7} {stats.percent(row['lenient_accuracy']):>8}")
+    from finreason import console
+
+    rows = [(row["stage"], row["n"], stats.percent(row["execution_accuracy"]), stats.percent(row["lenient_accuracy"])) for row in table["stages"]]
+    lines = [console.table(rows, ("stage", "n", "strict", "lenient"), title=f"stages compared on {table['shared_ids']} shared examples")]
     for pair in table["pairs"]:
         p_value = "-" if pair["p_value"] is None else f"{pair['p_value']:.4f}"
         lines.append(

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from finreason import storage
+from finreason import console, storage
 
 GIB = 1024**3
 
@@ -51,13 +51,11 @@ def run(command: Sequence[str], name: str, log: str | Path | None = None) -> dic
 
 
 def summary_table(records: Sequence[dict[str, Any]]) -> str:
-    width = max([len("step"), *(len(str(r["name"])) for r in records)])
-    lines = [f"{'step'.ljust(width)}  {'time':>8}  {'peak memory':>11}"]
-    lines += [f"{str(r['name']).ljust(width)}  {r['seconds']:>7.0f}s  {r['peak_rss_gb']:>7.2f} GiB" for r in records]
     total = sum(r["seconds"] for r in records)
     peak = max((r["peak_rss_gb"] for r in records), default=0.0)
-    lines.append(f"{'total'.ljust(width)}  {total:>7.0f}s  {peak:>7.2f} GiB (largest step)")
-    return "\n".join(lines)
+    rows = [(r["name"], f"{r['seconds']:.0f}s", f"{r['peak_rss_gb']:.2f} GiB") for r in records]
+    rows.append(("total (peak: the largest step)", f"{total:.0f}s", f"{peak:.2f} GiB"))
+    return console.table(rows, ("step", "time", "peak memory"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

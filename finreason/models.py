@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import socket
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,10 +63,13 @@ _hub_reachable: bool | None = None
 
 
 def hub_reachable() -> bool:
-    """True when huggingface.co accepts a connection within seconds; remembered per process.
+    """True when huggingface.co accepts a connection within seconds; decided once per process.
 
-    Offline machines must never hang on the hub, so a failed probe also sets HF_HUB_OFFLINE for
-    the libraries loaded afterwards."""
+    huggingface_hub reads HF_HUB_OFFLINE once, when it is first imported, so an offline machine
+    must set it before that import or the hub libraries still try (and retry) the network. Every
+    script decides in ``configuration.parse_args``, before any model code imports them, and
+    ``resolve_model_path`` decides before its first hub call. An unreachable hub sets
+    HF_HUB_OFFLINE=1 for this process and every process it starts."""
     global _hub_reachable
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}:
         return False
@@ -75,6 +79,9 @@ def hub_reachable() -> bool:
                 _hub_reachable = True
         except OSError:
             _hub_reachable = False
+            if "huggingface_hub" in sys.modules:
+                _LOG.warning("the hub is unreachable, but huggingface_hub was imported before this check: "
+                             "HF_HUB_OFFLINE=1 takes effect only in the processes this one starts")
             os.environ["HF_HUB_OFFLINE"] = "1"
     return _hub_reachable
 
@@ -188,13 +195,14 @@ def resolve_model_path(name: str, output_dir: str) -> str:
         return str(path)
     if name.count("/") != 1 or name.startswith((".", "/", "~")):
         raise ModelError(f"--MODEL_NAME={name}: neither an existing folder, a .gguf file, nor a hub id like org/name")
+    reachable = hub_reachable()  # before _from_hf_cache imports huggingface_hub (see hub_reachable)
     cached = _from_hf_cache(name)
     if cached is not None:
         return str(cached)
     local_copy = converted_root / name.split("/")[-1]
     if name == SMOLLM2_ID and _is_model_dir(local_copy) and (local_copy / DONE_MARKER).is_file():
         return str(local_copy)
-    if hub_reachable():
+    if reachable:
         downloaded = _from_hub(name)
         if downloaded is not None:
             return str(downloaded)

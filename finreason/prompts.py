@@ -1,4 +1,4 @@
-"""The one prompt builder: evidence selection, chat messages and SFT targets.
+"""The one prompt builder: evidence selection and chat messages (SFT targets: ``finreason.trainset``).
 
 Zero-shot, SFT, GRPO, evaluation and the app all call ``prompt_from_cfg`` so a model is always
 trained and tested on exactly the same text. Evidence comes one of two ways (EVIDENCE_MODE):
@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from finreason import retrieval
-from finreason.programs import TABLE_OPS, ProgramError, cell_to_num, execute, format_value, split_steps, str_to_num, tokenize
 from finreason.retrieval import Ranking, rank_by_bm25, report_sentences
 
 # Every token here is paid in every training step and every prefill, on every profile: the format
@@ -54,7 +53,6 @@ EVIDENCE_LABELS = {
     "retrieved": "retrieved evidence (the facts a retriever picks from the document)",
     "gold": "GOLD facts only (FinQA's gold-retriever setting: easier than retrieved evidence, not comparable to it)",
 }
-TARGET_STYLES = ("reasoning", "program")
 
 # One worked example: a small zero-shot model should fail on the maths, not on the format.
 FEW_SHOT_TEXT = (
@@ -306,102 +304,3 @@ def prompt_from_cfg(example: Any, tokenizer: Any, cfg: Any, mode: str | None = N
     mode = mode or cfg.EVIDENCE_MODE
     evidence = evidence if evidence is not None else evidence_from_cfg(example, tokenizer, cfg, mode)
     return build_prompt(example, tokenizer, cfg.PROMPT_TOKEN_BUDGET, cfg.FEW_SHOT_EXAMPLE, mode, cfg.PROMPT_INSTRUCTIONS, evidence)
-
-
-# --- SFT targets --------------------------------------------------------------------------
-
-
-def _program_numbers(program: str) -> list[float]:
-    """The literal numbers a program uses (not #refs, constants or row names)."""
-    try:
-        steps = split_steps(tokenize(program)[:-1])
-    except ProgramError:
-        return []
-    numbers = []
-    for op, arg1, arg2 in steps:
-        for arg in (arg2,) if op in TABLE_OPS else (arg1, arg2):
-            if "#" in arg or "const" in arg:
-                continue
-            number = str_to_num(arg)
-            if number is not None:
-                numbers.append(number)
-    return numbers
-
-
-def _same_number(left: float | None, right: float) -> bool:
-    return left is not None and abs(left - right) <= 1e-9 * max(1.0, abs(right))
-
-
-def _cite_table_row(table: Sequence[Sequence[str]], index: int, numbers: Sequence[float], whole_row: bool) -> str | None:
-    """'revenue is 5829 in 2008 and 5735 in 2007': the cells the program uses (all for table ops)."""
-    if index >= len(table) or not table[index]:
-        return None
-    row, header = table[index], table[0] if table else []
-    cells = []
-    for column in range(1, len(row)):
-        cell = str(row[column]).strip()
-        if whole_row or any(_same_number(cell_to_num(cell), number) for number in numbers):
-            label = str(header[column]).strip() if column < len(header) and index != 0 else ""
-            cells.append(f"{cell} in {label}" if label else cell)
-    if not cells:
-        return None
-    return f"{str(row[0]).strip() or 'the row'} is {' and '.join(cells)}"
-
-
-def _cite_sentence(sentence: str, numbers: Sequence[float], window: int = 6, max_words: int = 30) -> str | None:
-    """The words around the numbers the program uses (all of them when close), so the citation stays short."""
-    words = sentence.split()
-    hits = [
-        position
-        for position, word in enumerate(words)
-        if any(_same_number(cell_to_num(word.strip(".;:")), number) for number in numbers)
-    ]
-    if not hits:
-        return None
-    last = hits[-1] if hits[-1] - hits[0] + 2 * window <= max_words else hits[0]
-    start, end = max(0, hits[0] - window), min(len(words), last + window)
-    return " ".join(words[start:end]).rstrip(" .,;")
-
-
-def _reasoning(example: Any) -> str:
-    """One sentence naming the evidence the gold program uses, from gold_inds."""
-    table = [list(row) for row in (getattr(example, "table", None) or [])]
-    sentences = report_sentences(example)
-    numbers = _program_numbers(example.program)
-    whole_row = any(op in example.program for op in TABLE_OPS)
-    table_facts, text_facts = [], []
-    for key in sorted(getattr(example, "gold_inds", {}) or {}, key=_fact_order):
-        kind, _, raw_index = key.partition("_")
-        if not raw_index.isdigit():
-            continue
-        index = int(raw_index)
-        if kind == "table":
-            table_facts.append(_cite_table_row(table, index, numbers, whole_row))
-        elif kind == "text" and index < len(sentences):
-            text_facts.append(_cite_sentence(sentences[index], numbers))
-    table_facts = [fact for fact in table_facts if fact]
-    text_facts = [fact for fact in text_facts if fact]
-    parts = []
-    if table_facts:
-        parts.append("From the table: " + "; ".join(table_facts) + ".")
-    if text_facts:
-        parts.append("From the text: " + "; ".join(f'"{fact}"' for fact in text_facts) + ".")
-    if not parts:
-        shown = ", ".join(format_value(number) for number in numbers)
-        return f"The calculation uses {shown}." if shown else "The calculation follows from the report."
-    return " ".join(parts)
-
-
-def _fact_order(key: str) -> tuple[str, int]:
-    kind, _, raw_index = key.partition("_")
-    return (kind, int(raw_index) if raw_index.isdigit() else 0)
-
-
-def format_target(example: Any, style: str = "reasoning") -> str:
-    """The SFT assistant text: the gold program and its value, after a sentence citing the gold
-    evidence when ``style`` is "reasoning" (SFT_TARGET)."""
-    if style not in TARGET_STYLES:
-        raise ValueError(f"target style must be one of {TARGET_STYLES}, got {style!r}")
-    answer = format_value(execute(example.program, example.table))
-    program_lines = f"Program: {example.program}\nAnswer: {answer}"
-    return f"{_reasoning(example)}\n{program_lines}" if style == "reasoning" else program_lines

@@ -4,7 +4,7 @@ Two formats, detected from the content:
 
 * FinQA's official prediction format: a JSON list of ``{"id": ..., "predicted": [tokens..., "EOF"]}``.
   Scored exactly as the official ``evaluate.py``: execution accuracy (the executed tokens equal
-  ``exe_ans``) and program accuracy (``equal_program``); lenient accuracy is the lenient check
+  ``exe_ans``) and program accuracy (``equivalence.equal_program``); lenient accuracy is the lenient check
   (``scoring.compare``) on the executed value.
 * Free-text completions: JSONL (or a JSON list) of ``{"id": ..., "completion": "..."}``, scored with
   ``scoring.score_completion``: execution accuracy (strict) and lenient accuracy.
@@ -21,7 +21,7 @@ script divides by the number of predictions. The summary (``score_file``'s first
 * ``duplicate_count`` and ``duplicate_ids``: a repeated id keeps its first row;
 * ``program_compare_notes`` (official format only): how many program verdicts were not the
   official symbolic comparison's, almost always a size bound on a long prediction (each such
-  verdict says why in its ``program_compare_note``; see ``programs.compare_programs``).
+  verdict says why in its ``program_compare_note``; see ``equivalence.compare_programs``).
 
 Every id / line-number list holds at most ``MAX_LISTED`` entries; the counts are complete.
 Nothing in the file can crash scoring. A file in neither format, or one in which no id belongs
@@ -34,7 +34,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from finreason import scoring, stats
+from finreason import console, scoring, stats
 from finreason.data import DataError
 from finreason.errors import FinReasonError
 
@@ -239,8 +239,7 @@ def format_summary_table(summary: dict[str, Any]) -> str:
     if data:
         kind = "full release" if data.get("full_release") else "SUBSET"
         rows.append(("data", f"{data.get('source')} ({kind}) {data.get('location')}"))
-    width = max(len(label) for label, _ in rows)
-    lines = [f"{label:<{width}}  {value}" for label, value in rows]
+    lines = [console.table(rows, ("field", "value"), left=("field", "value"))]
     unknown = summary.get("unknown_ids") or []
     if unknown:
         lines.append(f"unknown ids: {', '.join(map(str, unknown[:10]))}{' ...' if len(unknown) > 10 else ''}")

@@ -88,7 +88,7 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
-from finreason import programs
+from finreason import equivalence, programs
 from finreason.programs import ProgramError
 
 # Completions are a few hundred tokens; these bounds only keep hostile input cheap.
@@ -606,8 +606,8 @@ def has_parseable_answer(completion: Any, table: Sequence[Sequence[str]] | None 
 def official_prediction_verdict(predicted_tokens: Any, example: Any) -> tuple[bool, bool, str | None]:
     """FinQA's official (execution accuracy, program accuracy) for one token-list prediction, and
     a note saying why program accuracy was decided by a bound rather than the official symbolic
-    comparison (None when the official comparison decided). ``programs.compare_programs`` keeps
-    sympy to expressions of at most ``programs.MAX_EQUAL_PROGRAM_NODES`` nodes and proves wrong
+    comparison (None when the official comparison decided). ``equivalence.compare_programs`` keeps
+    sympy to expressions of at most ``equivalence.MAX_EQUAL_PROGRAM_NODES`` nodes and proves wrong
     programs unequal without it, so any prediction, however long, scores in milliseconds to a
     few tenths of a second. Never raises."""
     if not isinstance(predicted_tokens, (list, tuple)) or not all(isinstance(t, str) for t in predicted_tokens):
@@ -625,7 +625,7 @@ def official_prediction_verdict(predicted_tokens: Any, example: Any) -> tuple[bo
     else:
         exe_correct = executed == gold
     try:
-        comparison = programs.compare_programs(programs.tokenize(gold_program), list(predicted_tokens))
+        comparison = equivalence.compare_programs(programs.tokenize(gold_program), list(predicted_tokens))
     except _EXECUTION_ERRORS as error:
         return exe_correct, False, f"program comparison failed: {str(error) or type(error).__name__}"
     return exe_correct, comparison.equal, comparison.reason

@@ -44,6 +44,12 @@ def tiny_loaded(tiny_qwen2_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def finqa(tmp_path_factory):
+    """Every split of the vendored subset: an empty cache folder and no download pin the source."""
+    return data.load_finqa(cache_dir=str(tmp_path_factory.mktemp("no_cache")), download=False, verbose=False)
+
+
+@pytest.fixture(scope="session")
 def dev_examples():
     cfg = resolve_config(["--PROFILE=cpu", "--DOWNLOAD_DATA=false"])
     return data.load_from_config(cfg, splits=("dev",), verbose=False)["dev"]

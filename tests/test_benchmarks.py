@@ -1,5 +1,5 @@
-"""The learning benchmark's plumbing on a tiny random model: every stage runs through the real
-scripts and the JSON has the keys the README and the issue name (the numbers mean nothing here)."""
+"""The benchmarks' plumbing on a tiny random model (every stage through the real scripts, in every
+documented configuration), and their arithmetic on numbers made up to tell right from wrong."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ import json
 
 import pytest
 
+from finreason import evaluation
+from finreason.configuration import resolve_config
+from finreason.layout import Layout
 from helpers import load_script
 
 REQUIRED = (
@@ -16,30 +19,87 @@ REQUIRED = (
 )
 
 
+@pytest.fixture(scope="module")
+def cpu_learning():
+    return load_script("benchmarks/cpu_learning.py")
+
+
+@pytest.fixture(scope="module")
+def sft_ablation():
+    return load_script("benchmarks/sft_ablation.py")
+
+
 @pytest.mark.slow
-def test_cpu_learning_runs_every_stage_and_reports(tiny_qwen2_dir, tmp_path, capsys):
-    bench = load_script("benchmarks/cpu_learning.py")
-    result = bench.main([
+@pytest.mark.parametrize(
+    ("difficulty_filter", "sampled_by"),
+    [
+        ("true", "the filter"),  # the default: the filter's own samples are the fixed set's "before"
+        ("false", "the benchmark"),  # documented too: no filter report counts, so the benchmark samples "before" itself
+    ],
+)
+def test_cpu_learning_runs_every_stage_and_reports(cpu_learning, tiny_qwen2_dir, tmp_path, capsys, difficulty_filter, sampled_by):
+    result = cpu_learning.main([
         "--dev", "2", "--fixed-set", "3", "--grpo-steps", "1", f"--OUTPUT_DIR={tmp_path}", f"--MODEL_NAME={tiny_qwen2_dir}", "--DOWNLOAD_DATA=false",
         "--SFT_TRAIN_LIMIT=4", "--SFT_MAX_STEPS=1", "--SFT_GRAD_ACCUM=1", "--NUM_GENERATIONS=2", "--GRPO_BATCH_SIZE=2",
         "--GRPO_GRAD_ACCUM=1", "--GRPO_MAX_NEW_TOKENS=4", "--MAX_NEW_TOKENS=4", "--PROMPT_TOKEN_BUDGET=64",
-        "--BOOTSTRAP_SAMPLES=20",
+        "--BOOTSTRAP_SAMPLES=20", f"--DIFFICULTY_FILTER={difficulty_filter}",
     ])
     for key in REQUIRED:
         assert key in result, key
-    assert result["n"] == 2 and result["evidence_mode"] == "gold"  # the cpu profile's setting, labelled
-    assert result["fixed_set"]["questions"] == 3
+    run = Layout(tmp_path / "bench" / "cpu_learning" / "gold")
+    report = json.loads(run.difficulty_report.read_text(encoding="utf-8"))
+    assert report["enabled"] is (difficulty_filter == "true")
+    # the fixed set is the first 3 training questions, sampled with the SFT weights (whoever sampled them)
+    assert result["fixed_set"]["questions"] == 3 and result["grpo_fixed_set_reward_before"] is not None
+    sampled = [json.loads(line) for line in run.difficulty_samples.read_text(encoding="utf-8").splitlines()]
+    assert len(sampled) == 3, sampled_by
+    # n is the number of dev questions every stage answered, as recorded on disk
+    assert result["n"] == len(evaluation.read_stage(run, "grpo")) == 2
+    assert result["evidence_mode"] == "gold"  # the cpu profile's setting, labelled
     assert set(result["timings"]) == {"format", "zero_shot", "sft", "grpo_train", "grpo_eval", "fixed_set_after"}
     assert all(result["timings"][stage]["peak_rss_gb"] > 0 for stage in ("zero_shot", "sft", "grpo_train"))
-    saved = json.loads((tmp_path / "bench" / "cpu_learning.json").read_text())
-    assert saved == json.loads((tmp_path / "bench" / "cpu_learning_gold.json").read_text())
+    # each evidence mode keeps its own file, named after the mode its numbers came from
+    assert json.loads((tmp_path / "bench" / "cpu_learning_gold.json").read_text())["evidence_mode"] == "gold"
+    assert not (tmp_path / "bench" / "cpu_learning_retrieved.json").exists()
     assert "cpu_learning: n=2 dev questions, GOLD facts only" in capsys.readouterr().out
 
 
+FULL = {
+    "sft_strict": 0.20, "zero_shot_strict": 0.05, "grpo_strict": 0.22, "p_value": 0.001, "grpo_mixed_group_share": 0.5,
+    "grpo_fixed_set_reward_before": 0.10, "grpo_fixed_set_reward_after": 0.20, "grpo_fixed_set_p_value": 0.01,
+}
+
+
+@pytest.mark.parametrize(
+    ("changes", "met"),
+    [
+        ({}, {"sft_gain", "sft_at_least_14_percent", "sft_p_value", "mixed_group_share", "fixed_set_not_lower",
+              "fixed_set_significantly_higher", "grpo_within_3_points_of_sft", "grpo_not_below_sft", "grpo_above_sft"}),  # every target met
+        ({key: None for key in FULL}, set()),  # nothing measured: nothing met
+        ({"grpo_fixed_set_reward_before": None, "grpo_fixed_set_reward_after": None}, {
+            "sft_gain", "sft_at_least_14_percent", "sft_p_value", "mixed_group_share", "grpo_within_3_points_of_sft",
+            "grpo_not_below_sft", "grpo_above_sft"}),  # no fixed-set numbers: neither fixed-set target is met
+        ({"grpo_strict": None}, {"sft_gain", "sft_at_least_14_percent", "sft_p_value", "mixed_group_share",
+                                 "fixed_set_not_lower", "fixed_set_significantly_higher"}),  # no GRPO evaluation: no GRPO-vs-SFT target
+        ({"grpo_mixed_group_share": None, "p_value": None}, {
+            "sft_gain", "sft_at_least_14_percent", "fixed_set_not_lower", "fixed_set_significantly_higher",
+            "grpo_within_3_points_of_sft", "grpo_not_below_sft", "grpo_above_sft"}),  # no GRPO steps logged, no p-value
+        ({"grpo_strict": 0.16}, {"sft_gain", "sft_at_least_14_percent", "sft_p_value", "mixed_group_share", "fixed_set_not_lower",
+                                 "fixed_set_significantly_higher"}),  # GRPO 4 points below SFT: over the 3-point bound
+        ({"grpo_fixed_set_p_value": 0.2, "grpo_fixed_set_reward_after": 0.10}, {
+            "sft_gain", "sft_at_least_14_percent", "sft_p_value", "mixed_group_share", "fixed_set_not_lower",
+            "grpo_within_3_points_of_sft", "grpo_not_below_sft", "grpo_above_sft"}),  # unchanged fixed set: not lower, not higher
+    ],
+)
+def test_cpu_learning_targets_need_their_numbers(cpu_learning, changes, met):
+    flags = cpu_learning.targets_met({**FULL, **changes})
+    assert {name for name, ok in flags.items() if ok} == met
+    assert all(ok is True or ok is False for ok in flags.values())  # plain booleans in the JSON, never None
+
+
 @pytest.mark.slow
-def test_sft_ablation_runs_the_four_combinations(tiny_qwen2_dir, tmp_path, capsys):
-    bench = load_script("benchmarks/sft_ablation.py")
-    result = bench.main([
+def test_sft_ablation_runs_the_four_combinations(sft_ablation, tiny_qwen2_dir, tmp_path, capsys):
+    result = sft_ablation.main([
         "--dev", "2", f"--OUTPUT_DIR={tmp_path}", f"--MODEL_NAME={tiny_qwen2_dir}", "--DOWNLOAD_DATA=false",
         "--SFT_TRAIN_LIMIT=2", "--SFT_MAX_STEPS=1", "--SFT_GRAD_ACCUM=1", "--GRPO_TRAIN_LIMIT=1", "--MAX_NEW_TOKENS=4",
         "--LORA_R=2", "--LORA_ALPHA=4", "--BOOTSTRAP_SAMPLES=10",
@@ -47,7 +107,31 @@ def test_sft_ablation_runs_the_four_combinations(tiny_qwen2_dir, tmp_path, capsy
     combos = result["combinations"]
     assert set(combos) == {"full_program", "lora_program", "full_reasoning", "lora_reasoning"}
     assert combos["lora_program"]["learning_rate"] == 1e-3 and combos["full_program"]["learning_rate"] == 1e-4
-    assert combos["full_program"]["p_value_vs_full_program"] == 1.0  # itself
+    for combo in combos:  # each combination's n and accuracy are its own records' on disk
+        records = evaluation.read_stage(Layout(tmp_path / "bench" / "sft_ablation" / combo), "sft")
+        assert len(records) == result["n"] == 2
+        assert combos[combo]["strict"] == sum(bool(r["strict"]) for r in records.values()) / 2
     assert (tmp_path / "bench" / "sft_ablation" / "full_program" / "sft" / "model" / "config.json").is_file()
     assert (tmp_path / "bench" / "sft_ablation" / "lora_reasoning" / "sft" / "adapter" / "adapter_config.json").is_file()
     assert "sft_ablation: n=2 dev questions, gold evidence" in capsys.readouterr().out
+
+
+def _records(flags):
+    return {f"q{i}": {"strict": flag} for i, flag in enumerate(flags)}
+
+
+def test_sft_ablation_compares_every_combination_with_full_program(sft_ablation):
+    row = {"finetune": "full", "target": "program", "settings": [], "learning_rate": 1e-4, "seconds": 1.0, "peak_rss_gb": 1.0,
+           "weights_sha256": "x"}
+    rows = {
+        "full_program": {**row, "records": _records([True] * 10)},  # the reference: all 10 right
+        "lora_program": {**row, "records": _records([False] * 10)},  # all 10 wrong: 10 discordant pairs, p = 2 / 2**10
+        "full_reasoning": {**row, "records": {**_records([True] * 9 + [False]), "extra": {"strict": True}}},  # an id the others lack
+    }
+    result = sft_ablation.compare(rows, resolve_config(["--PROFILE=cpu", "--BOOTSTRAP_SAMPLES=10"]))
+    combos = result["combinations"]
+    assert result["n"] == 10  # only the ids every combination answered
+    assert [combos[c]["strict"] for c in rows] == [1.0, 0.0, 0.9]
+    assert combos["full_program"]["p_value_vs_full_program"] == 1.0  # no discordant pair with itself
+    assert combos["lora_program"]["p_value_vs_full_program"] == pytest.approx(2 / 2 ** 10)
+    assert combos["full_reasoning"]["p_value_vs_full_program"] == 1.0  # one discordant pair: 2 x 1/2, capped at 1

@@ -20,9 +20,29 @@ def test_main_passes_here_and_writes_json(tmp_path, check_env, capsys):
     assert saved["ok"] is True
     assert saved["provenance"]["profile"] == "cpu"
     assert saved["packages"]["torch"]
-    assert saved["bnb_4bit"] is True  # bitsandbytes NF4 runs a real matmul on this CPU
     assert saved["memory_estimate_gb"]["peak"] > 0
     assert "memory estimate" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("importable", "works", "detail"),
+    [
+        (True, True, "NF4 matmul on cpu runs"),  # bitsandbytes installed: a real NF4 matmul runs here
+        (False, False, "import failed"),  # bitsandbytes cannot be imported: reported, a warning for the cpu profile
+    ],
+)
+def test_4bit_check(tmp_path, check_env, monkeypatch, capsys, importable, works, detail):
+    import importlib.util
+    import sys
+
+    if importable and importlib.util.find_spec("bitsandbytes") is None:
+        pytest.skip("bitsandbytes is not installed on this machine: there is no NF4 matmul to check")
+    if not importable:
+        monkeypatch.setitem(sys.modules, "bitsandbytes", None)
+    assert check_env.main([f"--OUTPUT_DIR={tmp_path}", "--PROFILE=cpu"]) == 0  # the cpu profile does not need 4-bit
+    saved = json.loads((tmp_path / "check_env.json").read_text())
+    assert saved["bnb_4bit"] is works
+    assert detail in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

@@ -141,6 +141,8 @@ def test_help_exits_0(capsys):
         (["--EVIDENCE_MODE=oracle"], "retrieved | gold"),  # two modes only
         (["--FINETUNE=full", "--LOAD_IN_4BIT=true"], "cannot be 4-bit"),  # full fine-tuning needs real weights
         (["--APP_HOST="], "--APP_HOST must be non-empty"),  # the app must bind somewhere
+        (["--REWARD_MAX_ERROR_SHARE=1.5"], "--REWARD_MAX_ERROR_SHARE must be 0 <= x <= 1"),  # a share above all rewards
+        (["--REWARD_MAX_ERROR_SHARE=-0.1"], "--REWARD_MAX_ERROR_SHARE must be 0 <= x <= 1"),  # a negative share
     ],
 )
 def test_out_of_range_values_are_refused(overrides, message):
@@ -157,6 +159,8 @@ def test_out_of_range_values_are_refused(overrides, message):
         ["--LORA_DROPOUT=0"],  # no dropout
         ["--DATA_DIR="],  # "" = find the data automatically
         ["--NUM_GENERATIONS=8", "--GRPO_BATCH_SIZE=8"],  # 8 x 2 completions: two groups of 8
+        ["--REWARD_MAX_ERROR_SHARE=0"],  # the first reward that raises stops the run
+        ["--REWARD_MAX_ERROR_SHARE=1"],  # reward errors are counted but never stop the run
     ],
 )
 def test_edge_values_inside_the_range_are_accepted(overrides):

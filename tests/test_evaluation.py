@@ -132,10 +132,10 @@ def test_garbage_completion_is_wrong_not_a_crash(completion, dev_examples):
 
 
 def test_gold_style_completion_is_right(dev_examples):
-    from finreason import prompts
+    from finreason import trainset
 
     example = dev_examples[0]
-    record = evaluation.score_record(example, prompts.format_target(example), rel_tol=0.01)
+    record = evaluation.score_record(example, trainset.format_target(example), rel_tol=0.01)
     assert record["strict"] and record["source"] == "program" and record["program_correct"] is True
     assert record["program_note"] is None  # the official comparison decided
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -57,7 +58,7 @@ def test_writes_the_three_files_and_manifest(script, tmp_path, gguf_tokenizer):
     assert manifest["self_check"]["strict_correct"] == 12
     assert "provenance" in manifest and manifest["tokenizer"]["model_name"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
     for row in grpo:
-        assert row["gold"] in ("yes", "no") or float(row["gold"]) == float(row["gold"])
+        assert row["gold"] in ("yes", "no") or math.isfinite(float(row["gold"]))  # a number, never nan or inf
         assert score_completion(f"Program: x\nAnswer: {row['gold']}", row["gold"], row["table"]).strict
     first = sft[0]
     assert first["completion"].splitlines()[-2].startswith("Program: ")
@@ -81,7 +82,7 @@ def test_prompts_match_the_shared_builder(script, tmp_path, gguf_tokenizer, sett
     example = load_finqa(data_dir=str(data_dir), splits=("train",), verbose=False)["train"][0]
     row = next(read_jsonl(tmp_path / "out" / "data" / "sft_train.jsonl"))
     assert row["prompt"] == prompts.prompt_from_cfg(example, gguf_tokenizer, cfg)
-    assert row["completion"] == prompts.format_target(example, cfg.SFT_TARGET)
+    assert row["completion"] == trainset.format_target(example, cfg.SFT_TARGET)
     assert manifest["prompt"]["evidence_mode"] == cfg.EVIDENCE_MODE and manifest["sft_target"] == cfg.SFT_TARGET
 
 

@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+# A subprocess per row (about 12 s in all on 2 cores): `make test-all` and CI, not `make test`;
+# the one-line exit itself is also checked in-process (helpers.run_script) in the fast suite.
+pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 COMMON = ["--PROFILE=cpu", "--DOWNLOAD_DATA=false"]
 

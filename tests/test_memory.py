@@ -9,6 +9,7 @@ import pytest
 
 from finreason import measure, memory
 from finreason.configuration import resolve_config
+from finreason.layout import Layout
 from helpers import load_script, tiny_overrides
 
 PROBE_SETTINGS = (
@@ -31,7 +32,8 @@ def test_probe_measures_a_tiny_model_and_writes_nothing_under_training_folders(t
     # 40 rows at batch 1 x 2 for 2 epochs = 40 optimizer steps; GRPO_MAX_STEPS as configured
     assert probe["projected_sft_steps"] == 40 and probe["projected_grpo_steps"] == 10
     assert probe["projected_sft_s"] == pytest.approx(probe["sft_step_s"] * 40, rel=0.05, abs=1)
-    assert sorted(path.name for path in out.iterdir()) == ["check_env.json"]  # no sft/, grpo/, checkpoints
+    # no sft/, grpo/, checkpoints: only the report, and the fact ranker's cache that retrieved prompts need
+    assert sorted(path.name for path in out.iterdir()) == sorted(["check_env.json", Layout(out).retriever_dir.name])
     assert "memory probe" in capsys.readouterr().out
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import builtins
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from finreason import evaluation, generation, models, prompts
+from finreason import evaluation, generation, models, trainset
 from finreason.configuration import resolve_config
 from helpers import build_tiny_qwen2, run_script, tiny_overrides
 
@@ -58,6 +59,50 @@ def test_resolve_model_path_refuses_clearly(make, message, tmp_path, monkeypatch
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     with pytest.raises(models.ModelError, match=message):
         models.resolve_model_path(make(tmp_path), str(tmp_path / "out"))
+
+
+# A fresh process with no network: every host lookup fails and is recorded. The first is the hub
+# probe; any later one means a hub library tried the network although the hub was unreachable.
+NETWORK_PROBE = """
+import json, socket, sys
+lookups = []
+def no_network(host, *args, **kwargs):
+    lookups.append(str(host))
+    if len(lookups) == 1:
+        raise socket.gaierror(socket.EAI_NONAME, "no network in this test")
+    raise RuntimeError(f"a network call to {host} after the hub was found unreachable")  # not retried: fails fast
+socket.getaddrinfo = no_network
+for step in sys.argv[1:]:
+    if step == "parse_args":
+        from finreason import configuration
+        configuration.parse_args("probe", ["--PROFILE=cpu", "--quiet"])
+    else:
+        import transformers
+from transformers import AutoConfig
+try:
+    AutoConfig.from_pretrained("finreason-tests/no-such-model")
+except Exception as error:
+    outcome = type(error).__name__
+print(json.dumps({"lookups": lookups, "outcome": outcome}))
+"""
+
+
+@pytest.mark.parametrize(
+    ("order", "only_the_probe"),
+    [
+        (["parse_args", "transformers"], True),  # a script's order: decided before the import, the probe is the only lookup
+        (["transformers", "parse_args"], False),  # decided after the hub import (the old bug): the library tries the network
+    ],
+)
+def test_no_network_call_after_the_hub_is_found_unreachable(tmp_path, order, only_the_probe):
+    env = {key: value for key, value in os.environ.items() if key not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env["HF_HOME"] = str(tmp_path / "hf")  # an empty cache: nothing to find locally
+    done = subprocess.run([sys.executable, "-c", NETWORK_PROBE, *order], capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["lookups"][0] == "huggingface.co"
+    assert (len(seen["lookups"]) == 1) is only_the_probe
+    assert seen["outcome"] == "OSError"  # either way the model is reported missing, not a crash
 
 
 def test_local_folder_loads_with_left_padding(tiny_loaded, tiny_qwen2_dir):
@@ -209,7 +254,7 @@ def test_whole_model_of_another_base_is_refused(tiny_cfg, tiny_qwen2_dir, tmp_pa
 
 def test_score_cli_round_trip(tmp_path, dev_examples):
     examples = dev_examples[:4]
-    rows = [{"id": e.id, "completion": prompts.format_target(e)} for e in examples[:3]]
+    rows = [{"id": e.id, "completion": trainset.format_target(e)} for e in examples[:3]]
     rows.append({"id": examples[3].id, "completion": "I am not sure."})  # garbage: wrong, no crash
     predictions = tmp_path / "completions.jsonl"
     predictions.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")

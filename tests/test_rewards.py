@@ -1,4 +1,4 @@
-"""GRPO reward functions: TRL signature, the evaluation's correctness check, never raising."""
+"""GRPO reward functions: TRL signature, the evaluation's correctness check, and reward errors counted, shown and bounded."""
 
 from __future__ import annotations
 
@@ -84,10 +84,12 @@ def test_missing_columns_score_zero_not_raise():
     ],
 )
 def test_reward_functions_and_weights(overrides, weights):
+    from trl.trainer.utils import get_callable_name
+
     funcs, got = rewards.reward_functions(resolve_config(overrides))
     assert got == weights
-    # distinct __name__s: TRL logs rewards/<name>/mean per function
-    assert [f.__name__ for f in funcs] == ["correctness_reward", "format_reward"]
+    # distinct names as TRL reads them: it logs rewards/<name>/mean per function
+    assert [get_callable_name(f) for f in funcs] == ["correctness_reward", "format_reward"]
 
 
 @pytest.mark.parametrize(
@@ -123,10 +125,82 @@ def test_correctness_logs_its_own_zero_variance_share(completions, prompts, shar
     logged = {}
     n = len(completions)
     rewards.correctness_reward(completions, gold=[GOLD_CHANGE] * n, table=[TABLE] * n, prompts=prompts, log_metric=logged.__setitem__)
-    assert logged == {"correctness_zero_variance_share": share, "correctness_mixed_group_share": 1.0 - share}
+    assert logged == {"correctness_zero_variance_share": share, "correctness_mixed_group_share": 1.0 - share,
+                      "rewards/correctness_reward/errors": 0.0}
 
 
-def test_no_metric_without_prompts():
+def test_no_group_metric_without_prompts():
     logged = {}
     rewards.correctness_reward(["Answer: 0.2"], gold=[GOLD_CHANGE], table=[TABLE], log_metric=logged.__setitem__)
-    assert logged == {}
+    assert logged == {"rewards/correctness_reward/errors": 0.0}
+
+
+# --- a scorer that raises: counted, shown once, and a run with too many stops ------------------
+
+
+def broken_scorer(*args, **kwargs):
+    raise ZeroDivisionError("a bug in the scorer")
+
+
+@pytest.mark.parametrize(
+    ("max_share", "stops"),
+    [
+        (0.0, True),  # no error allowed: the first call that raises stops the run
+        (0.5, True),  # every evaluation raises: 100% is over half at the first call
+        (1.0, False),  # 1 = never stop: every call still scores 0 and counts its errors
+    ],
+)
+def test_a_raising_scorer_is_counted_shown_once_and_bounded(monkeypatch, caplog, max_share, stops):
+    monkeypatch.setattr(scoring, "score_completion", broken_scorer)
+    monkeypatch.setattr(scoring, "has_parseable_answer", broken_scorer)
+    funcs, _ = rewards.reward_functions(resolve_config([f"--REWARD_MAX_ERROR_SHARE={max_share}"]))
+    logged = []
+
+    def call(func):
+        return func(["Answer: 0.2", "Answer: 1"], gold=[GOLD_CHANGE] * 2, table=[TABLE] * 2,
+                    log_metric=lambda name, value: logged.append((name, value)))
+
+    if stops:
+        with pytest.raises(rewards.RewardError, match="2 of 2 reward evaluations raised .*ZeroDivisionError: a bug in the scorer"):
+            call(funcs[0])
+        assert logged == [("rewards/correctness_reward/errors", 2.0)]
+    else:
+        for _ in range(3):
+            assert [call(func) for func in funcs] == [[0.0, 0.0], [0.0, 0.0]]
+        assert logged.count(("rewards/correctness_reward/errors", 2.0)) == 3
+        assert logged.count(("rewards/format_reward/errors", 2.0)) == 3
+    # the first error's traceback is shown once, however many follow
+    tracebacks = [record for record in caplog.records if record.exc_info]
+    assert len(tracebacks) == 1 and "ZeroDivisionError: a bug in the scorer" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("raising", "max_share", "stops"),
+    [
+        ([True, False, False, False], 0.25, False),  # 1 of 4 is exactly the share allowed: not more
+        ([True, True, False, False], 0.25, True),  # 2 of 4 is more than a quarter
+        ([False, False, False, False], 0.0, False),  # nothing raised: even a zero share never stops
+    ],
+)
+def test_the_share_is_over_every_evaluation_so_far(raising, max_share, stops):
+    errors = rewards.RewardErrors(max_share)
+
+    def score_one(index, completion):
+        if raising[index]:
+            raise ValueError("boom")
+        return True
+
+    if stops:
+        with pytest.raises(rewards.RewardError, match=r"2 of 4 reward evaluations raised \(50.0%"):
+            errors.scores("r", ["c"] * 4, score_one)
+    else:
+        assert errors.scores("r", ["c"] * 4, score_one) == [0.0 if r else 1.0 for r in raising]
+    assert (errors.raised, errors.evaluated) == (sum(raising), 4)
+
+
+def test_without_a_run_counter_a_call_counts_its_own_errors(monkeypatch):
+    # difficulty sampling and tests call the reward directly: errors still show in the metric
+    monkeypatch.setattr(scoring, "score_completion", broken_scorer)
+    logged = {}
+    assert rewards.correctness_reward(["Answer: 0.2"] * 3, gold=[GOLD_CHANGE] * 3, log_metric=logged.__setitem__) == [0.0] * 3
+    assert logged["rewards/correctness_reward/errors"] == 3.0

@@ -1,13 +1,10 @@
 """score_completion: the one correctness check, on taught, sloppy and hostile completions."""
 
-import time
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from finreason import scoring
-from finreason.data import load_finqa
+from finreason import equivalence, scoring
 from finreason.programs import format_value, tokenize
 from finreason.scoring import (
     has_parseable_answer,
@@ -20,12 +17,6 @@ from finreason.scoring import (
 
 GOLD = 0.01639  # subtract(5829, 5735), divide(#0, 5735) = 94 / 5735 rounded to 5 decimals
 PROGRAM = "subtract(5829, 5735), divide(#0, 5735)"
-
-
-@pytest.fixture(scope="module")
-def finqa(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("no_cache")
-    return load_finqa(cache_dir=str(cache), download=False, verbose=False)
 
 
 @pytest.mark.parametrize(
@@ -118,12 +109,26 @@ def test_rel_tol(rel_tol, lenient):
     assert score_completion("Answer: 1.64", GOLD, None, rel_tol=rel_tol).lenient is lenient
 
 
-def test_hostile_megabyte_is_fast():
-    garbage = ("(#0, 1,2,3 Answer Program \\boxed{ " * 30_000)[:1_000_000]
-    start = time.perf_counter()
-    for completion in (garbage, "Answer:" * 150_000, "\n" * 1_000_000, "Answer: " + "9" * 1_000_000, garbage + "\nAnswer: 0.01639"):
-        score_completion(completion, GOLD, None)
-    assert time.perf_counter() - start < 5.0
+_GARBAGE = ("(#0, 1,2,3 Answer Program \\boxed{ " * 30_000)[:1_000_000]
+
+
+@pytest.mark.parametrize(
+    ("completion", "strict"),
+    [
+        (_GARBAGE, False),  # a megabyte of half-markers
+        ("Answer:" * 150_000, False),  # a million characters of empty answers
+        ("\n" * 1_000_000, False),  # a million blank lines
+        ("Answer: " + "9" * 1_000_000, False),  # one value a million digits long
+        (_GARBAGE + "\nAnswer: 0.01639", True),  # the last answer is still found after a megabyte
+    ],
+)
+def test_hostile_megabyte_is_scanned_within_the_bound(monkeypatch, completion, strict):
+    # A bound on work done, not a clock: the marker scan sees at most MAX_SCAN_CHARS characters.
+    scanned = []
+    real = scoring._markers
+    monkeypatch.setattr(scoring, "_markers", lambda text: scanned.append(len(text)) or real(text))
+    assert score_completion(completion, GOLD, None).strict is strict
+    assert scanned and max(scanned) <= scoring.MAX_SCAN_CHARS
 
 
 @pytest.mark.parametrize(
@@ -202,24 +207,27 @@ def test_has_parseable_answer(completion, table, expected):
 
 
 @pytest.mark.parametrize(
-    "predicted, expected",
+    "predicted, expected, sympy_calls",
     [
-        (tokenize("multiply(351, const_m1), add(#0, 538)"), (True, True)),  # the gold tokens
-        (tokenize("multiply(const_m1, 351), add(538, #0)"), (True, True)),  # symbolically the gold program
-        (tokenize("add(187, const_0)"), (True, False)),  # right value, arguments not from the gold program
-        (tokenize("multiply(351, const_m1), subtract(#0, 538)"), (False, False)),  # wrong program
-        (tokenize("add(351, 538), " + ", ".join(f"multiply(#{i}, #{i})" for i in range(12))), (False, False)),  # 2**12-node tree: refused before sympy
-        (["EOF"], (False, False)),  # empty program
-        ("multiply(351, const_m1), add(#0, 538)", (False, False)),  # a string, not a token list
-        ([1, 2, 3], (False, False)),  # not tokens
-        (None, (False, False)),  # nothing
+        (tokenize("multiply(351, const_m1), add(#0, 538)"), (True, True), 0),  # the gold tokens: identical, no sympy
+        (tokenize("multiply(const_m1, 351), add(538, #0)"), (True, True), 1),  # symbolically the gold program: sympy decides
+        (tokenize("add(187, const_0)"), (True, False), 0),  # right value, arguments not from the gold program
+        (tokenize("multiply(351, const_m1), subtract(#0, 538)"), (False, False), 0),  # wrong program: the numeric pre-check decides
+        (tokenize("add(351, 538), " + ", ".join(f"multiply(#{i}, #{i})" for i in range(12))), (False, False), 0),  # 2**12-node tree: refused before sympy
+        (["EOF"], (False, False), 0),  # empty program
+        ("multiply(351, const_m1), add(#0, 538)", (False, False), 0),  # a string, not a token list
+        ([1, 2, 3], (False, False), 0),  # not tokens
+        (None, (False, False), 0),  # nothing
     ],
 )
-def test_score_official_prediction(finqa, predicted, expected):
+def test_score_official_prediction(finqa, monkeypatch, predicted, expected, sympy_calls):
+    # A bound on work done, not a clock: sympy, the one costly step, runs only where it must.
+    calls = []
+    real = equivalence._symbolic_equal
+    monkeypatch.setattr(equivalence, "_symbolic_equal", lambda *args: calls.append(args) or real(*args))
     example = {e.id: e for e in finqa["dev"]}["SWKS/2006/page_81.pdf-1"]
-    start = time.perf_counter()
     assert score_official_prediction(predicted, example) == expected
-    assert time.perf_counter() - start < 5.0
+    assert len(calls) == sympy_calls
 
 
 _SWKS_PADDED = "multiply(351, const_m1), add(#0, 538)" + "".join(f", add(#{k}, 538), subtract(#{k + 1}, 538)" for k in range(1, 40, 2))

@@ -287,6 +287,42 @@ def test_grpo_one_step_from_the_sft_adapter(sft_run, tiny_qwen2_dir, tmp_path):
     assert summary["train_rows"] == 4
 
 
+def broken_scorer(*args, **kwargs):
+    raise ZeroDivisionError("a bug in the scorer")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("max_share", "stops"),
+    [
+        ("0.05", True),  # every reward raises: the run stops with one line saying so
+        ("1", False),  # 1 = never stop: the run finishes, and its step log and summary count the errors
+    ],
+)
+def test_grpo_run_says_when_the_scorer_raises(sft_run, tiny_qwen2_dir, tmp_path, monkeypatch, capsys, max_share, stops):
+    from finreason import scoring
+
+    out = copy_run(sft_run[0], tmp_path / "run")
+    monkeypatch.setattr(scoring, "score_completion", broken_scorer)
+    monkeypatch.setattr(scoring, "has_parseable_answer", broken_scorer)
+    argv = common_args(out, tiny_qwen2_dir, "--GRPO_MAX_STEPS=1", "--DIFFICULTY_FILTER=false", f"--REWARD_MAX_ERROR_SHARE={max_share}")
+    if stops:
+        with pytest.raises(SystemExit) as exit_info:
+            run_script("05_train_grpo.py", argv)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 1
+        assert "05_train_grpo.py: error: 2 of 2 reward evaluations raised" in err and "ZeroDivisionError: a bug in the scorer" in err
+        assert err.count("Traceback") == 1  # the first error's, shown once
+        assert not (out / "grpo" / "adapter").exists()
+    else:
+        summary = GRPO.main(argv)
+        step = training.read_step_log(out / "grpo" / "step_log.jsonl")[0]
+        assert step["rewards/correctness_reward/errors"] == 2 and step["rewards/format_reward/errors"] == 2
+        assert summary["steps"][0]["reward_errors"] == 4
+        assert summary["reward_errors"]["raised"] == summary["reward_errors"]["evaluated"] == 4
+        assert "| reward evaluations that raised | 4 of 4 |" in (out / "grpo" / "adapter" / "README.md").read_text(encoding="utf-8")
+
+
 # --- every weight (FINETUNE=full) on gold facts: the cpu profile's path ----------------------------
 
 
