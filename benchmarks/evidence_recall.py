@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from finreason import console, data, offline_tokenizers, prompts, retrieval, storage
+from finreason import console, data, offline_tokenizers, prompts, retrieval, storage, trainset
 from finreason.configuration import ConfigError, parse_args
 from finreason.layout import Layout
 from finreason.programs import ProgramError
@@ -114,7 +114,7 @@ def sequence_tokens(example: data.Example, tokenizer: Any, cfg: Any, evidence: p
     """Tokens of the whole SFT row this evidence makes (chat prompt + SFT_TARGET target), which
     sizes MAX_SEQ_LEN, activation memory and step time; None when the gold program cannot run."""
     try:
-        target = prompts.format_target(example, cfg.SFT_TARGET)
+        target = trainset.format_target(example, cfg.SFT_TARGET)
     except ProgramError:
         return None
     prompt = prompts.build_prompt(example, tokenizer, cfg.PROMPT_TOKEN_BUDGET, cfg.FEW_SHOT_EXAMPLE, "retrieved",
