@@ -80,7 +80,7 @@ def main(argv=None) -> dict:
         "files": {"sft_train": where.sft_train.name, "sft_dev": where.sft_dev.name, "grpo_train": where.grpo_train.name},
         "counts": {"sft_train": len(sft_train), "sft_dev": len(sft_dev), "grpo_train": len(grpo_train)},
         "tokenizer": {"model_name": cfg.MODEL_NAME, "class": type(tokenizer).__name__},
-        "prompt": {"evidence_mode": cfg.EVIDENCE_MODE, "retriever": retrieval.describe(cfg) if cfg.EVIDENCE_MODE == "retrieved" else None,
+        "prompt": {"evidence_mode": cfg.EVIDENCE_MODE, "retriever": retrieval.used_by(cfg),
                    "token_budget": cfg.PROMPT_TOKEN_BUDGET, "instructions": cfg.PROMPT_INSTRUCTIONS,
                    "few_shot": cfg.FEW_SHOT_EXAMPLE},
         "sft_target": cfg.SFT_TARGET,

@@ -152,14 +152,14 @@ def evidence_frame(table: Sequence[Sequence[str]], rows: Sequence[int], gold_ids
 
 def fact_rows(example: Any, evidence: prompts.Evidence, gold_ids: set[str]) -> tuple[dict[str, list], dict[str, list]]:
     """The ranker's kept facts (rank, score, text) and the gold facts it missed, as st.dataframe columns."""
-    table, sentences = example.table, list(example.text)
     rank = {fact_id: position + 1 for position, fact_id in enumerate(evidence.ranking)}
+    facts = {fact.id: fact for fact in retrieval.facts_of(example)}
 
     def text_of(fact_id: str) -> str:
-        kind, _, index = fact_id.partition("_")
-        rows = table if kind == "table" else sentences
-        value = rows[int(index)] if index.isdigit() and int(index) < len(rows) else ""
-        return prompts.render_row(value) if kind == "table" else str(value)
+        fact = facts.get(fact_id)
+        if fact is None:
+            return ""
+        return prompts.render_row(example.table[fact.index]) if fact.kind == "table" else fact.body
 
     def columns(ids: Sequence[str]) -> dict[str, list]:
         ids = sorted(ids, key=lambda fact_id: rank.get(fact_id, len(rank) + 1))

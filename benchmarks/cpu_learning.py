@@ -164,7 +164,7 @@ def summarize(cfg: Any, where: Layout, before: dict[str, int], after: dict[str, 
     steps = [entry for entry in read_step_log(where.step_log("grpo")) if "correctness_mixed_group_share" in entry]
     mixed = [entry["correctness_mixed_group_share"] for entry in steps]
     acc = {stage: stats.rate(flags) for stage, flags in strict.items()}
-    retriever = retrieval.describe(cfg) if cfg.EVIDENCE_MODE == "retrieved" else None
+    retriever = retrieval.used_by(cfg)
     result = {
         "n": len(ids),
         "evidence_mode": cfg.EVIDENCE_MODE,

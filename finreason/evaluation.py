@@ -156,7 +156,7 @@ def evaluate(
         stage=stage,
         split=split,
         evidence_mode=cfg.EVIDENCE_MODE,
-        retriever=retrieval.describe(cfg) if cfg.EVIDENCE_MODE == "retrieved" else None,
+        retriever=retrieval.used_by(cfg),
         run=run,
         records=str(path),
         generated_this_run=len(todo),

@@ -22,7 +22,7 @@ The question is never cut.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -184,9 +184,8 @@ def select_evidence(example: Any, tokenizer: Any, budget: int) -> Evidence:
 def _evidence(rows: Sequence[int], kept: Sequence[int], text: str, n_tokens: int, mode: str, retriever: str,
               ranking: Ranking | None = None) -> Evidence:
     kept_ids = {f"table_{index}" for index in rows} | {f"text_{index}" for index in kept}
-    if ranking is None:
-        return Evidence(sorted(rows), sorted(kept), kept_ids, text, n_tokens, mode, retriever)
-    return Evidence(sorted(rows), sorted(kept), kept_ids, text, n_tokens, mode, retriever, dict(ranking.scores), list(ranking.order))
+    scores, order = (dict(ranking.scores), list(ranking.order)) if ranking is not None else ({}, [])
+    return Evidence(sorted(rows), sorted(kept), kept_ids, text, n_tokens, mode, retriever, scores, order)
 
 
 def ranked_evidence(example: Any, tokenizer: Any, budget: int, ranking: Ranking, top_k: int, retriever: str) -> Evidence:
@@ -197,14 +196,11 @@ def ranked_evidence(example: Any, tokenizer: Any, budget: int, ranking: Ranking,
     sentences = report_sentences(example)
     chosen = [fact_id for fact_id in ranking.order if _fact_index(fact_id, len(table), len(sentences)) is not None][:top_k]
     while True:
-        rows = {_fact_index(fact_id, len(table), len(sentences)) for fact_id in chosen if fact_id.startswith("table_")}
-        kept = sorted(_fact_index(fact_id, len(table), len(sentences)) for fact_id in chosen if fact_id.startswith("text_"))
-        if rows:
-            rows.add(0)
-        text = _render_evidence(table, sorted(rows), sentences, kept)
+        rows, kept = _kept_parts(chosen, len(table), len(sentences))
+        text = _render_evidence(table, rows, sentences, kept)
         n_tokens = count_tokens(tokenizer, [text])[0] if text else 0
         if n_tokens <= budget or not chosen:
-            return _evidence(sorted(rows), kept, text, n_tokens, "retrieved", retriever, ranking)
+            return _evidence(rows, kept, text, n_tokens, "retrieved", retriever, ranking)
         chosen.pop()
 
 
@@ -218,22 +214,26 @@ def _fact_index(fact_id: str, n_rows: int, n_sentences: int) -> int | None:
     return index if index < limit else None
 
 
+def _kept_parts(fact_ids: Iterable[str], n_rows: int, n_sentences: int) -> tuple[list[int], list[int]]:
+    """The table rows and sentences ``fact_ids`` name in this document (ids naming nothing here are
+    skipped), with the header row whenever a row is kept: it names the columns the cells sit in."""
+    rows, kept = set(), set()
+    for fact_id in fact_ids:
+        index = _fact_index(fact_id, n_rows, n_sentences)
+        if index is not None:
+            (rows if fact_id.startswith("table_") else kept).add(index)
+    if rows:
+        rows.add(0)
+    return sorted(rows), sorted(kept)
+
+
 def gold_evidence(example: Any, tokenizer: Any) -> Evidence:
     """FinQA's gold facts only: the header row and the gold rows, then the gold sentences."""
     table = [list(row) for row in (getattr(example, "table", None) or [])]
     sentences = report_sentences(example)
-    rows, kept = set(), set()
-    for key in getattr(example, "gold_inds", {}) or {}:
-        kind, _, raw_index = key.partition("_")
-        index = int(raw_index) if raw_index.isdigit() else -1
-        if kind == "table" and 0 <= index < len(table):
-            rows.add(index)
-        elif kind == "text" and 0 <= index < len(sentences):
-            kept.add(index)
-    if rows:
-        rows.add(0)  # the header row names the columns the gold cells sit in
-    text = _render_evidence(table, sorted(rows), sentences, sorted(kept))
-    return _evidence(sorted(rows), sorted(kept), text, count_tokens(tokenizer, [text])[0] if text else 0, "gold", "gold")
+    rows, kept = _kept_parts(getattr(example, "gold_inds", {}) or {}, len(table), len(sentences))
+    text = _render_evidence(table, rows, sentences, kept)
+    return _evidence(rows, kept, text, count_tokens(tokenizer, [text])[0] if text else 0, "gold", "gold")
 
 
 def evidence_label(mode: str | None, retriever: Mapping[str, Any] | None = None) -> str:

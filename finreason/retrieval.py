@@ -425,6 +425,12 @@ def example_key(example: Any) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
+def _ranking(facts: Sequence[Fact], scores: Sequence[float]) -> Ranking:
+    """Facts best score first; ties keep document order."""
+    order = sorted(range(len(facts)), key=lambda index: (-scores[index], index))
+    return Ranking([facts[index].id for index in order], {fact.id: float(scores[index]) for index, fact in enumerate(facts)})
+
+
 class BM25Ranker:
     name = "bm25"
 
@@ -433,9 +439,7 @@ class BM25Ranker:
 
     def rank(self, example: Any) -> Ranking:
         facts = facts_of(example)
-        scores = bm25_scores(str(example.question), [fact.text for fact in facts])
-        order = sorted(range(len(facts)), key=lambda index: (-scores[index], index))
-        return Ranking([facts[index].id for index in order], {fact.id: scores[index] for index, fact in enumerate(facts)})
+        return _ranking(facts, bm25_scores(str(example.question), [fact.text for fact in facts]))
 
     def describe(self) -> dict[str, Any]:
         return {"ranker": self.name, "note": self.note} if self.note else {"ranker": self.name}
@@ -458,9 +462,7 @@ class LearnedRanker:
         if not facts:
             return Ranking([], {})
         booster, _ = self.booster_for(example)
-        scores = booster.predict(fact_features(str(example.question), facts), num_threads=1)
-        order = sorted(range(len(facts)), key=lambda index: (-scores[index], index))
-        return Ranking([facts[index].id for index in order], {fact.id: float(scores[index]) for index, fact in enumerate(facts)})
+        return _ranking(facts, booster.predict(fact_features(str(example.question), facts), num_threads=1))
 
     def describe(self) -> dict[str, Any]:
         return {"ranker": self.name, **self.info}
@@ -630,6 +632,12 @@ def describe(cfg: Any, fit: bool = True) -> dict[str, Any]:
         if ranker.name != name:
             out["label"] = f"{RETRIEVER_LABELS[ranker.name]} ({ranker.note})"
     return out
+
+
+def used_by(cfg: Any) -> dict[str, Any] | None:
+    """``describe(cfg)`` when the prompts get retrieved evidence, None for gold facts: what a results
+    file records under ``retriever``."""
+    return describe(cfg) if cfg.EVIDENCE_MODE == "retrieved" else None
 
 
 def short_label(info: dict[str, Any] | None) -> str:

@@ -319,7 +319,7 @@ def save_stage(
         "weights_sha256": models.weights_fingerprint(folder),
         "base_model": cfg.MODEL_NAME,
         "evidence_mode": cfg.EVIDENCE_MODE,
-        "retriever": retrieval.describe(cfg) if cfg.EVIDENCE_MODE == "retrieved" else None,
+        "retriever": retrieval.used_by(cfg),
         **summary,
         "provenance": provenance(cfg, data=dict(data) if data else None, model=cfg.MODEL_NAME),
     }
