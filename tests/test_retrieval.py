@@ -327,3 +327,11 @@ def test_a_data_folder_without_train_ranks_with_bm25_and_says_so(smollm2_tokeniz
     assert prompts.evidence_from_cfg(example, smollm2_tokenizer, cfg).retriever == "bm25"
     info = retrieval.describe(cfg)
     assert info["ranker"] == "bm25" and "no train split" in info["note"] and "fallback" in retrieval.short_label(info)
+
+
+def test_ranking_a_question_never_reads_its_gold_facts(finqa, learned):
+    # a dev or test prompt must not depend on the annotations being graded: strip them, same ranking
+    for example in finqa["dev"][:20]:
+        blind = dataclasses.replace(example, gold_inds={}, program="", exe_ans="", answer="")
+        assert learned.rank(blind) == learned.rank(example)
+        assert retrieval.BM25Ranker().rank(blind) == retrieval.BM25Ranker().rank(example)
