@@ -327,8 +327,9 @@ def test_python_app_py_binds_app_host_from_any_folder(tmp_path):
     import sys
 
     probe = "\n".join([
-        "import runpy, subprocess, sys",
-        "subprocess.call = lambda command: print(' '.join(command)) or 0",
+        "import runpy, sys",
+        "from finreason import console",
+        "console.run_child = lambda command: print(' '.join(command)) or 0",
         "sys.argv = [sys.argv[1], '--APP_HOST=127.0.0.9', '--port', '8600', '--PROFILE=cpu']",
         "runpy.run_path(sys.argv[0], run_name='__main__')",
     ])
