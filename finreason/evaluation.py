@@ -38,7 +38,7 @@ _LOG = logging.getLogger(__name__)
 RECORD_FIELDS = (
     "id", "split", "run", "prompt_tokens", "completion_tokens", "completion", "program", "answer_text",
     "predicted", "gold", "strict", "lenient", "program_correct", "program_note", "source", "error",
-    "evidence_source", "operations", "num_steps", "rel_tol",
+    "evidence_source", "operations", "num_steps", "rel_tol", "verdict_key",
 )
 
 
@@ -87,20 +87,28 @@ def load_resumable(path: Path, run: str, archive_dir: Path) -> dict[str, dict[st
     return done
 
 
-def rescore_changed(done: dict[str, dict[str, Any]], items: Mapping[str, Any], rel_tol: float, score: Any,
+def verdict_key(rel_tol: float, *gold: Any) -> str:
+    """Everything besides the completion that a verdict depends on: the tolerance and the gold
+    side (answer, table, program, scale). Stored on each record; a record whose key differs is
+    rescored from its completion."""
+    return hashlib.sha256(json.dumps([rel_tol, *gold], sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def rescore_changed(done: dict[str, dict[str, Any]], items: Mapping[str, Any], key_of: Any, score: Any,
                     fields: Sequence[str], path: Path) -> dict[str, dict[str, Any]]:
-    """Stored records whose verdicts were made with another LENIENT_REL_TOL (or before records
-    named it), rescored from their stored completion: the completion does not depend on scoring,
-    so it is not regenerated. ``score(item, record)`` gives the new verdict fields; ``items`` are
-    the examples or questions by id. The file is rewritten when anything changed."""
-    changed = [key for key, record in done.items() if key in items and record.get("rel_tol") != rel_tol]
+    """Stored records whose verdicts were made under another ``verdict_key`` (another
+    LENIENT_REL_TOL or gold side, or before records named it), rescored from their stored
+    completion: the completion does not depend on scoring, so it is not regenerated.
+    ``key_of(item)`` and ``score(item, record)`` give an item's key and new verdict fields;
+    ``items`` are the examples or questions by id. The file is rewritten when anything changed."""
+    changed = [key for key, record in done.items() if key in items and record.get("verdict_key") != key_of(items[key])]
     if not changed:
         return done
     for key in changed:
-        merged = {**done[key], **score(items[key], done[key]), "rel_tol": rel_tol}
+        merged = {**done[key], **score(items[key], done[key]), "verdict_key": key_of(items[key])}
         done[key] = {field: merged.get(field) for field in fields}
     storage.write_jsonl(path, done.values())
-    _LOG.info("%s: rescored %d stored completions with LENIENT_REL_TOL=%g (scoring changed, completions kept)", path, len(changed), rel_tol)
+    _LOG.info("%s: rescored %d stored completions (LENIENT_REL_TOL or the gold side changed; completions kept)", path, len(changed))
     return done
 
 
@@ -154,8 +162,14 @@ def evaluate(
     run = run_fingerprint(loaded, cfg, split)
     done = load_resumable(path, run, where.eval_archive)
     unique = list({example.id: example for example in examples}.values())
-    done = rescore_changed(done, {example.id: example for example in unique}, cfg.LENIENT_REL_TOL,
-                           lambda example, record: score_record(example, record["completion"], cfg.LENIENT_REL_TOL), RECORD_FIELDS, path)
+
+    def key_of(example: Any) -> str:
+        return verdict_key(cfg.LENIENT_REL_TOL, example.exe_ans, example.table, example.program)
+
+    def rescore(example: Any, record: Mapping[str, Any]) -> dict[str, Any]:
+        return {**score_record(example, record["completion"], cfg.LENIENT_REL_TOL), "rel_tol": cfg.LENIENT_REL_TOL}
+
+    done = rescore_changed(done, {example.id: example for example in unique}, key_of, rescore, RECORD_FIELDS, path)
     todo = [example for example in unique if example.id not in done]
     if done:
         _LOG.info("resuming %s: %d of %d examples already done", path, len(unique) - len(todo), len(unique))
@@ -164,7 +178,8 @@ def evaluate(
 
     def make_record(index: int, completion: str, prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
         record = score_record(todo[index], completion, cfg.LENIENT_REL_TOL)
-        record.update(split=split, run=run, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, rel_tol=cfg.LENIENT_REL_TOL)
+        record.update(split=split, run=run, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                      rel_tol=cfg.LENIENT_REL_TOL, verdict_key=key_of(todo[index]))
         return {key: record.get(key) for key in RECORD_FIELDS}
 
     new, generation_s, use_vllm = generate_records(loaded, rendered, cfg, make_record, path, f"eval {stage}", progress)
@@ -298,11 +313,15 @@ def answer_questions(loaded: Any, found: Any, cfg: Any, stage: str, *, path: Pat
     run = run_fingerprint(loaded, cfg, f"questions:{found.sha256}")
     done = load_resumable(path, run, archive or path.parent / "archive") if path is not None else {}
 
+    def key_of(question: Any) -> str:
+        return verdict_key(cfg.LENIENT_REL_TOL, question.answer, question.table, question.scale)
+
     def rescore(question: Any, record: Mapping[str, Any]) -> dict[str, Any]:
-        return questions.answer_record(question, record.get("evidence_ids") or [], record.get("evidence") or "", record["completion"], cfg.LENIENT_REL_TOL)
+        fields = questions.answer_record(question, record.get("evidence_ids") or [], record.get("evidence") or "", record["completion"], cfg.LENIENT_REL_TOL)
+        return {**fields, "rel_tol": cfg.LENIENT_REL_TOL}
 
     if path is not None:
-        done = rescore_changed(done, {question.id: question for question in chosen}, cfg.LENIENT_REL_TOL, rescore, questions.RECORD_FIELDS, path)
+        done = rescore_changed(done, {question.id: question for question in chosen}, key_of, rescore, questions.RECORD_FIELDS, path)
     todo = [question for question in chosen if question.id not in done]
     if done:
         _LOG.info("resuming %s: %d of %d questions already done", path, len(chosen) - len(todo), len(chosen))
@@ -313,7 +332,8 @@ def answer_questions(loaded: Any, found: Any, cfg: Any, stage: str, *, path: Pat
     def make_record(index: int, completion: str, prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
         kept = evidence[index]
         record = questions.answer_record(todo[index], kept.kept_ids, kept.text, completion, cfg.LENIENT_REL_TOL)
-        record.update(run=run, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, rel_tol=cfg.LENIENT_REL_TOL)
+        record.update(run=run, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                      rel_tol=cfg.LENIENT_REL_TOL, verdict_key=key_of(todo[index]))
         return {key: record.get(key) for key in questions.RECORD_FIELDS}
 
     new, generation_s, use_vllm = generate_records(loaded, rendered, cfg, make_record, path, f"questions {stage}", progress)

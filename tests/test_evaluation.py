@@ -201,8 +201,8 @@ def test_a_changed_tolerance_rescores_stored_completions(tiny_loaded, tiny_cfg, 
         # 1.5x gold: wrong at 1%, right within 90%
         gold = next(e.exe_ans for e in examples if e.id == record["id"])
         record.update(completion=f"Answer: {gold * 1.5}", strict=False, lenient=False)
-        if legacy:
-            del record["rel_tol"]  # records from before the tolerance was recorded
+        if legacy:  # records from before the verdict's inputs were recorded
+            del record["rel_tol"], record["verdict_key"]
     storage.write_jsonl(path, records)
 
     def no_generation(*args, **kwargs):
