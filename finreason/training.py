@@ -223,7 +223,8 @@ def run_identity(cfg: Any, stage: str, keys: Iterable[str], rows: Sequence[Mappi
     rows_text = json.dumps(list(rows), sort_keys=True, ensure_ascii=False, default=str)
     return {
         "stage": stage,
-        "settings": {key: getattr(cfg, key) for key in keys if key in cfg},
+        # as run.json reads them back (tuples as lists), so the same run compares equal
+        "settings": json.loads(json.dumps({key: getattr(cfg, key) for key in keys if key in cfg}, default=str)),
         "train_data_sha256": hashlib.sha256(rows_text.encode("utf-8")).hexdigest(),
         "start_weights_sha256": start_sha256,
     }
