@@ -20,7 +20,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from finreason import configuration, console, storage
+from finreason import configuration, console, outputlock, storage
 from finreason.data import SPLITS, Example, load_from_config
 from finreason.layout import Layout
 from finreason.provenance import provenance
@@ -145,6 +145,12 @@ def plot_overview(bundle_splits: dict[str, list[Example]], summary: dict[str, An
 
 def main(argv=None) -> dict[str, Any]:
     args, cfg = configuration.parse_args(__doc__, argv, add_arguments)
+    # one writer per output folder: a second run on it stops here with the holder's PID
+    with outputlock.hold(cfg.OUTPUT_DIR):
+        return run(args, cfg)
+
+
+def run(args, cfg) -> dict[str, Any]:
     out_dir = Layout.of(cfg).explore_dir
 
     # data

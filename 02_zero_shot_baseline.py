@@ -14,11 +14,17 @@ Split and size default to EVAL_SPLIT and EVAL_LIMIT.
 
 from __future__ import annotations
 
-from finreason import configuration, console, evaluation
+from finreason import configuration, console, evaluation, outputlock
 
 
 def main(argv=None) -> dict:
     args, cfg = configuration.parse_args(__doc__, argv, configuration.add_split_and_limit)
+    # one writer per output folder: a second run on it stops here with the holder's PID
+    with outputlock.hold(cfg.OUTPUT_DIR):
+        return run(args, cfg)
+
+
+def run(args, cfg) -> dict:
     summary = evaluation.run_stage(cfg, "zero_shot", split=args.split, limit=args.limit)
     print(evaluation.format_summary(summary))
     return summary

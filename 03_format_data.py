@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from finreason import configuration, console, data, models, prompts, retrieval, stats, storage, trainset
+from finreason import configuration, console, data, models, outputlock, prompts, retrieval, stats, storage, trainset
 from finreason.errors import FinReasonError
 from finreason.layout import Layout
 from finreason.provenance import provenance
@@ -43,6 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(argv=None) -> dict:
     args, cfg = configuration.parse_args(__doc__, argv, add_arguments)
+    # one writer per output folder: a second run on it stops here with the holder's PID
+    with outputlock.hold(cfg.OUTPUT_DIR):
+        return run(args, cfg)
+
+
+def run(args, cfg) -> dict:
     progress = not args.no_progress
     where = Layout.of(cfg)
 

@@ -6,12 +6,18 @@ Command:
 
 Reads:  <OUTPUT_DIR>/data/sft_train.jsonl ({"id", "prompt", "completion"}; from 03_format_data.py),
         the base model MODEL_NAME, and FinQA's EVAL_SPLIT for the closing evaluation.
-Writes: <OUTPUT_DIR>/sft/checkpoints/checkpoint-N/   (every SAVE_STEPS; a killed run resumes here)
+Writes: <OUTPUT_DIR>/sft/run.json                    (the settings, data hash and base weights' SHA-256
+                                                       of this run: checkpoints and step log are resumed
+                                                       only by the same run, else removed, saying why)
+        <OUTPUT_DIR>/sft/checkpoints/checkpoint-N/   (every SAVE_STEPS; a killed run resumes here)
         <OUTPUT_DIR>/sft/runs/                        (TensorBoard: tensorboard --logdir outputs/sft/runs)
         <OUTPUT_DIR>/sft/step_log.jsonl               (one line per optimizer step)
         <OUTPUT_DIR>/sft/adapter/ or sft/model/       (FINETUNE=lora: a LoRA adapter; FINETUNE=full: the
                                                        whole model; + tokenizer, README.md model card and
-                                                       training_summary.json with provenance)
+                                                       training_summary.json with provenance; written
+                                                       together. Weights of the other kind are moved to
+                                                       sft/archive/<kind>-<time>/, and GRPO weights
+                                                       trained from the old ones are named stale)
         <OUTPUT_DIR>/eval/sft.*                       (the evaluation 06_evaluate.py --stage sft runs:
                                                        the first EVAL_LIMIT examples of EVAL_SPLIT; 06
                                                        then finds it done)
@@ -25,9 +31,8 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
-import shutil
 
-from finreason import configuration, console, data, evaluation, models, training
+from finreason import configuration, console, data, evaluation, models, outputlock, training
 from finreason.layout import Layout
 
 _LOG = logging.getLogger("sft")
@@ -46,6 +51,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(argv=None) -> dict:
     args, cfg = configuration.parse_args(__doc__, argv, add_arguments)
+    # one writer per output folder (the main process of a launch holds it for every rank)
+    with outputlock.hold(cfg.OUTPUT_DIR):
+        return run(args, cfg)
+
+
+def run(args: argparse.Namespace, cfg) -> dict:
     where = Layout.of(cfg)
 
     # data: validated before anything heavy is imported or loaded
@@ -79,9 +90,9 @@ def main(argv=None) -> dict:
     from datasets import Dataset
     from trl import SFTTrainer
 
-    if args.fresh:
-        shutil.rmtree(where.checkpoints("sft"), ignore_errors=True)
-        where.step_log("sft").unlink(missing_ok=True)
+    # resume only the same run: same constants, rows and base weights (else start afresh, saying why)
+    identity = training.run_identity(cfg, "sft", CARD_KEYS, rows, models.weights_fingerprint(loaded.info["model_path"]))
+    resume = training.prepare_run(where, "sft", identity, args.fresh)
     trainer = SFTTrainer(
         model=loaded.model,
         args=training.sft_config(cfg, where),
@@ -92,14 +103,14 @@ def main(argv=None) -> dict:
     trainable, total = training.trainable_parameters(trainer.model)
     _LOG.info("trainable parameters: %s of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / max(total, 1))
 
-    # train: resume from the newest complete checkpoint when a previous run was killed
-    result, resume = training.train(trainer, where, "sft", args.fresh)
-    if not trainer.is_world_process_zero():
-        return {}
+    # train: resume from the newest complete checkpoint when this same run was killed
+    result, resume = training.train(trainer, resume)
 
-    # save: weights, tokenizer, hash, training_summary.json and the model card
-    losses = [entry["loss"] for entry in training.read_step_log(where.step_log("sft")) if "loss" in entry]
-    bundle_note = _read_manifest_data(where)
+    # save: weights, tokenizer, hash, training_summary.json and the model card, together; every
+    # rank takes part in the save (ZeRO-3/FSDP gather the weights), the main process writes
+    main_process = trainer.is_world_process_zero()
+    losses = [entry["loss"] for entry in training.read_step_log(where.step_log("sft")) if "loss" in entry] if main_process else []
+    bundle_note = _read_manifest_data(where) if main_process else None
     summary = training.save_stage(trainer, tokenizer, cfg, "sft", {
         "train_rows": len(rows),
         "skipped_too_long": too_long,
@@ -118,6 +129,8 @@ def main(argv=None) -> dict:
         "optimizer steps": result.global_step,
         "final training loss": losses[-1] if losses else result.training_loss,
     }, card_keys=CARD_KEYS, data=bundle_note)
+    if not main_process:
+        return {}
 
     # evaluate: what 06_evaluate.py --stage sft runs (EVAL_SPLIT, EVAL_LIMIT), on the saved weights
     if not args.no_eval:

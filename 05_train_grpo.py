@@ -9,6 +9,8 @@ Reads:  <OUTPUT_DIR>/sft/adapter/ or sft/model/     (from 04_train_sft.py; those
 Writes: <OUTPUT_DIR>/grpo/difficulty_samples.jsonl  (per-question correct counts; resumable, tied to the
                                                      SFT weights' SHA-256)
         <OUTPUT_DIR>/grpo/difficulty_filter.json    (how many questions were kept, and why)
+        <OUTPUT_DIR>/grpo/run.json                  (this run's settings, data hash and SFT weights' SHA-256:
+                                                     checkpoints and step log are resumed only by the same run)
         <OUTPUT_DIR>/grpo/checkpoints/checkpoint-N/ (every SAVE_STEPS; a killed run resumes here)
         <OUTPUT_DIR>/grpo/runs/                     (TensorBoard)
         <OUTPUT_DIR>/grpo/step_log.jsonl            (per step: mean reward, each reward function,
@@ -16,7 +18,8 @@ Writes: <OUTPUT_DIR>/grpo/difficulty_samples.jsonl  (per-question correct counts
                                                      whose correctness differs, i.e. that teach;
                                                      rewards/<name>/errors = completions whose reward
                                                      raised, see REWARD_MAX_ERROR_SHARE)
-        <OUTPUT_DIR>/grpo/adapter/ or grpo/model/   (weights + tokenizer + README.md + training_summary.json)
+        <OUTPUT_DIR>/grpo/adapter/ or grpo/model/   (weights + tokenizer + README.md + training_summary.json,
+                                                     written together; the other kind goes to grpo/archive/)
 
 Rewards: correctness_reward (REWARD_CORRECT_WEIGHT), the evaluation's own strict check, and
 format_reward (REWARD_FORMAT_WEIGHT), from finreason.rewards. Difficulty filter (DIFFICULTY_FILTER,
@@ -28,9 +31,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 
-from finreason import configuration, console, data, difficulty, generation, models, rewards, training
+from finreason import configuration, console, data, difficulty, generation, models, outputlock, rewards, training
 from finreason.layout import Layout
 
 _LOG = logging.getLogger("grpo")
@@ -52,6 +54,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(argv=None) -> dict:
     args, cfg = configuration.parse_args(__doc__, argv, add_arguments)
+    # one writer per output folder (the main process of a launch holds it for every rank)
+    with outputlock.hold(cfg.OUTPUT_DIR):
+        return run(args, cfg)
+
+
+def run(args: argparse.Namespace, cfg) -> dict:
     where = Layout.of(cfg)
 
     # inputs: the SFT weights and the prompts, checked before anything heavy loads
@@ -86,9 +94,9 @@ def main(argv=None) -> dict:
     from datasets import Dataset
     from trl import GRPOTrainer
 
-    if args.fresh:
-        shutil.rmtree(where.checkpoints("grpo"), ignore_errors=True)
-        where.step_log("grpo").unlink(missing_ok=True)
+    # resume only the same run: same constants, prompts (after the filter) and SFT weights
+    identity = training.run_identity(cfg, "grpo", CARD_KEYS, train_rows, sft_fingerprint)
+    resume = training.prepare_run(where, "grpo", identity, args.fresh)
     use_vllm = generation.vllm_usable(cfg)
     trainer = GRPOTrainer(
         model=loaded.model,
@@ -99,12 +107,11 @@ def main(argv=None) -> dict:
         callbacks=[training.tensorboard_callback(where.runs("grpo")), training.step_log_callback(where.step_log("grpo"), SHOWN_PER_STEP)],
     )
 
-    # train: resume from the newest complete checkpoint when a previous run was killed
-    result, resume = training.train(trainer, where, "grpo", args.fresh)
-    if not trainer.is_world_process_zero():
-        return {}
+    # train: resume from the newest complete checkpoint when this same run was killed
+    result, resume = training.train(trainer, resume)
 
-    # save: weights, tokenizer, hash, training_summary.json and the model card
+    # save: weights, tokenizer, hash, training_summary.json and the model card, together; every
+    # rank takes part in the save (ZeRO-3/FSDP gather the weights), the main process writes
     steps = [step_brief(entry) for entry in training.read_step_log(where.step_log("grpo")) if "reward" in entry]
     first, last = (steps[0], steps[-1]) if steps else (None, None)
     mixed = [step["correctness_mixed_group_share"] for step in steps if step["correctness_mixed_group_share"] is not None]

@@ -33,8 +33,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from pathlib import Path
 
-from finreason import configuration, console, evaluation, storage
+from finreason import configuration, console, evaluation, outputlock, storage
 from finreason.errors import FinReasonError
 from finreason.layout import STAGES
 
@@ -102,6 +103,20 @@ def questions_mode(args: argparse.Namespace, cfg) -> dict:
 
 def main(argv=None) -> dict:
     args, cfg = configuration.parse_args(__doc__.splitlines()[0], argv, add_arguments)
+    if args.score and not _writes_inside(args.out, cfg.OUTPUT_DIR):
+        return run(args, cfg)  # reads the output folder only: no lock, so it runs beside a writer
+    # one writer per output folder: a second run on it stops here with the holder's PID
+    with outputlock.hold(cfg.OUTPUT_DIR):
+        return run(args, cfg)
+
+
+def _writes_inside(out: str | None, output_dir: str) -> bool:
+    if not out:
+        return False
+    return Path(output_dir).resolve() in Path(out).resolve().parents
+
+
+def run(args: argparse.Namespace, cfg) -> dict:
     if args.questions:
         return questions_mode(args, cfg)
     if args.compare:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 
-from finreason import configuration, console, storage
+from finreason import configuration, console, outputlock, storage, training
 from finreason.analysis import load_stages, load_training_log
 from finreason.data import DataError, load_from_config
 from finreason.layout import TRAINED_STAGES, Layout
@@ -25,6 +25,12 @@ _LOG = logging.getLogger("analyze")
 
 def main(argv=None) -> dict:
     _, cfg = configuration.parse_args(__doc__.splitlines()[0], argv)
+    # one writer per output folder: a second run on it stops here with the holder's PID
+    with outputlock.hold(cfg.OUTPUT_DIR):
+        return run(cfg)
+
+
+def run(cfg) -> dict:
     where = Layout.of(cfg)
 
     # eval results: every stage present, in pipeline order
@@ -51,6 +57,7 @@ def main(argv=None) -> dict:
     numbers = build_report(
         where, stages, logs, examples,
         rel_tol=cfg.LENIENT_REL_TOL, samples=cfg.BOOTSTRAP_SAMPLES, seed=cfg.SEED, data_note=data_note,
+        stale=training.stale_weights(where),
     )
     storage.atomic_write_json(where.analysis, {**numbers, "provenance": provenance(cfg, data=data_description)})
     if numbers["missing_stages"]:

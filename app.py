@@ -34,7 +34,7 @@ from typing import Any
 
 import streamlit as st
 
-from finreason import evaluation, generation, models, programs, prompts, questions, retrieval, scoring, stats, uploads
+from finreason import console, evaluation, generation, models, programs, prompts, questions, retrieval, scoring, stats, training, uploads
 from finreason.configuration import Config, ConfigError, config_tokens, parse_args, resolve_config
 from finreason.data import DataError, load_from_config
 from finreason.layout import TRAINED_STAGES, Layout
@@ -89,7 +89,8 @@ def trained_evidence(folder: str | None) -> str | None:
 def load_best_model(cfg: Config) -> tuple[models.LoadedModel, str, list[str]]:
     """The best trained weights that load (GRPO, then SFT), else the base model; notes say what was skipped."""
     key = tuple(sorted(cfg.snapshot().items()))
-    notes = []
+    # weights trained from since-replaced weights still load, with a warning saying so
+    notes = [f"{stage.upper()} weights are stale: {reason}" for stage, reason in training.stale_weights(Layout.of(cfg)).items()]
     for stage, folder in weights_candidates(cfg):
         try:
             loaded = _load_model(cfg, key, folder, _mtime(folder))
@@ -410,7 +411,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def launch(argv: Sequence[str]) -> None:
     """``python app.py``: start Streamlit on APP_HOST (checked config first), from any folder."""
-    import subprocess
 
     def add_port(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--port", type=int, default=8501, help="port to serve on (default 8501)")
@@ -421,7 +421,8 @@ def launch(argv: Sequence[str]) -> None:
                "--server.address", cfg.APP_HOST, "--server.port", str(args.port),
                "--browser.gatherUsageStats", "false", "--", *overrides]
     print(f"FinReason demo on http://{cfg.APP_HOST}:{args.port}", file=sys.stderr)
-    sys.exit(subprocess.call(command))
+    # SIGTERM/SIGINT to this launcher reach the server, which is waited for: no orphan on the port
+    sys.exit(console.run_child(command))
 
 
 if __name__ == "__main__":

@@ -4,14 +4,18 @@ on a user error.
 Every module logs through ``logging.getLogger(__name__)`` (shown as ``[evaluation] ...``) and
 every script through a logger named after its stage (``[sft] ...``); ``setup_logging`` is called
 once by ``configuration.parse_args``, so ``--quiet`` shows warnings and errors only. Scripts end
-with ``run_main(main)``: a ``FinReasonError``, an ``OSError`` (unwritable path, full disk) or
-Ctrl-C becomes one line on stderr and a non-zero exit instead of a traceback. Every table a
+with ``run_main(main)``: a ``FinReasonError``, an ``OSError`` (unwritable path, full disk, also
+when a library wrapped it) or Ctrl-C becomes one line on stderr and a non-zero exit instead of a
+traceback. ``run_child`` runs a server that stops with its launcher. Every table a
 script or benchmark prints comes from ``table``.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import signal
+import subprocess
 import sys
 from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
@@ -21,6 +25,8 @@ from finreason.errors import FinReasonError
 
 EXIT_USER_ERROR = 1
 EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C
+# how a full disk reads once a library has wrapped the OSError: errno's text, and Rust's (safetensors)
+_DISK_FULL_SIGNS = ("No space left on device", "os error 28")
 _PACKAGE_PREFIX = "finreason."
 
 
@@ -81,11 +87,53 @@ def run_main(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | 
         _fail(script, f"{error.strerror or error}{where}", EXIT_USER_ERROR)
     except KeyboardInterrupt:
         _fail(script, "interrupted; finished work is saved, rerun the same command to resume", EXIT_INTERRUPTED)
+    except Exception as error:
+        # a full disk reaches here from libraries that wrap the OSError (safetensors' Rust writer,
+        # torch.save); what they were writing was staged and has already been removed
+        if not disk_full(error):
+            raise
+        _fail(script, f"no space left on device ({_first_line(error)}); free some space and rerun the same command", EXIT_USER_ERROR)
     if isinstance(result, int) and not isinstance(result, bool):
         sys.exit(result)
     return result
 
 
+def disk_full(error: BaseException) -> bool:
+    """Whether ``error`` (or one it was raised from) is a full disk, however a library wrapped it."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            return True
+        if any(sign in str(error) for sign in _DISK_FULL_SIGNS):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return (lines[0] if lines else type(error).__name__)[:200]
+
+
 def _fail(script: str, message: str, code: int) -> None:
     print(f"{script}: error: {message}", file=sys.stderr, flush=True)
     sys.exit(code)
+
+
+def run_child(command: Sequence[str]) -> int:
+    """Run ``command`` (a server) and return its exit code; SIGTERM and SIGINT sent to this
+    process are passed on to it and it is waited for, so stopping the launcher stops the server."""
+    child = subprocess.Popen(list(command))
+
+    def forward(signum: int, _frame: Any) -> None:
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        # the handlers replace Python's Ctrl-C exception, and wait() resumes after each signal
+        return child.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -5,14 +5,17 @@ teaches nothing, so ``difficulty_filter`` keeps the candidate questions the SFT 
 not always, solves. ``correct_counts`` is the measurement behind it: NUM_GENERATIONS completions
 per question at GRPO_TEMPERATURE and GRPO_MAX_NEW_TOKENS (exactly how GRPO samples), each scored
 by the GRPO reward's own correctness check. Counts are cached per question in a JSONL file under
-a key of the weights' SHA-256 and the sampling settings, so a killed or repeated run resamples
-nothing it has. The same counts over the same candidates, measured again after GRPO, are the
+a key of the weights' SHA-256 and the sampling settings, and of the question's prompt, gold and
+table (``row_sha256``: a reformatted training set is sampled again), so a killed or repeated run
+resamples nothing it has. The same counts over the same candidates, measured again after GRPO, are the
 fixed-set reward (benchmarks/cpu_learning.py): per-step training rewards move with whichever
 questions were drawn, a fixed set does not.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 from collections.abc import Sequence
@@ -37,8 +40,11 @@ def correct_counts(loaded: Any, rows: Sequence[dict[str, Any]], cfg: Any, finger
     n = cfg.NUM_GENERATIONS
     key = sampling_key(fingerprint, cfg)
     cache = Path(cache)
-    done = {r["id"]: int(r["correct"]) for r in storage.read_jsonl(cache) if r.get("key") == key and isinstance(r.get("correct"), int)}
-    todo = [row for row in rows if row["id"] not in done]
+    # a count is reused only for the same question asked the same way: id, prompt and gold
+    done = {(r["id"], r.get("row_sha256")): int(r["correct"]) for r in storage.read_jsonl(cache)
+            if r.get("key") == key and isinstance(r.get("correct"), int)}
+    keys = [(row["id"], row_sha256(row)) for row in rows]
+    todo = [row for row, row_key in zip(rows, keys) if row_key not in done]
     _LOG.info("sampling %d questions x %d at temperature %g (%d cached)", len(todo), n, cfg.GRPO_TEMPERATURE, len(rows) - len(todo))
     if todo:
         storage.repair_jsonl(cache)
@@ -50,23 +56,30 @@ def correct_counts(loaded: Any, rows: Sequence[dict[str, Any]], cfg: Any, finger
     errors = rewards.RewardErrors.from_cfg(cfg)
     for start in range(0, len(rows), per_batch):
         chunk = rows[start:start + per_batch]
-        if all(row["id"] in done for row in chunk):
+        chunk_keys = keys[start:start + per_batch]
+        if all(row_key in done for row_key in chunk_keys):
             continue
         samples = generation.sample(
             loaded, [row["prompt"] for row in chunk], n, cfg.GRPO_MAX_NEW_TOKENS, cfg.GRPO_TEMPERATURE,
             batch_size=per_batch * n, seed=cfg.SEED + start, progress=False,
         )
         lines = []
-        for row, completions in zip(chunk, samples):
-            if row["id"] in done:
+        for row, row_key, completions in zip(chunk, chunk_keys, samples):
+            if row_key in done:
                 continue
             scores = rewards.correctness_reward(completions, gold=[row["gold"]] * n, table=[row["table"]] * n, reward_errors=errors)
-            done[row["id"]] = int(sum(scores))
-            lines.append({"id": row["id"], "key": key, "correct": done[row["id"]], "n": n})
+            done[row_key] = int(sum(scores))
+            lines.append({"id": row["id"], "row_sha256": row_key[1], "key": key, "correct": done[row_key], "n": n})
         storage.append_jsonl(cache, lines)
         if progress:
             _LOG.info("sampled %d/%d questions", min(start + per_batch, len(rows)), len(rows))
-    return {row["id"]: done[row["id"]] for row in rows}
+    return {row["id"]: done[row_key] for row, row_key in zip(rows, keys)}
+
+
+def row_sha256(row: dict[str, Any]) -> str:
+    """What a count depends on besides the weights and sampling settings: the prompt, gold and table."""
+    text = json.dumps([row["prompt"], row["gold"], row["table"]], ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def difficulty_filter(loaded: Any, rows: list[dict[str, Any]], cfg: Any, fingerprint: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:

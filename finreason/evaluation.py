@@ -38,7 +38,7 @@ _LOG = logging.getLogger(__name__)
 RECORD_FIELDS = (
     "id", "split", "run", "prompt_tokens", "completion_tokens", "completion", "program", "answer_text",
     "predicted", "gold", "strict", "lenient", "program_correct", "program_note", "source", "error",
-    "evidence_source", "operations", "num_steps",
+    "evidence_source", "operations", "num_steps", "rel_tol", "verdict_key",
 )
 
 
@@ -84,6 +84,31 @@ def load_resumable(path: Path, run: str, archive_dir: Path) -> dict[str, dict[st
         done.setdefault(str(record.get("id")), record)
     if len(done) != len(existing):
         storage.write_jsonl(path, done.values())
+    return done
+
+
+def verdict_key(rel_tol: float, *gold: Any) -> str:
+    """Everything besides the completion that a verdict depends on: the tolerance and the gold
+    side (answer, table, program, scale). Stored on each record; a record whose key differs is
+    rescored from its completion."""
+    return hashlib.sha256(json.dumps([rel_tol, *gold], sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def rescore_changed(done: dict[str, dict[str, Any]], items: Mapping[str, Any], key_of: Any, score: Any,
+                    fields: Sequence[str], path: Path) -> dict[str, dict[str, Any]]:
+    """Stored records whose verdicts were made under another ``verdict_key`` (another
+    LENIENT_REL_TOL or gold side, or before records named it), rescored from their stored
+    completion: the completion does not depend on scoring, so it is not regenerated.
+    ``key_of(item)`` and ``score(item, record)`` give an item's key and new verdict fields;
+    ``items`` are the examples or questions by id. The file is rewritten when anything changed."""
+    changed = [key for key, record in done.items() if key in items and record.get("verdict_key") != key_of(items[key])]
+    if not changed:
+        return done
+    for key in changed:
+        merged = {**done[key], **score(items[key], done[key]), "verdict_key": key_of(items[key])}
+        done[key] = {field: merged.get(field) for field in fields}
+    storage.write_jsonl(path, done.values())
+    _LOG.info("%s: rescored %d stored completions (LENIENT_REL_TOL or the gold side changed; completions kept)", path, len(changed))
     return done
 
 
@@ -137,6 +162,14 @@ def evaluate(
     run = run_fingerprint(loaded, cfg, split)
     done = load_resumable(path, run, where.eval_archive)
     unique = list({example.id: example for example in examples}.values())
+
+    def key_of(example: Any) -> str:
+        return verdict_key(cfg.LENIENT_REL_TOL, example.exe_ans, example.table, example.program)
+
+    def rescore(example: Any, record: Mapping[str, Any]) -> dict[str, Any]:
+        return {**score_record(example, record["completion"], cfg.LENIENT_REL_TOL), "rel_tol": cfg.LENIENT_REL_TOL}
+
+    done = rescore_changed(done, {example.id: example for example in unique}, key_of, rescore, RECORD_FIELDS, path)
     todo = [example for example in unique if example.id not in done]
     if done:
         _LOG.info("resuming %s: %d of %d examples already done", path, len(unique) - len(todo), len(unique))
@@ -145,7 +178,8 @@ def evaluate(
 
     def make_record(index: int, completion: str, prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
         record = score_record(todo[index], completion, cfg.LENIENT_REL_TOL)
-        record.update(split=split, run=run, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+        record.update(split=split, run=run, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                      rel_tol=cfg.LENIENT_REL_TOL, verdict_key=key_of(todo[index]))
         return {key: record.get(key) for key in RECORD_FIELDS}
 
     new, generation_s, use_vllm = generate_records(loaded, rendered, cfg, make_record, path, f"eval {stage}", progress)
@@ -157,6 +191,7 @@ def evaluate(
         split=split,
         evidence_mode=cfg.EVIDENCE_MODE,
         retriever=retrieval.used_by(cfg),
+        rel_tol=cfg.LENIENT_REL_TOL,
         run=run,
         records=str(path),
         generated_this_run=len(todo),
@@ -277,6 +312,16 @@ def answer_questions(loaded: Any, found: Any, cfg: Any, stage: str, *, path: Pat
     chosen = found.questions[:limit] if limit else list(found.questions)
     run = run_fingerprint(loaded, cfg, f"questions:{found.sha256}")
     done = load_resumable(path, run, archive or path.parent / "archive") if path is not None else {}
+
+    def key_of(question: Any) -> str:
+        return verdict_key(cfg.LENIENT_REL_TOL, question.answer, question.table, question.scale)
+
+    def rescore(question: Any, record: Mapping[str, Any]) -> dict[str, Any]:
+        fields = questions.answer_record(question, record.get("evidence_ids") or [], record.get("evidence") or "", record["completion"], cfg.LENIENT_REL_TOL)
+        return {**fields, "rel_tol": cfg.LENIENT_REL_TOL}
+
+    if path is not None:
+        done = rescore_changed(done, {question.id: question for question in chosen}, key_of, rescore, questions.RECORD_FIELDS, path)
     todo = [question for question in chosen if question.id not in done]
     if done:
         _LOG.info("resuming %s: %d of %d questions already done", path, len(chosen) - len(todo), len(chosen))
@@ -287,7 +332,8 @@ def answer_questions(loaded: Any, found: Any, cfg: Any, stage: str, *, path: Pat
     def make_record(index: int, completion: str, prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
         kept = evidence[index]
         record = questions.answer_record(todo[index], kept.kept_ids, kept.text, completion, cfg.LENIENT_REL_TOL)
-        record.update(run=run, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+        record.update(run=run, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                      rel_tol=cfg.LENIENT_REL_TOL, verdict_key=key_of(todo[index]))
         return {key: record.get(key) for key in questions.RECORD_FIELDS}
 
     new, generation_s, use_vllm = generate_records(loaded, rendered, cfg, make_record, path, f"questions {stage}", progress)
@@ -303,6 +349,7 @@ def answer_questions(loaded: Any, found: Any, cfg: Any, stage: str, *, path: Pat
         stage=stage,
         evidence_mode="retrieved",
         retriever=retriever,
+        rel_tol=cfg.LENIENT_REL_TOL,
         evidence=prompts.evidence_label("retrieved", retriever),
         model=loaded.info.get("base_model"),
         weights=loaded.info.get("weights"),
@@ -386,7 +433,7 @@ def format_question_summary(summary: Mapping[str, Any]) -> str:
              f"{summary['n_with_answer']} with an answer; {summary.get('evidence')}"]
     if summary["n_with_answer"]:
         lines += [line("execution accuracy (strict)", "execution_accuracy"), line("tolerant (published rounding)", "tolerant_accuracy"),
-                  line("lenient (1% tol.)", "lenient_accuracy")]
+                  line(f"lenient ({_tolerance(summary)} tol.)", "lenient_accuracy")]
     lines.append(f"  no parseable answer         {pct(summary.get('no_answer_rate'))}")
     if summary.get("invalid_lines"):
         lines.append(f"  invalid lines: {summary['invalid_lines']} (not answered)")
@@ -419,11 +466,16 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     return "\n".join([
         f"[{summary.get('stage', 'eval')}] split {summary.get('split')}, {mode} evidence: n={summary['n']}",
         f"  execution accuracy (strict) {pct(summary['execution_accuracy'])}  95% CI [{pct(strict_low)}, {pct(strict_high)}]",
-        f"  lenient accuracy (1% tol.)  {pct(summary['lenient_accuracy'])}  95% CI [{pct(lenient_low)}, {pct(lenient_high)}]",
+        f"  lenient accuracy ({_tolerance(summary)} tol.)  {pct(summary['lenient_accuracy'])}  95% CI [{pct(lenient_low)}, {pct(lenient_high)}]",
         f"  program accuracy            {pct(summary['program_accuracy'])}",
         f"  no parseable answer         {pct(summary['no_answer_rate'])}",
         f"  records: {summary.get('records')}",
     ])
+
+
+def _tolerance(summary: Mapping[str, Any]) -> str:
+    """The lenient check's tolerance as "1%" (summaries from before it was recorded used 1%)."""
+    return f"{100 * float(summary.get('rel_tol', 0.01)):g}%"
 
 
 # --- comparison and official output ---------------------------------------------------------------

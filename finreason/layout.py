@@ -7,9 +7,10 @@ instead of joining them, so a folder is named in one place::
     explore/                             01
     models/<name>/                       a .gguf base converted once to safetensors
     data/  sft_train.jsonl sft_dev.jsonl grpo_train.jsonl manifest.json          03
-    sft/   checkpoints/ runs/ step_log.jsonl adapter/ | model/                   04
-    grpo/  difficulty_samples.jsonl difficulty_filter.json checkpoints/ runs/
-           step_log.jsonl adapter/ | model/                                      05
+    sft/   run.json checkpoints/ runs/ step_log.jsonl adapter/ | model/ archive/   04
+    grpo/  difficulty_samples.jsonl difficulty_filter.json run.json checkpoints/
+           runs/ step_log.jsonl adapter/ | model/ archive/                        05
+    .finreason.lock                      the one writer's PID and command (finreason.outputlock)
     eval/  <stage>.jsonl <stage>.summary.json <stage>.test_predictions.json comparison.json
     eval/questions/  <file>.<stage>.jsonl <file>.<stage>.summary.json <file>.comparison.json
                      (06 --questions FILE: a file of your own questions)
@@ -17,7 +18,8 @@ instead of joining them, so a folder is named in one place::
     bench/<name>.json                                                            benchmarks
 
 A trained stage keeps its weights in ``adapter/`` (FINETUNE=lora: a PEFT adapter) or ``model/``
-(FINETUNE=full: a whole model folder); saving one kind removes the other, so a stage has one.
+(FINETUNE=full: a whole model folder); saving one kind moves the other to ``<stage>/archive/``,
+so a stage has one. ``run.json`` names the run its checkpoints and step log belong to.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ ADAPTER, MODEL = "adapter", "model"
 ADAPTER_MARKER = "adapter_config.json"
 MODEL_MARKER = "config.json"
 STEP_LOG = "step_log.jsonl"
+RUN_RECORD = "run.json"
 
 
 def weights_kind(folder: str | os.PathLike) -> str | None:
@@ -111,6 +114,22 @@ class Layout:
 
     def step_log(self, stage: str) -> Path:
         return self.stage_dir(stage) / STEP_LOG
+
+    def run_record(self, stage: str) -> Path:
+        """The settings, data hash and starting weights of the run the checkpoints and step log belong to."""
+        return self.stage_dir(stage) / RUN_RECORD
+
+    def saving(self, stage: str) -> Path:
+        """Where a final save is staged until weights, tokenizer, summary and card are all written."""
+        return self.stage_dir(stage) / ".saving"
+
+    def replaced(self, stage: str, kind: str) -> Path:
+        """The weights being replaced, for the instant between the two renames of a final save."""
+        return self.stage_dir(stage) / f".{kind}.replaced"
+
+    def weights_archive(self, stage: str) -> Path:
+        """Weights of the other kind (adapter <-> model) that a new save moved aside."""
+        return self.stage_dir(stage) / "archive"
 
     def weights_dir(self, stage: str, kind: str) -> Path:
         """Where a stage's weights of ``kind`` ("adapter" or "model") are saved."""

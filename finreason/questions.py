@@ -203,7 +203,8 @@ def read_questions(path: str | Path) -> QuestionFile:
 
 RECORD_FIELDS = (
     "id", "run", "question", "answer", "scale", "evidence_ids", "evidence", "completion", "program", "steps",
-    "program_error", "predicted", "source", "strict", "tolerant", "lenient", "error", "prompt_tokens", "completion_tokens",
+    "program_error", "predicted", "source", "strict", "tolerant", "lenient", "error", "prompt_tokens", "completion_tokens", "rel_tol",
+    "verdict_key",
 )
 
 

@@ -162,8 +162,9 @@ def _ci(value: tuple[float, float, float]) -> str:
     return f"{stats.percent(value[1])} – {stats.percent(value[2])}"
 
 
-def _stages_section(stages: Mapping[str, StageResult], missing: Sequence[str]) -> list[str]:
+def _stages_section(stages: Mapping[str, StageResult], missing: Sequence[str], stale: Mapping[str, str]) -> list[str]:
     lines = ["## Stages", ""]
+    lines += [f"**Stale weights: {name.upper()} was {reason}.**" for name, reason in stale.items()] + ([""] if stale else [])
     if stages:
         lines.append(f"Evaluated: {', '.join(stages)}.")
     else:
@@ -285,13 +286,15 @@ def build_report(
     samples: int,
     seed: int,
     data_note: str = "",
+    stale: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Write report.md and figures/*.png under ``where``; return the numbers reported."""
+    """Write report.md and figures/*.png under ``where``; return the numbers reported. ``stale``
+    names trained stages whose weights started from since-replaced ones (training.stale_weights)."""
     fig_dir = where.figures
     figures: dict[str, Path] = {}
     missing = [name for name in STAGES if name not in stages]
     lines = ["# FinReason report", ""] + ([f"_{data_note}_", ""] if data_note else [])
-    lines += _stages_section(stages, missing)
+    lines += _stages_section(stages, missing, stale or {})
 
     rows = [{
         "stage": name,
@@ -325,6 +328,7 @@ def build_report(
         "report": str(report_path),
         "stages": [{**row, "strict": list(row["strict"]), "lenient": list(row["lenient"])} for row in rows],
         "missing_stages": missing,
+        "stale_weights": dict(stale or {}),
         "comparison": comparison,
         "breakdowns": {key: {stage: {g: list(v) for g, v in t.items()} for stage, t in table.items()}
                        for key, table in breakdowns.items()},

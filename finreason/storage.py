@@ -72,12 +72,36 @@ def atomic_folder(target: str | os.PathLike) -> Iterator[Path]:
     try:
         staging.chmod(0o755)  # mkdtemp makes 0700; model folders are meant to be shared and read
         yield staging
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
+        install_folder(staging, target, target.with_name(f".{target.name}.replaced"))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def install_folder(staging: str | os.PathLike, target: str | os.PathLike, replaced: str | os.PathLike) -> Path:
+    """Put the finished ``staging`` folder at ``target``: the old one is renamed to ``replaced``
+    first and removed only once the new one is in place, so at every instant either the old or
+    the new folder is whole (``recover_folder`` undoes a kill between the two renames)."""
+    staging, target, replaced = Path(staging), Path(target), Path(replaced)
+    shutil.rmtree(replaced, ignore_errors=True)
+    if target.exists():
+        os.replace(target, replaced)
+    os.replace(staging, target)
+    shutil.rmtree(replaced, ignore_errors=True)
+    return target
+
+
+def recover_folder(target: str | os.PathLike, replaced: str | os.PathLike) -> None:
+    """After a kill inside ``install_folder``: put the old folder back if the new one never
+    arrived, otherwise remove the leftover."""
+    target, replaced = Path(target), Path(replaced)
+    if not replaced.exists():
+        return
+    if target.exists():
+        shutil.rmtree(replaced)
+        return
+    os.replace(replaced, target)
+    _LOG.warning("%s: restored the previous folder (a save was killed before the new one was in place)", target)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

@@ -1,19 +1,22 @@
 """What the two trainers share (04_train_sft.py, 05_train_grpo.py).
 
 Input checks that run before any model loads, the TRL configs (``sft_config``, ``grpo_config``)
-with the fields that depend on the hardware, checkpoint resumption, TensorBoard and the step log
-(one format and file name, ``step_log.jsonl``, for both trainers), and ``save_stage``: a
-finished stage's weights (adapter or whole model), tokenizer, SHA-256, ``training_summary.json``
-and model card, written the same way by both scripts.
+with the fields that depend on the hardware, checkpoint resumption (only by the same run:
+``run_identity``, ``prepare_run``), TensorBoard and the step log (one format and file name,
+``step_log.jsonl``, for both trainers), and ``save_stage``: a finished stage's weights (adapter
+or whole model), tokenizer, SHA-256, ``training_summary.json`` and model card, written together
+the same way by both scripts; ``stale_weights`` names weights trained from since-replaced ones.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import os
 import shutil
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -213,29 +216,113 @@ def grpo_config(cfg: Any, where: Layout, use_vllm: bool, **changes: Any) -> Any:
 # --- checkpoints and logs ----------------------------------------------------------------------
 
 
-def last_checkpoint(folder: str | os.PathLike) -> str | None:
-    """transformers' ``get_last_checkpoint``, minus a save a kill cut short.
+def run_identity(cfg: Any, stage: str, keys: Iterable[str], rows: Sequence[Mapping[str, Any]], start_sha256: str) -> dict[str, Any]:
+    """What shapes a stage's weights: the ``keys`` constants (the model card's), the SHA-256 of
+    the training rows as trained on, and the starting weights' SHA-256 (the base model's for SFT,
+    the SFT weights' for GRPO). Checkpoints and the step log are reused only by the same run."""
+    rows_text = json.dumps(list(rows), sort_keys=True, ensure_ascii=False, default=str)
+    return {
+        "stage": stage,
+        # as run.json reads them back (tuples as lists), so the same run compares equal
+        "settings": json.loads(json.dumps({key: getattr(cfg, key) for key in keys if key in cfg}, default=str)),
+        "train_data_sha256": hashlib.sha256(rows_text.encode("utf-8")).hexdigest(),
+        "start_weights_sha256": start_sha256,
+    }
 
-    A ``checkpoint-N`` without its trainer_state.json (written last) cannot be resumed from; it
-    is removed, with a warning, and the one before it is used.
+
+def identity_changes(recorded: Mapping[str, Any] | None, identity: Mapping[str, Any]) -> list[str]:
+    """What differs between a recorded run and this one, as "SEED 42 -> 7" phrases ([] = the same run)."""
+    if not recorded:
+        return ["no record of the run that wrote them"]
+    changes = []
+    old, new = recorded.get("settings") or {}, identity["settings"]
+    changes += [f"{key} {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
+    for key, label in (("train_data_sha256", "training data"), ("start_weights_sha256", "starting weights")):
+        if recorded.get(key) != identity[key]:
+            changes.append(f"{label} (sha256 {str(recorded.get(key))[:12]} -> {identity[key][:12]})")
+    return changes
+
+
+def prepare_run(where: Layout, stage: str, identity: Mapping[str, Any], fresh: bool) -> str | None:
+    """Decide whether this run resumes, and clear what it must not read back; returns the
+    checkpoint to resume from (None: start at step 0).
+
+    Checkpoints and the step log are resumed only when ``<stage>/run.json`` records this very run
+    (``identity``); after ``--fresh`` or a change they are removed, the change named in one line.
+    A save a kill cut short (``<stage>/.saving``, a half-renamed weights folder) is cleaned up,
+    and the step log is cut back to the resumed step. Only the main process changes files,
+    first, behind a barrier; the other ranks then read the state it left and decide the same.
     """
-    from transformers.trainer_utils import get_last_checkpoint
+    from accelerate import PartialState
+
+    state = PartialState()
+    with state.main_process_first():
+        return _prepare_run(where, stage, identity, fresh, write=state.is_main_process)
+
+
+def _prepare_run(where: Layout, stage: str, identity: Mapping[str, Any], fresh: bool, write: bool) -> str | None:
+    checkpoints, step_log = where.checkpoints(stage), where.step_log(stage)
+    if write:
+        _recover_save(where, stage)
+    changes = identity_changes(_read_json(where.run_record(stage)), identity)
+    leftovers = step_log.exists() or (checkpoints.is_dir() and any(checkpoints.iterdir()))
+    if (fresh or changes) and leftovers and write:
+        reason = "--fresh" if fresh else "changed since they were written: " + "; ".join(changes)
+        _LOG.warning("%s: %s; starting afresh, removing the checkpoints and step log of the previous run", stage, reason)
+        shutil.rmtree(checkpoints, ignore_errors=True)
+        step_log.unlink(missing_ok=True)
+    resume = None if (fresh or changes) else last_checkpoint(checkpoints, remove_incomplete=write)
+    if write:
+        resumed_step = int(Path(resume).name.rsplit("-", 1)[-1]) if resume else 0
+        kept = [entry for entry in storage.read_jsonl(step_log) if isinstance(entry.get("step"), int) and entry["step"] <= resumed_step]
+        if step_log.exists():
+            storage.write_jsonl(step_log, kept)
+        storage.atomic_write_json(where.run_record(stage), dict(identity))
+    return resume
+
+
+def _recover_save(where: Layout, stage: str) -> None:
+    """Remove what a killed final save left: the staging folder, or the old weights half-renamed."""
+    staging = where.saving(stage)
+    if staging.exists():
+        _LOG.warning("%s: removing %s, left by a final save that was killed", stage, staging)
+        shutil.rmtree(staging)
+    for kind in (layout.ADAPTER, layout.MODEL):
+        storage.recover_folder(where.weights_dir(stage, kind), where.replaced(stage, kind))
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
+
+
+def last_checkpoint(folder: str | os.PathLike, remove_incomplete: bool = True) -> str | None:
+    """The newest ``checkpoint-N`` that can be resumed from, or None.
+
+    A checkpoint without its trainer_state.json (written last) was cut short by a kill; it is
+    skipped, and removed with a warning when ``remove_incomplete`` (the main process only)."""
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
     folder = Path(folder)
     if not folder.is_dir():
         return None
-    while (found := get_last_checkpoint(str(folder))) is not None:
-        if (Path(found) / "trainer_state.json").is_file():
-            return found
-        _LOG.warning("%s is incomplete (killed while saving); removing it and resuming from the one before", found)
-        shutil.rmtree(found)
+    numbered = [(int(path.name.rsplit("-", 1)[1]), path) for path in folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*")
+                if path.is_dir() and path.name.rsplit("-", 1)[1].isdigit()]
+    for _, found in sorted(numbered, reverse=True):
+        if (found / "trainer_state.json").is_file():
+            return str(found)
+        if remove_incomplete:
+            _LOG.warning("%s is incomplete (killed while saving); removing it and resuming from the one before", found)
+            shutil.rmtree(found)
     return None
 
 
-def train(trainer: Any, where: Layout, stage: str, fresh: bool) -> tuple[Any, str | None]:
-    """``trainer.train()``, resuming from the stage's newest complete checkpoint unless ``fresh``
-    (a killed run continues where it stopped); returns (TRL's result, the checkpoint resumed)."""
-    resume = None if fresh else last_checkpoint(where.checkpoints(stage))
+def train(trainer: Any, resume: str | None) -> tuple[Any, str | None]:
+    """``trainer.train()``, resuming from ``resume`` (``prepare_run``'s checkpoint) when given;
+    returns (TRL's result, the checkpoint resumed)."""
     if resume:
         _LOG.info("resuming from %s", resume)
     return trainer.train(resume_from_checkpoint=resume), resume
@@ -298,35 +385,77 @@ def save_stage(
     """Save a trained stage: weights (an adapter, or the whole model when every weight trained)
     under <stage>/adapter or <stage>/model, the tokenizer (left padding, as generation uses it),
     ``training_summary.json`` (``summary`` + weights hash + provenance) and README.md (TRL's
-    model card, extended with ``facts`` and the ``card_keys`` constants). Returns the summary."""
+    model card, extended with ``facts`` and the ``card_keys`` constants).
+
+    All four are written to ``<stage>/.saving`` and renamed into place together, so a kill
+    leaves the old set or the new one, never a mix. Weights of the other kind are moved to
+    ``<stage>/archive/`` (named in the log), not deleted. Every rank calls this (ZeRO-3/FSDP
+    gather the weights from all of them inside ``save_model``); only the main process writes
+    the rest, and it alone gets the summary back ({} elsewhere)."""
+    from accelerate import PartialState
     from peft import PeftModel
 
     from finreason import models
 
+    state = PartialState()
     where = Layout.of(cfg)
     kind = layout.ADAPTER if isinstance(trainer.model, PeftModel) else layout.MODEL
     folder = where.weights_dir(stage, kind)
+    staging = where.saving(stage)
+    if state.is_main_process:
+        shutil.rmtree(staging, ignore_errors=True)
+    state.wait_for_everyone()
+    trainer.save_model(str(staging))
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return {}
+    try:
+        tokenizer.padding_side = "left"
+        tokenizer.save_pretrained(str(staging))
+        summary = {
+            "stage": stage,
+            "weights": str(folder),
+            "weights_kind": kind,
+            "weights_sha256": models.weights_fingerprint(staging),
+            "base_model": cfg.MODEL_NAME,
+            "evidence_mode": cfg.EVIDENCE_MODE,
+            "retriever": retrieval.used_by(cfg),
+            **summary,
+            "provenance": provenance(cfg, data=dict(data) if data else None, model=cfg.MODEL_NAME),
+        }
+        storage.atomic_write_json(staging / models.TRAINING_SUMMARY, summary)
+        storage.atomic_write_text(staging / "README.md", model_card(trainer, cfg, stage, summary, facts, card_keys))
+        storage.install_folder(staging, folder, where.replaced(stage, kind))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _LOG.info("%s %s saved to %s (sha256 %s)", stage.upper(), kind, folder, summary["weights_sha256"][:16])
     other = where.weights_dir(stage, layout.MODEL if kind == layout.ADAPTER else layout.ADAPTER)
     if other.exists():
-        shutil.rmtree(other)  # one set of weights per stage: the one just trained
-    trainer.save_model(str(folder))
-    tokenizer.padding_side = "left"
-    tokenizer.save_pretrained(str(folder))
-    summary = {
-        "stage": stage,
-        "weights": str(folder),
-        "weights_kind": kind,
-        "weights_sha256": models.weights_fingerprint(folder),
-        "base_model": cfg.MODEL_NAME,
-        "evidence_mode": cfg.EVIDENCE_MODE,
-        "retriever": retrieval.used_by(cfg),
-        **summary,
-        "provenance": provenance(cfg, data=dict(data) if data else None, model=cfg.MODEL_NAME),
-    }
-    storage.atomic_write_json(folder / models.TRAINING_SUMMARY, summary)
-    storage.atomic_write_text(folder / "README.md", model_card(trainer, cfg, stage, summary, facts, card_keys))
-    _LOG.info("%s %s saved to %s (sha256 %s)", stage.upper(), kind, folder, summary["weights_sha256"][:16])
+        archived = where.weights_archive(stage) / f"{other.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        archived.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(other, archived)
+        _LOG.warning("%s: the previous %s weights (%s) were moved to %s; the new %s replaces them", stage, other.name, other, archived, kind)
+    for later, reason in stale_weights(where).items():
+        _LOG.warning("%s weights are now stale: %s", later.upper(), reason)
     return summary
+
+
+def stale_weights(where: Layout) -> dict[str, str]:
+    """Stages whose weights were trained from weights that have since been replaced, with why
+    (GRPO continues the SFT weights: its summary records their SHA-256)."""
+    from finreason import models
+
+    found = where.weights("grpo")
+    if found is None:
+        return {}
+    started_from = (_read_json(found / models.TRAINING_SUMMARY) or {}).get("sft_weights_sha256")
+    sft = where.weights("sft")
+    now = (_read_json(sft / models.TRAINING_SUMMARY) or {}).get("weights_sha256") if sft else None
+    if not started_from or started_from == now:
+        return {}
+    current = f"the SFT weights are now {now[:12]}" if now else "there are no SFT weights now"
+    return {"grpo": f"trained from SFT weights {started_from[:12]}, but {current}: rerun 05_train_grpo.py"}
 
 
 def model_card(trainer: Any, cfg: Any, stage: str, summary: Mapping[str, Any], facts: Mapping[str, Any], card_keys: Iterable[str]) -> str:

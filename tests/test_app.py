@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 from pathlib import Path
 
@@ -242,16 +243,26 @@ def test_question_file_refused_with_a_message(app):
 
 
 @pytest.mark.slow
-def test_broken_adapter_falls_back_with_a_warning(app, app_args):
-    # a GRPO adapter folder without weights: the page says so and uses the next best model
+@pytest.mark.parametrize(
+    ("files", "warnings"),
+    [
+        # a GRPO adapter folder without weights: the page says so and uses the next best model
+        ({"adapter_config.json": "{}"}, ["GRPO weights at", "skipped"]),
+        # GRPO weights whose SFT weights were replaced since (here: are gone) are named stale
+        ({"adapter_config.json": "{}", "training_summary.json": json.dumps({"sft_weights_sha256": "a" * 64})},
+         ["GRPO weights are stale: trained from SFT weights aaaaaaaaaaaa, but there are no SFT weights now"]),
+    ],
+)
+def test_untrustworthy_grpo_weights_give_a_warning(app, app_args, files, warnings):
     out = Path(next(a.split("=", 1)[1] for a in shlex.split(app_args) if a.startswith("--OUTPUT_DIR=")))
     broken = out / "grpo" / "adapter"
     broken.mkdir(parents=True)
     try:
-        (broken / "adapter_config.json").write_text("{}")
+        for name, text in files.items():
+            (broken / name).write_text(text)
         app.run()
         assert not app.exception, _texts(app.exception)
-        assert "GRPO weights" in _texts(app.warning) and "skipped" in _texts(app.warning)
+        assert all(warning in _texts(app.warning) for warning in warnings), _texts(app.warning)
         assert "base model, no trained weights" in _texts(app.caption)
     finally:
         import shutil
@@ -327,8 +338,9 @@ def test_python_app_py_binds_app_host_from_any_folder(tmp_path):
     import sys
 
     probe = "\n".join([
-        "import runpy, subprocess, sys",
-        "subprocess.call = lambda command: print(' '.join(command)) or 0",
+        "import runpy, sys",
+        "from finreason import console",
+        "console.run_child = lambda command: print(' '.join(command)) or 0",
         "sys.argv = [sys.argv[1], '--APP_HOST=127.0.0.9', '--port', '8600', '--PROFILE=cpu']",
         "runpy.run_path(sys.argv[0], run_name='__main__')",
     ])
@@ -344,3 +356,39 @@ def test_python_app_py_refuses_a_bad_override(tmp_path):
 
     done = subprocess.run([sys.executable, str(ROOT / "app.py"), "--APP_HOST="], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 2 and "--APP_HOST must be non-empty" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_app_py_stops_its_server_on_sigterm(tmp_path):
+    # the case 8: SIGTERM to `python app.py` used to leave Streamlit serving the port
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    launcher = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port), "--APP_HOST=127.0.0.1",
+                                 "--PROFILE=cpu", f"--OUTPUT_DIR={tmp_path}"], cwd=tmp_path,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not _listening(port):
+            assert launcher.poll() is None and time.time() < deadline, "the server never listened"
+            time.sleep(0.5)
+        launcher.send_signal(signal.SIGTERM)
+        launcher.wait(timeout=60)
+        # the launcher returned only after its server stopped: nothing serves the port any more
+        assert not _listening(port)
+    finally:
+        launcher.kill()
+        launcher.wait()
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as client:
+        return client.connect_ex(("127.0.0.1", port)) == 0

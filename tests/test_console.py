@@ -1,6 +1,11 @@
-"""console.table: the one text table every script and benchmark prints."""
+"""console: the one text table every script prints, the one-line exit on a full disk, and run_child."""
 
 from __future__ import annotations
+
+import errno
+import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -25,3 +30,85 @@ from finreason import console
 )
 def test_table(rows, columns, kwargs, expected):
     assert console.table(rows, columns, **kwargs).splitlines() == expected
+
+
+# --- a full disk, however a library wrapped it: one line ----------------------------------------
+
+
+def _raised_from(outer: Exception, inner: Exception) -> Exception:
+    try:
+        try:
+            raise inner
+        except Exception as error:
+            raise outer from error
+    except Exception as error:
+        return error
+
+
+@pytest.mark.parametrize(
+    ("error", "full"),
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), True),
+        # safetensors' Rust writer (the issue's GGUF conversion), torch.save, and one wrapped in another
+        (RuntimeError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: \"No space left on device\" })"), True),
+        (RuntimeError("SafetensorError: I/O error: No space left on device (os error 28)"), True),
+        (_raised_from(ValueError("saving failed"), OSError(errno.ENOSPC, "full")), True),
+        (RuntimeError("CUDA out of memory"), False),
+        (OSError(errno.EACCES, "Permission denied"), False),
+    ],
+)
+def test_disk_full_is_recognised(error, full):
+    assert console.disk_full(error) is full
+
+
+def test_run_main_says_disk_full_in_one_line(capsys):
+    def main(argv):
+        raise RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)\nmore detail")
+
+    with pytest.raises(SystemExit) as exit_info:
+        console.run_main(main, [])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == console.EXIT_USER_ERROR and "Traceback" not in err and err.count("\n") == 1
+    assert "error: no space left on device (Error while serializing" in err
+
+
+def test_run_main_keeps_the_traceback_of_a_bug():
+    def main(argv):
+        raise RuntimeError("a bug")
+
+    with pytest.raises(RuntimeError, match="a bug"):
+        console.run_main(main, [])
+
+
+# --- run_child: stopping the launcher stops the server ------------------------------------------
+
+CHILD = """
+import signal, sys, time
+def stop(signum, frame):
+    open(sys.argv[1], "w").write(signal.Signals(signum).name)
+    sys.exit(3)
+signal.signal(signal.SIGTERM, stop)
+signal.signal(signal.SIGINT, stop)
+print("ready", flush=True)
+time.sleep(60)
+"""
+LAUNCHER = """
+import sys
+from finreason import console
+sys.exit(console.run_child([sys.executable, "-c", sys.argv[1], sys.argv[2]]))
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_run_child_forwards_the_signal_and_waits(tmp_path, signum):
+    marker = tmp_path / "stopped"
+    launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER, CHILD, str(marker)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert launcher.stdout.readline() == "ready\n"
+        launcher.send_signal(signum)
+        # the launcher exits with the server's code, after the server has stopped
+        assert launcher.wait(timeout=30) == 3
+        assert marker.read_text() == signum.name
+    finally:
+        launcher.kill()
+        launcher.wait()

@@ -188,3 +188,28 @@ def test_embedded_smollm2_scores_real_dev_examples(smollm2_output_dir, dev_examp
         assert isinstance(row["strict"], bool)
         assert row["predicted"] is None or isinstance(row["predicted"], (float, str))
         assert not (isinstance(row["predicted"], float) and math.isnan(row["predicted"]))
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_a_changed_tolerance_rescores_stored_completions(tiny_loaded, tiny_cfg, dev_examples, monkeypatch, legacy):
+    # the case 4: records made at 1% are not reused at 90%; the completions are, without generating
+    examples = [e for e in dev_examples if isinstance(e.exe_ans, (int, float)) and e.exe_ans][:3]
+    evaluation.evaluate(tiny_loaded, examples, tiny_cfg, "sft", split="dev", progress=False)
+    path = Layout.of(tiny_cfg).eval_records("sft")
+    records = read(path)
+    for record in records:
+        # 1.5x gold: wrong at 1%, right within 90%
+        gold = next(e.exe_ans for e in examples if e.id == record["id"])
+        record.update(completion=f"Answer: {gold * 1.5}", strict=False, lenient=False)
+        if legacy:  # records from before the verdict's inputs were recorded
+            del record["rel_tol"], record["verdict_key"]
+    storage.write_jsonl(path, records)
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError("a completion was regenerated although only scoring changed")
+
+    monkeypatch.setattr(evaluation.generation, "generate", no_generation)
+    summary = evaluation.evaluate(tiny_loaded, examples, tiny_cfg.replace(LENIENT_REL_TOL=0.9), "sft", split="dev", progress=False)
+    assert summary["generated_this_run"] == 0 and summary["lenient_accuracy"] == 1.0 and summary["rel_tol"] == 0.9
+    assert all(r["lenient"] and r["rel_tol"] == 0.9 for r in read(path))
+    assert "lenient accuracy (90% tol.)" in evaluation.format_summary(summary)

