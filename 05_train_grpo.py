@@ -69,7 +69,6 @@ def run(args: argparse.Namespace, cfg) -> dict:
     _LOG.info("%d candidate questions from %s", len(rows), where.grpo_train)
 
     # seed
-    from accelerate import PartialState
     from transformers import set_seed
 
     set_seed(cfg.SEED)
@@ -82,9 +81,10 @@ def run(args: argparse.Namespace, cfg) -> dict:
     _LOG.info("continuing the SFT weights: %s trainable of %s parameters", f"{trainable:,}", f"{total:,}")
 
     # data: the difficulty filter keeps questions the SFT model sometimes (not always) solves
-    with PartialState().main_process_first():
+    with training.process_state().main_process_first():
         train_rows, filter_report = difficulty.difficulty_filter(loaded, rows, cfg, sft_fingerprint)
-    train_rows = difficulty.fill_generation_batch(train_rows, cfg, PartialState().num_processes)
+    train_rows = difficulty.fill_generation_batch(train_rows, cfg, training.process_state().num_processes)
+    training.require_same_on_every_process([row["id"] for row in train_rows], "difficulty-filtered questions")
 
     # rewards: the evaluation's correctness check, plus a small format bonus; errors counted for the run
     reward_errors = rewards.RewardErrors.from_cfg(cfg)

@@ -216,6 +216,37 @@ def grpo_config(cfg: Any, where: Layout, use_vllm: bool, **changes: Any) -> Any:
 # --- checkpoints and logs ----------------------------------------------------------------------
 
 
+def process_state() -> Any:
+    """accelerate's PartialState as the Trainer builds it (``use_cpu`` without CUDA, see
+    ``hardware_arguments``). On a CPU, only ``cpu=True`` turns a multi-process launch into gloo DDP:
+    a plain ``PartialState()`` made before the Trainer's sees one process in every rank, so each
+    rank would take itself for the main one (found by the two-process test)."""
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def require_same_on_every_process(ids: Sequence[str], what: str) -> None:
+    """Stop unless every process of a launch holds the same ``ids`` in the same order: ranks that
+    trained on different sets would average the gradients of different runs. One process: no-op."""
+    from accelerate.utils import gather_object
+
+    state = process_state()
+    if state.num_processes == 1:
+        return
+    digest = hashlib.sha256(json.dumps(list(ids)).encode("utf-8")).hexdigest()
+    digests = gather_object([digest])
+    if len(set(digests)) > 1:
+        raise TrainingInputError(
+            f"the {what} differ between the {state.num_processes} processes (sha256 "
+            f"{', '.join(d[:12] for d in digests)}); every process must read the same OUTPUT_DIR (on several "
+            "machines: a folder they all share)"
+        )
+    if state.is_main_process:
+        _LOG.info("the same %d %s on all %d processes (sha256 %s)", len(set(ids)), what, state.num_processes, digest[:12])
+
+
 def run_identity(cfg: Any, stage: str, keys: Iterable[str], rows: Sequence[Mapping[str, Any]], start_sha256: str) -> dict[str, Any]:
     """What shapes a stage's weights: the ``keys`` constants (the model card's), the SHA-256 of
     the training rows as trained on, and the starting weights' SHA-256 (the base model's for SFT,
@@ -253,9 +284,7 @@ def prepare_run(where: Layout, stage: str, identity: Mapping[str, Any], fresh: b
     and the step log is cut back to the resumed step. Only the main process changes files,
     first, behind a barrier; the other ranks then read the state it left and decide the same.
     """
-    from accelerate import PartialState
-
-    state = PartialState()
+    state = process_state()
     with state.main_process_first():
         return _prepare_run(where, stage, identity, fresh, write=state.is_main_process)
 
@@ -392,12 +421,11 @@ def save_stage(
     ``<stage>/archive/`` (named in the log), not deleted. Every rank calls this (ZeRO-3/FSDP
     gather the weights from all of them inside ``save_model``); only the main process writes
     the rest, and it alone gets the summary back ({} elsewhere)."""
-    from accelerate import PartialState
     from peft import PeftModel
 
     from finreason import models
 
-    state = PartialState()
+    state = process_state()
     where = Layout.of(cfg)
     kind = layout.ADAPTER if isinstance(trainer.model, PeftModel) else layout.MODEL
     folder = where.weights_dir(stage, kind)
