@@ -5,12 +5,17 @@
 
 Reads  requirements.txt (the pins), the installed packages, the GPU (if any).
 Writes OUTPUT_DIR/check_env.json (every check + the memory estimate + provenance; with --probe
-       also "probe": peak_memory_gb, sft_step_s, grpo_step_s, projected_sft_s, projected_grpo_s,
-       the memory it had and a verdict).
+       also "matmul_peak_gflops" (float32 and bfloat16), "training_precision", and "probe":
+       peak_memory_gb, sft_step_s, grpo_step_s, projected_sft_s, projected_grpo_s, the memory it
+       had and a verdict).
 Prints a table. Exits 1 naming what is missing when something the chosen profile needs is
 absent or broken (torch, a pinned package, 4-bit on a 4-bit profile, bf16 when asked for,
 the embedded model on the cpu profile, or a probe that ran out of memory); warnings (version
 drift, memory estimate above the card) do not fail.
+
+Matmul peak (--probe, about a second): square matmuls timed in float32 and bfloat16 on the
+training device (finreason.throughput); the step logs' MFU divides by it, and CPU_PRECISION=auto
+trains in bf16 autocast where bf16's peak wins.
 
 Memory: without --probe, an instant estimate from a documented formula (finreason.memory; rough).
 With --probe, a measurement: the configured model loaded as 04/05 load it, a few real SFT steps
@@ -32,6 +37,7 @@ from pathlib import Path
 
 from finreason import configuration, console, memory, models, storage
 from finreason.layout import Layout
+from finreason.provenance import machine as provenance_machine
 from finreason.provenance import provenance
 
 ROOT = Path(__file__).resolve().parent
@@ -219,6 +225,24 @@ def check_memory(report: Report, cfg) -> None:
         report.add("memory estimate", OK, f"{detail} <= {what} {capacity:.1f} GB" if capacity else detail)
 
 
+def check_matmul_peak(report: Report, torch, cfg) -> None:
+    """This machine's matmul peak in float32 and bfloat16 (the MFU denominators of the step log),
+    and the training precision it implies (CPU_PRECISION=auto picks bf16 where it wins)."""
+    from finreason import throughput, training
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    started = time.perf_counter()
+    peaks = throughput.measured_peaks(device)
+    precision = training.training_precision(cfg)
+    report.values["matmul_peak_gflops"] = {name: round(flops / 1e9, 1) if flops else None for name, flops in peaks.items()}
+    report.values["training_precision"] = precision
+    setting = f"COMPUTE_DTYPE={cfg.COMPUTE_DTYPE}" if device == "cuda" else f"CPU_PRECISION={cfg.CPU_PRECISION}"
+    rates = ", ".join(f"{name} {flops / 1e9:.0f} GFLOP/s" if flops else f"{name} has no matmul kernel here" for name, flops in peaks.items())
+    report.add("matmul peak", INFO, f"{rates} "
+               f"on {provenance_machine()['cpu_model'] if device == 'cpu' else torch.cuda.get_device_name(0)} "
+               f"({time.perf_counter() - started:.1f} s); training precision: {precision} ({setting})")
+
+
 def check_probe(report: Report, cfg, cap_gb: float | None) -> None:
     """The measured answer (memory.probe), beside the formula's."""
     result = memory.probe(cfg, cap_gb=cap_gb)
@@ -261,6 +285,7 @@ def main(argv=None) -> int:
     check_embedded_model(report, cfg)
     check_memory(report, cfg)
     if args.probe and torch is not None and not report.failures:
+        check_matmul_peak(report, torch, cfg)
         check_probe(report, cfg, args.memory_cap_gb)
 
     # report

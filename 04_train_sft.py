@@ -37,10 +37,10 @@ from finreason.layout import Layout
 
 _LOG = logging.getLogger("sft")
 CARD_KEYS = (
-    "MODEL_NAME", "FINETUNE", "LOAD_IN_4BIT", "COMPUTE_DTYPE", "EVIDENCE_MODE", "SFT_TARGET", "MAX_SEQ_LEN",
+    "MODEL_NAME", "FINETUNE", "LOAD_IN_4BIT", "COMPUTE_DTYPE", "CPU_PRECISION", "EVIDENCE_MODE", "SFT_TARGET", "MAX_SEQ_LEN",
     "PROMPT_TOKEN_BUDGET", "LORA_R", "LORA_ALPHA", "LORA_DROPOUT", "LORA_TARGET_MODULES", "SFT_TRAIN_LIMIT",
     "SFT_BATCH_SIZE", "SFT_GRAD_ACCUM", "SFT_LEARNING_RATE", "SFT_EPOCHS", "SFT_MAX_STEPS",
-    "GRADIENT_CHECKPOINTING", "SEED",
+    "GRADIENT_CHECKPOINTING", "SFT_TRL_ARGS", "SEED",
 )
 
 
@@ -61,6 +61,11 @@ def run(args: argparse.Namespace, cfg) -> dict:
 
     # data: validated before anything heavy is imported or loaded
     rows = data.first(training.load_rows(where.sft_train, training.SFT_FIELDS), cfg.SFT_TRAIN_LIMIT)
+
+    # TRL's config, SFT_TRL_ARGS included: a field TRL refuses stops the run before the model loads
+    sft_args = training.sft_config(cfg, where)
+    precision = training.training_precision(cfg)
+    _LOG.info("training precision: %s", precision)
 
     # tokenizer: rows longer than MAX_SEQ_LEN would be truncated through their Program/Answer lines
     tokenizer = models.load_tokenizer(cfg)
@@ -95,7 +100,7 @@ def run(args: argparse.Namespace, cfg) -> dict:
     resume = training.prepare_run(where, "sft", identity, args.fresh)
     trainer = SFTTrainer(
         model=loaded.model,
-        args=training.sft_config(cfg, where),
+        args=sft_args,
         train_dataset=Dataset.from_list([{"prompt": row["prompt"], "completion": row["completion"]} for row in rows]),
         processing_class=tokenizer,
         callbacks=[training.tensorboard_callback(where.runs("sft")), training.step_log_callback(where.step_log("sft"), ("loss",))],
@@ -121,12 +126,14 @@ def run(args: argparse.Namespace, cfg) -> dict:
         "final_loss": losses[-1] if losses else result.training_loss,
         "train_runtime_s": result.metrics.get("train_runtime"),
         "trainable_parameters": trainable,
+        "precision": precision,
         "model_info": loaded.info,
     }, facts={
         "base model": cfg.MODEL_NAME,
         "method": _method(cfg) + " SFT with TRL SFTTrainer, loss on completion tokens only",
         "training data": f"{where.sft_train} ({len(rows)} rows; {cfg.SFT_TARGET} targets)",
         "optimizer steps": result.global_step,
+        "precision": precision,
         "final training loss": losses[-1] if losses else result.training_loss,
     }, card_keys=CARD_KEYS, data=bundle_note)
     if not main_process:

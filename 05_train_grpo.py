@@ -37,10 +37,10 @@ from finreason.layout import Layout
 
 _LOG = logging.getLogger("grpo")
 CARD_KEYS = (
-    "MODEL_NAME", "FINETUNE", "LOAD_IN_4BIT", "COMPUTE_DTYPE", "EVIDENCE_MODE", "GRPO_TRAIN_LIMIT",
+    "MODEL_NAME", "FINETUNE", "LOAD_IN_4BIT", "COMPUTE_DTYPE", "CPU_PRECISION", "EVIDENCE_MODE", "GRPO_TRAIN_LIMIT",
     "NUM_GENERATIONS", "GRPO_MAX_NEW_TOKENS", "GRPO_TEMPERATURE", "GRPO_LEARNING_RATE", "GRPO_BETA",
     "GRPO_LOSS_TYPE", "GRPO_BATCH_SIZE", "GRPO_GRAD_ACCUM", "GRPO_MAX_STEPS", "REWARD_CORRECT_WEIGHT",
-    "REWARD_FORMAT_WEIGHT", "REWARD_MAX_ERROR_SHARE", "DIFFICULTY_FILTER", "DIFFICULTY_MAX_CANDIDATES", "SEED",
+    "REWARD_FORMAT_WEIGHT", "REWARD_MAX_ERROR_SHARE", "DIFFICULTY_FILTER", "DIFFICULTY_MAX_CANDIDATES", "GRPO_TRL_ARGS", "SEED",
 )
 SHOWN_PER_STEP = (
     "reward", "rewards/correctness_reward/mean", "correctness_mixed_group_share", "rewards/format_reward/mean", "loss",
@@ -67,6 +67,12 @@ def run(args: argparse.Namespace, cfg) -> dict:
     rows = data.first(training.load_rows(where.grpo_train, training.GRPO_FIELDS), cfg.GRPO_TRAIN_LIMIT)
     sft_fingerprint = models.weights_fingerprint(sft_weights)
     _LOG.info("%d candidate questions from %s", len(rows), where.grpo_train)
+
+    # TRL's config, GRPO_TRL_ARGS included: a field TRL refuses stops the run before the model loads
+    use_vllm = generation.vllm_usable(cfg)
+    grpo_args = training.grpo_config(cfg, where, use_vllm)
+    precision = training.training_precision(cfg)
+    _LOG.info("training precision: %s", precision)
 
     # seed
     from transformers import set_seed
@@ -97,14 +103,13 @@ def run(args: argparse.Namespace, cfg) -> dict:
     # resume only the same run: same constants, prompts (after the filter) and SFT weights
     identity = training.run_identity(cfg, "grpo", CARD_KEYS, train_rows, sft_fingerprint)
     resume = training.prepare_run(where, "grpo", identity, args.fresh)
-    use_vllm = generation.vllm_usable(cfg)
     trainer = GRPOTrainer(
         model=loaded.model,
         reward_funcs=reward_funcs,
-        args=training.grpo_config(cfg, where, use_vllm),
+        args=grpo_args,
         train_dataset=Dataset.from_list([{k: row[k] for k in ("id", "prompt", "gold", "table")} for row in train_rows]),
         processing_class=loaded.tokenizer,
-        callbacks=[training.tensorboard_callback(where.runs("grpo")), training.step_log_callback(where.step_log("grpo"), SHOWN_PER_STEP)],
+        callbacks=[training.tensorboard_callback(where.runs("grpo")), training.step_log_callback(where.step_log("grpo"), SHOWN_PER_STEP, sampled=True)],
     )
 
     # train: resume from the newest complete checkpoint when this same run was killed
@@ -126,6 +131,7 @@ def run(args: argparse.Namespace, cfg) -> dict:
         "resumed_from": resume,
         "train_runtime_s": result.metrics.get("train_runtime"),
         "use_vllm": use_vllm,
+        "precision": precision,
         "steps": steps,
         "mixed_group_share": sum(mixed) / len(mixed) if mixed else None,
         "reward_errors": {"raised": reward_errors.raised, "evaluated": reward_errors.evaluated, "first": reward_errors.first},
@@ -135,6 +141,7 @@ def run(args: argparse.Namespace, cfg) -> dict:
         "started from": f"{sft_weights} (sha256 {sft_fingerprint[:16]})",
         "training prompts": f"{len({row['id'] for row in train_rows})} of {len(rows)} candidates ({filter_report.get('decision')})",
         "optimizer steps": result.global_step,
+        "precision": precision,
         "mean correctness, first -> last step": _pair(first, last, "correctness"),
         "groups with mixed correctness (mean over steps)": f"{sum(mixed) / len(mixed):.3f}" if mixed else "n/a",
         "reward evaluations that raised": f"{reward_errors.raised} of {reward_errors.evaluated}",

@@ -30,6 +30,7 @@ COMPUTE_DTYPE = "bfloat16"  # bfloat16 | float16 | float32; float16 on cards wit
 USE_UNSLOTH = True  # true | false; Unsloth's fast path when it imports (CUDA only); PEFT otherwise
 USE_VLLM = False  # true | false; generate with vLLM when installed and a GPU is present (eval and GRPO)
 FINETUNE = "lora"  # lora | full; full trains every weight (small models on CPU; needs LOAD_IN_4BIT=false)
+CPU_PRECISION = "float32"  # auto | float32 | bfloat16; training without CUDA: bf16 autocast over fp32 weights; auto = bf16 where its measured matmul peak wins
 
 # --- prompt ------------------------------------------------------------------------------
 EVIDENCE_MODE = "retrieved"  # retrieved | gold; gold = FinQA's gold facts only (an easier, labelled setting)
@@ -64,6 +65,7 @@ SFT_EPOCHS = 3.0  # > 0; passes over train; ignored when SFT_MAX_STEPS > 0
 SFT_MAX_STEPS = -1  # -1 or >= 1; optimizer steps; -1 = use SFT_EPOCHS
 SAVE_STEPS = 50  # >= 1; checkpoint every N optimizer steps, so a killed run resumes
 GRADIENT_CHECKPOINTING = True  # true | false; recompute activations in backward: slower, far less memory
+SFT_TRL_ARGS = ""  # "" or name=value[,name=value]; any other field of TRL's SFTConfig, e.g. max_grad_norm=0.5,weight_decay=0.01
 
 # --- GRPO --------------------------------------------------------------------------------
 GRPO_TRAIN_LIMIT = 0  # >= 0; the first N training questions are candidates; 0 = all of train
@@ -81,6 +83,7 @@ REWARD_FORMAT_WEIGHT = 0.1  # >= 0; weight of the parseable Program/Answer rewar
 REWARD_MAX_ERROR_SHARE = 0.05  # 0 <= x <= 1; share of reward evaluations that may raise (a scorer bug) before the run stops; 1 = never
 DIFFICULTY_FILTER = True  # true | false; keep questions the SFT model sometimes, not always, gets right
 DIFFICULTY_MAX_CANDIDATES = 2000  # >= 0; questions sampled by the filter (0 = all); sampling is the slow part
+GRPO_TRL_ARGS = ""  # "" or name=value[,name=value]; any other field of TRL's GRPOConfig, e.g. top_p=0.95,max_grad_norm=0.5
 
 # --- app ---------------------------------------------------------------------------------
 APP_HOST = "127.0.0.1"  # non-empty; `python app.py` binds Streamlit here; localhost keeps the demo private
@@ -110,7 +113,8 @@ PROFILES = {
     "cpu": {  # no CUDA: the embedded SmolLM2-135M, every weight trained, on gold facts (see README)
         "MODEL_NAME": "HuggingFaceTB/SmolLM2-135M-Instruct",
         "LOAD_IN_4BIT": False,  # full fine-tuning trains real weights; NF4 on CPU also dequantises every matmul
-        "COMPUTE_DTYPE": "float32",  # bf16 autocast measured 4x slower on this CPU path
+        "COMPUTE_DTYPE": "float32",  # the weights the optimizer updates stay fp32; CPU_PRECISION decides bf16 autocast
+        "CPU_PRECISION": "auto",  # bf16 autocast where the CPU has it: 1.2x faster SFT updates, same dev accuracy (README)
         "FINETUNE": "full",  # LoRA at 135M learned the format but no arithmetic in CPU-sized runs
         "EVIDENCE_MODE": "gold",  # FinQA's gold-retriever setting: learning shows in minutes; labelled everywhere
         "PROMPT_TOKEN_BUDGET": 384,  # used with --EVIDENCE_MODE=retrieved: CPU time grows with every token

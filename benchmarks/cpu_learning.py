@@ -1,7 +1,8 @@
 """Does training help, end to end on a CPU? SmolLM2-135M through the real scripts: zero-shot vs SFT vs GRPO.
 
 Command:
-    .venv/bin/python benchmarks/cpu_learning.py [--dev 100] [--fixed-set 64] [--grpo-steps 30] [--fresh] [--KEY=value ...]
+    .venv/bin/python benchmarks/cpu_learning.py [--dev 100] [--fixed-set 64] [--grpo-steps 30] [--fresh]
+                                                [--previous RUN_DIR] [--KEY=value ...]
     .venv/bin/python benchmarks/cpu_learning.py --EVIDENCE_MODE=retrieved      (the standard setting: the learned
                                                                           fact ranker's top RETRIEVER_TOP_K facts)
 
@@ -23,7 +24,10 @@ grpo_strict (fractions, with 95% bootstrap CIs), p_value (exact McNemar, SFT vs 
 grpo_p_value_vs_sft, grpo_mixed_group_share (share of all GRPO groups whose correctness differs),
 grpo_fixed_set_reward_before/after (mean correctness of the sampled completions on the fixed set)
 with the paired sign-flip p-value and CIs, the targets and whether each was met, per-stage time and
-peak memory, and provenance.
+peak memory, the precision each stage trained in, and provenance. With --previous RUN_DIR (an
+earlier run's folder, copied aside): against_previous, each stage's accuracy then and now on the
+same questions, the exact McNemar p-value, which way it moved and whether it is within noise
+(p > 0.05): a change that makes this benchmark faster must keep every stage within noise.
 
 Resumable: every script resumes by itself (checkpoints, evaluation records, cached samples), so a
 killed run continues where it stopped; --fresh starts over. Measure on an idle machine.
@@ -68,6 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="training questions in the fixed set, screened by the difficulty filter (default 64)")
     parser.add_argument("--grpo-steps", type=int, default=30, help="GRPO steps, one question each on the cpu profile (default 30)")
     parser.add_argument("--fresh", action="store_true", help="delete this evidence mode's previous run first")
+    parser.add_argument("--previous", type=Path, metavar="RUN_DIR",
+                        help="an earlier run's folder (a copy of <OUTPUT_DIR>/bench/cpu_learning/<mode>): each stage's "
+                             "answers are paired with its answers (exact McNemar), to show a speed-up kept the results")
 
 
 def main(argv=None) -> dict[str, Any]:
@@ -77,6 +84,10 @@ def main(argv=None) -> dict[str, Any]:
 
     # paths: a private output folder per evidence mode; the converted base model is shared
     run_dir = Layout.of(cfg).bench_dir / NAME / cfg.EVIDENCE_MODE
+    if args.previous is not None and not any(Layout(args.previous).eval_records(stage).is_file() for stage in STAGES):
+        raise BenchmarkError(f"--previous {args.previous} holds no evaluation records (eval/<stage>.jsonl): give a cpu_learning run folder")
+    if args.previous is not None and args.previous.resolve() == run_dir.resolve():
+        raise BenchmarkError(f"--previous {args.previous} is this run's own folder: copy the earlier run elsewhere first")
     if args.fresh:
         shutil.rmtree(run_dir, ignore_errors=True)
     base_path = models.resolve_model_path(cfg.MODEL_NAME, cfg.OUTPUT_DIR)
@@ -117,6 +128,9 @@ def main(argv=None) -> dict[str, Any]:
     timings["fixed_set_after"] = {"seconds": round(time.time() - started, 1), "peak_rss_gb": None}
 
     result = summarize(run_cfg, where, before, after, args.dev)
+    result["precision"] = precisions(where)
+    if args.previous is not None:
+        result["against_previous"] = against_previous(where, Layout(args.previous), str(args.previous))
     result.update(
         timings=timings,
         total_seconds=round(sum(t["seconds"] for t in timings.values()), 1),
@@ -135,6 +149,51 @@ def main(argv=None) -> dict[str, Any]:
 
 class BenchmarkError(FinReasonError):
     """A stage of the benchmark failed."""
+
+
+STAGES = ("zero_shot", "sft", "grpo")
+
+
+def against_previous(where: Layout, previous: Layout, label: str) -> dict[str, Any]:
+    """Each stage's strict accuracy now and in the ``previous`` run on the questions both answered,
+    the exact McNemar p-value of the pairs, which way it moved, and whether that is within noise
+    (p > 0.05), with the precision each run trained in."""
+    from finreason import evaluation
+
+    stages = {}
+    for stage in STAGES:
+        now, before = evaluation.read_stage(where, stage), evaluation.read_stage(previous, stage)
+        shared = sorted(set(now) & set(before))
+        if not shared:
+            continue
+        a = [bool(before[i].get("strict")) for i in shared]
+        b = [bool(now[i].get("strict")) for i in shared]
+        p_value = stats.mcnemar(a, b)
+        moved = "up" if sum(b) > sum(a) else "down" if sum(b) < sum(a) else "same"
+        stages[stage] = {"n": len(shared), "previous_strict": stats.rate(a), "strict": stats.rate(b),
+                         "only_previous_right": sum(x and not y for x, y in zip(a, b)),
+                         "only_now_right": sum(y and not x for x, y in zip(a, b)),
+                         "p_value": p_value, "moved": moved, "within_noise": p_value > NOISE_P_VALUE}
+    return {"previous": label, "precision": {"previous": precisions(previous), "now": precisions(where)}, "stages": stages}
+
+
+# a speed-up keeps the results when no stage's answers differ from the previous run's at this level
+NOISE_P_VALUE = 0.05
+
+
+def precisions(where: Layout) -> dict[str, str | None]:
+    """The precision each trained stage recorded; before it was recorded a CPU trained in the
+    COMPUTE_DTYPE it loaded the weights in."""
+    found: dict[str, str | None] = {}
+    for stage in ("sft", "grpo"):
+        weights = where.weights(stage)
+        try:
+            summary = json.loads((weights / models.TRAINING_SUMMARY).read_text(encoding="utf-8")) if weights else None
+        except (OSError, ValueError):
+            summary = None
+        if isinstance(summary, dict):
+            found[stage] = summary.get("precision") or summary.get("provenance", {}).get("config", {}).get("COMPUTE_DTYPE")
+    return found
 
 
 def fixed_set_before(cfg: Any, where: Layout, candidates: list[dict[str, Any]]) -> dict[str, int]:
@@ -241,6 +300,11 @@ def table(result: dict[str, Any]) -> str:
         f"targets met: {', '.join(f'{k}={v}' for k, v in result['met'].items())}",
         f"total {result['total_seconds'] / 60:.1f} min, largest stage {result['peak_rss_gb']:.2f} GiB",
     ]
+    previous = result.get("against_previous")
+    if previous:
+        lines.append(f"against {previous['previous']} (precision {previous['precision']['previous']} -> {previous['precision']['now']}): " + "; ".join(
+            f"{stage} {pct(row['previous_strict'])} -> {pct(row['strict'])} ({row['moved']}, McNemar p = {row['p_value']:.2g}"
+            f"{'' if row['within_noise'] else ', NOT within noise'})" for stage, row in previous["stages"].items()))
     return "\n".join(lines)
 
 

@@ -105,6 +105,11 @@ FRACTION_BELOW_ONE = Rule("0 <= x < 1", lambda value: 0 <= value < 1)
 FRACTION = Rule("0 <= x <= 1", lambda value: 0 <= value <= 1)
 STEPS_OR_EPOCHS = Rule("-1 or >= 1", lambda value: value == -1 or value >= 1)
 PROFILE_CHOICES = ("auto", *config_module.PROFILES)
+# TRL's config fields are lower_snake_case; the values are checked by TRL's dataclass when the
+# trainer's config is built (finreason.training.trl_options), since that needs trl imported
+_TRL_ARG = re.compile(r"^[a-z][a-z0-9_]*=[^,=]*$")
+TRL_ARGS = Rule("\"\" or name=value[,name=value]", lambda value: value == "" or all(
+    _TRL_ARG.match(part.strip()) for part in value.split(",")))
 
 RULES: dict[str, Rule] = {
     "PROFILE": one_of(*PROFILE_CHOICES),
@@ -120,6 +125,7 @@ RULES: dict[str, Rule] = {
     "USE_UNSLOTH": BOOLEAN,
     "USE_VLLM": BOOLEAN,
     "FINETUNE": one_of("lora", "full"),
+    "CPU_PRECISION": one_of("auto", "float32", "bfloat16"),
     "EVIDENCE_MODE": one_of("retrieved", "gold"),
     "RETRIEVER": one_of("learned", "bm25", "budget_fill"),
     "RETRIEVER_TOP_K": at_least(1),
@@ -146,6 +152,7 @@ RULES: dict[str, Rule] = {
     "SFT_MAX_STEPS": STEPS_OR_EPOCHS,
     "SAVE_STEPS": at_least(1),
     "GRADIENT_CHECKPOINTING": BOOLEAN,
+    "SFT_TRL_ARGS": TRL_ARGS,
     "GRPO_TRAIN_LIMIT": at_least(0),
     "NUM_GENERATIONS": at_least(2),
     "GRPO_MAX_NEW_TOKENS": at_least(1),
@@ -161,6 +168,7 @@ RULES: dict[str, Rule] = {
     "REWARD_MAX_ERROR_SHARE": FRACTION,
     "DIFFICULTY_FILTER": BOOLEAN,
     "DIFFICULTY_MAX_CANDIDATES": at_least(0),
+    "GRPO_TRL_ARGS": TRL_ARGS,
     "APP_HOST": NON_EMPTY,
     "APP_MAX_UPLOAD_KB": at_least(1),
 }

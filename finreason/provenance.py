@@ -31,6 +31,27 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+# the CPU features that decide how fast bf16 runs: native bf16 dot products (AVX512-BF16, AMX)
+# or emulation through float32
+CPU_FEATURES = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def machine() -> dict[str, Any]:
+    """Platform, CPU model and count, and which of CPU_FEATURES the CPU has (Linux only)."""
+    found: dict[str, Any] = {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count(),
+                             "cpu_model": platform.processor() or platform.machine(), "cpu_features": None}
+    try:
+        info = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return found
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    found["cpu_model"] = fields.get("model name", found["cpu_model"])
+    flags = set(fields.get("flags", "").split())
+    found["cpu_features"] = [name for name in CPU_FEATURES if name in flags]
+    return found
+
+
 def provenance(cfg: Any = None, **extra: Any) -> dict[str, Any]:
     """The ``provenance`` object: ``cfg`` is a ``configuration.Config`` (or None)."""
     from finreason import retrieval
@@ -45,6 +66,6 @@ def provenance(cfg: Any = None, **extra: Any) -> dict[str, Any]:
         "retriever": retrieval.describe(cfg, fit=False) if cfg is not None and "RETRIEVER" in snapshot else None,
         "config": snapshot,
         "packages": package_versions(),
-        "machine": {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count()},
+        "machine": machine(),
         **extra,
     }

@@ -118,6 +118,19 @@ def trainable_parameters(model: Any) -> tuple[int, int]:
 # --- trainer configs ---------------------------------------------------------------------------
 
 
+def training_precision(cfg: Any) -> str:
+    """The precision the trainers compute in: COMPUTE_DTYPE on a GPU; on a CPU, CPU_PRECISION
+    (``auto``: bfloat16 where this CPU's measured bf16 matmul peak beats float32's, see
+    ``finreason.throughput.choose_cpu_precision``)."""
+    import torch
+
+    from finreason import throughput
+
+    if torch.cuda.is_available():
+        return cfg.COMPUTE_DTYPE
+    return throughput.choose_cpu_precision(cfg.CPU_PRECISION)
+
+
 def hardware_arguments(cfg: Any) -> dict[str, Any]:
     """TrainingArguments fields that depend on the device and COMPUTE_DTYPE.
 
@@ -129,7 +142,9 @@ def hardware_arguments(cfg: Any) -> dict[str, Any]:
     cuda = torch.cuda.is_available()
     return {
         "use_cpu": not cuda,
-        "bf16": cuda and cfg.COMPUTE_DTYPE == "bfloat16",
+        # on a CPU, bf16 means autocast over the float32 weights (CPU_PRECISION; the optimizer
+        # keeps updating float32 weights, so small updates are not rounded away)
+        "bf16": cfg.COMPUTE_DTYPE == "bfloat16" if cuda else training_precision(cfg) == "bfloat16",
         "fp16": cuda and cfg.COMPUTE_DTYPE == "float16",
         # 8-bit AdamW keeps two bytes of optimizer state per trained weight instead of eight: on the
         # 8 GB card it is paged out of VRAM; on a CPU (no paging there) it is what keeps full
@@ -151,20 +166,81 @@ def hardware_arguments(cfg: Any) -> dict[str, Any]:
     }
 
 
-def _trl_config(config_class: Any, cfg: Any, where: Layout, stage: str, changes: dict[str, Any], **fields: Any) -> Any:
+# TrainingArguments fields that hardware_arguments derives from a constant: an *_TRL_ARGS entry
+# for one of them is refused, naming the constant, so the constant and the run never disagree
+_HARDWARE_CONSTANTS = {
+    "bf16": "COMPUTE_DTYPE (GPU) or CPU_PRECISION", "fp16": "COMPUTE_DTYPE",
+    "gradient_checkpointing": "GRADIENT_CHECKPOINTING", "gradient_checkpointing_kwargs": "GRADIENT_CHECKPOINTING",
+    "seed": "SEED", "data_seed": "SEED", "save_steps": "SAVE_STEPS",
+}
+
+
+def _trl_config(config_class: Any, cfg: Any, where: Layout, stage: str, changes: dict[str, Any],
+                constants: Mapping[str, str], derived: Mapping[str, str] | None = None, **fields: Any) -> Any:
     """A TRL config for ``stage``: its batch, accumulation, rate and steps (both trainers' constants
-    follow one naming: SFT_BATCH_SIZE, GRPO_BATCH_SIZE, ...), ``fields``, the hardware arguments,
-    then ``changes`` (the memory probe's overrides)."""
+    follow one naming: SFT_BATCH_SIZE, GRPO_BATCH_SIZE, ...), the fields set from the ``constants``
+    named (field: constant), ``fields`` (those ``derived`` maps are computed from the constant it
+    names), the hardware arguments, the stage's ``*_TRL_ARGS`` (checked by TRL's own parser), then
+    ``changes`` (the memory probe's overrides)."""
     prefix = stage.upper()
-    return config_class(**{**dict(
-        output_dir=str(where.checkpoints(stage)),
-        per_device_train_batch_size=getattr(cfg, f"{prefix}_BATCH_SIZE"),
-        gradient_accumulation_steps=getattr(cfg, f"{prefix}_GRAD_ACCUM"),
-        learning_rate=getattr(cfg, f"{prefix}_LEARNING_RATE"),
-        max_steps=getattr(cfg, f"{prefix}_MAX_STEPS"),
+    covered = {
+        "output_dir": "OUTPUT_DIR", "per_device_train_batch_size": f"{prefix}_BATCH_SIZE",
+        "gradient_accumulation_steps": f"{prefix}_GRAD_ACCUM", "learning_rate": f"{prefix}_LEARNING_RATE",
+        "max_steps": f"{prefix}_MAX_STEPS", **_HARDWARE_CONSTANTS, **constants, **(derived or {}),
+    }
+    options = trl_options(config_class, getattr(cfg, f"{prefix}_TRL_ARGS"), f"{prefix}_TRL_ARGS", covered)
+    values = {
+        "output_dir": str(where.checkpoints(stage)),
+        "per_device_train_batch_size": getattr(cfg, f"{prefix}_BATCH_SIZE"),
+        "gradient_accumulation_steps": getattr(cfg, f"{prefix}_GRAD_ACCUM"),
+        "learning_rate": getattr(cfg, f"{prefix}_LEARNING_RATE"),
+        "max_steps": getattr(cfg, f"{prefix}_MAX_STEPS"),
+        **{field: getattr(cfg, constant) for field, constant in constants.items()},
         **fields,
         **hardware_arguments(cfg),
-    ), **changes})
+        **options,
+        **changes,
+    }
+    try:
+        return config_class(**values)
+    except ValueError as error:
+        # TRL's and transformers' own checks (__post_init__): a combination they refuse
+        if not options:
+            raise
+        raise TrainingInputError(f"--{prefix}_TRL_ARGS={getattr(cfg, f'{prefix}_TRL_ARGS')}: "
+                                 f"{config_class.__name__} refuses it: {str(error).splitlines()[0]}") from None
+
+
+def trl_options(config_class: Any, setting: str, key: str, covered: Mapping[str, str]) -> dict[str, Any]:
+    """``setting`` (``name=value[,name=value]``) as typed fields of ``config_class``, parsed by
+    transformers' HfArgumentParser (how TRL's own scripts read these fields: types, booleans,
+    choices), so every field of the dataclass can be set and none is listed here. A field that
+    ``covered`` maps to a constant is refused, naming the constant; any mistake is one line."""
+    import argparse
+    import dataclasses
+    import difflib
+
+    from transformers import HfArgumentParser
+
+    if not setting.strip():
+        return {}
+    parser = HfArgumentParser(config_class, exit_on_error=False, allow_abbrev=False)
+    names = [field.name for field in dataclasses.fields(config_class) if field.init]
+    options: dict[str, Any] = {}
+    for part in setting.split(","):
+        name, _, raw = part.strip().partition("=")
+        if name in covered:
+            raise TrainingInputError(f"--{key}: {name} is set by --{covered[name]}; change that constant instead")
+        if name not in names:
+            close = difflib.get_close_matches(name, names, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise TrainingInputError(f"--{key}: TRL's {config_class.__name__} has no field {name!r}{hint}")
+        try:
+            parsed, _ = parser.parse_known_args([f"--{name}", raw])
+        except argparse.ArgumentError as error:
+            raise TrainingInputError(f"--{key}: {name}={raw}: {error.message}") from None
+        options[name] = getattr(parsed, name)
+    return options
 
 
 def _has_bitsandbytes() -> bool:
@@ -181,10 +257,9 @@ def sft_config(cfg: Any, where: Layout, **changes: Any) -> Any:
 
     return _trl_config(
         SFTConfig, cfg, where, "sft", changes,
-        num_train_epochs=cfg.SFT_EPOCHS,
+        {"num_train_epochs": "SFT_EPOCHS", "max_length": "MAX_SEQ_LEN"},
         lr_scheduler_type="cosine",
         warmup_steps=0.03,
-        max_length=cfg.MAX_SEQ_LEN,
         completion_only_loss=True,
         packing=False,
     )
@@ -199,11 +274,10 @@ def grpo_config(cfg: Any, where: Layout, use_vllm: bool, **changes: Any) -> Any:
     _, weights = rewards.reward_functions(cfg)
     return _trl_config(
         GRPOConfig, cfg, where, "grpo", changes,
-        num_generations=cfg.NUM_GENERATIONS,
-        max_completion_length=cfg.GRPO_MAX_NEW_TOKENS,
-        temperature=cfg.GRPO_TEMPERATURE,
-        beta=cfg.GRPO_BETA,
-        loss_type=cfg.GRPO_LOSS_TYPE,
+        {"num_generations": "NUM_GENERATIONS", "max_completion_length": "GRPO_MAX_NEW_TOKENS",
+         "temperature": "GRPO_TEMPERATURE", "beta": "GRPO_BETA", "loss_type": "GRPO_LOSS_TYPE"},
+        {"scale_rewards": "GRPO_LOSS_TYPE", "reward_weights": "REWARD_CORRECT_WEIGHT and REWARD_FORMAT_WEIGHT",
+         "use_vllm": "USE_VLLM"},
         # Dr. GRPO removes the per-group std scaling as well as the length normalisation
         scale_rewards="none" if cfg.GRPO_LOSS_TYPE == "dr_grpo" else "group",
         reward_weights=weights,
@@ -366,20 +440,56 @@ def tensorboard_callback(log_dir: str | os.PathLike) -> Any:
     return callback
 
 
-def step_log_callback(path: str | os.PathLike, shown: Sequence[str]) -> Any:
+def step_log_callback(path: str | os.PathLike, shown: Sequence[str], sampled: bool = False) -> Any:
     """A TrainerCallback appending every training log (one line per logging step) to ``path``
-    and logging the ``shown`` metrics of each step."""
+    and logging the ``shown`` metrics of each step, with the step's throughput: ``step_seconds``
+    (optimizer step, wall clock), ``tokens`` (TRL's ``num_tokens`` since the previous step),
+    ``tokens_per_second`` and ``mfu`` (model FLOPs per second over this machine's measured matmul
+    peak in the step's ``precision``; finreason.throughput). ``sampled``: the step also generated
+    its tokens (GRPO), which costs one more forward per token."""
     from transformers import TrainerCallback
 
+    from finreason import throughput
+
     class StepLogCallback(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kwargs):  # noqa: ANN001 - TrainerCallback API
+            self.shape = throughput.model_shape(model) if model is not None else None
+            self.precision = "bfloat16" if args.bf16 else "float16" if args.fp16 else "float32"
+            self.peak = throughput.measured_peak(self.precision, args.device.type) if self.shape else None
+            if self.peak:
+                _LOG.info("MFU denominator: %s matmul peak %.0f GFLOP/s on %s", self.precision, self.peak / 1e9, args.device.type)
+            self.sequences = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+            # TRL's num_tokens counts from here: a resumed GRPO run restores it, SFT starts at 0
+            self.tokens_seen = state.num_input_tokens_seen or None
+            self.started = self.seconds = None
+
+        def on_step_begin(self, args, state, control, **kwargs):  # noqa: ANN001 - TrainerCallback API
+            self.started = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001 - TrainerCallback API
+            self.seconds = time.perf_counter() - self.started if self.started is not None else None
+
         def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001 - TrainerCallback API
             if not state.is_world_process_zero or not logs:
                 return
             entry = {"step": state.global_step, **{k: v for k, v in logs.items() if _scalar(v)}}
             if not any(k in entry for k in shown):
                 return  # the closing summary log, not a step
+            entry.update(self.throughput(entry.get("num_tokens")), precision=self.precision)
             storage.append_jsonl(path, [entry])
-            _LOG.info("step %d: %s", state.global_step, ", ".join(f"{k}={entry[k]:.4g}" for k in shown if _scalar(entry.get(k))))
+            _LOG.info("step %d: %s", state.global_step, ", ".join(
+                f"{k}={entry[k]:.4g}" for k in (*shown, "tokens_per_second", "mfu") if _scalar(entry.get(k))))
+
+        def throughput(self, tokens_seen: float | None) -> dict[str, float]:
+            if tokens_seen is None or self.seconds is None or self.seconds <= 0:
+                return {}
+            tokens = tokens_seen - (self.tokens_seen or 0)
+            self.tokens_seen, seconds, self.seconds = tokens_seen, self.seconds, None
+            found = {"step_seconds": round(seconds, 3), "tokens": tokens, "tokens_per_second": round(tokens / seconds, 1)}
+            if self.shape and self.peak and tokens > 0:
+                flops = throughput.step_flops(self.shape, tokens, self.sequences, tokens if sampled else 0)
+                found["mfu"] = round(flops / seconds / self.peak, 4)
+            return found
 
     return StepLogCallback()
 

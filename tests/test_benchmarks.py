@@ -135,3 +135,31 @@ def test_sft_ablation_compares_every_combination_with_full_program(sft_ablation)
     assert combos["full_program"]["p_value_vs_full_program"] == 1.0  # no discordant pair with itself
     assert combos["lora_program"]["p_value_vs_full_program"] == pytest.approx(2 / 2 ** 10)
     assert combos["full_reasoning"]["p_value_vs_full_program"] == 1.0  # one discordant pair: 2 x 1/2, capped at 1
+
+
+def _write_stage(root, stage, flags):
+    from finreason import storage
+
+    where = Layout(root)
+    storage.write_jsonl(where.eval_records(stage), [{"id": f"q{i}", "strict": flag} for i, flag in enumerate(flags)])
+    return where
+
+
+@pytest.mark.parametrize(
+    ("previous", "now", "moved", "p_value", "within_noise"),
+    [
+        ([True] * 10 + [False] * 10, [True] * 10 + [False] * 10, "same", 1.0, True),  # the same answers
+        ([True] * 10 + [False] * 10, [True] * 9 + [False] * 10 + [True], "same", 1.0, True),  # one question each way
+        ([True] * 10 + [False] * 10, [True] * 12 + [False] * 8, "up", 0.5, True),  # 2 more right: 2 discordant, p = 2 / 4
+        ([True] * 10 + [False] * 10, [False] * 20, "down", 2 / 2 ** 10, False),  # 10 lost: not noise
+    ],
+)
+def test_cpu_learning_pairs_each_stage_with_a_previous_run(cpu_learning, tmp_path, previous, now, moved, p_value, within_noise):
+    before = _write_stage(tmp_path / "before", "sft", previous)
+    after = _write_stage(tmp_path / "after", "sft", now)
+    compared = cpu_learning.against_previous(after, before, "before")["stages"]
+    assert set(compared) == {"sft"}  # only stages both runs evaluated
+    row = compared["sft"]
+    assert (row["moved"], row["within_noise"], row["n"]) == (moved, within_noise, 20)
+    assert row["p_value"] == pytest.approx(p_value)
+    assert (row["previous_strict"], row["strict"]) == (sum(previous) / 20, sum(now) / 20)

@@ -99,3 +99,26 @@ def test_torch_missing_fails_with_a_message(tmp_path, check_env, monkeypatch, ca
     out = capsys.readouterr()
     assert code == 1
     assert "cannot import torch" in out.out and "ENVIRONMENT NOT READY: torch" in out.err
+
+
+@pytest.mark.parametrize(
+    ("peaks", "setting", "precision", "shown"),
+    [
+        ({"float32": 2.09e11, "bfloat16": 9.29e11}, "auto", "bfloat16", "float32 209 GFLOP/s, bfloat16 929 GFLOP/s"),  # native bf16
+        ({"float32": 2.09e11, "bfloat16": 0.5e11}, "auto", "float32", "bfloat16 50 GFLOP/s"),  # emulated bf16: slower
+        ({"float32": 2.09e11, "bfloat16": None}, "auto", "float32", "bfloat16 has no matmul kernel here"),
+        ({"float32": 2.09e11, "bfloat16": 9.29e11}, "float32", "float32", "(CPU_PRECISION=float32)"),  # asked for fp32
+    ],
+)
+def test_probe_reports_the_matmul_peak_and_the_precision(check_env, monkeypatch, peaks, setting, precision, shown):
+    import torch
+
+    from finreason import throughput
+    from finreason.configuration import resolve_config
+
+    monkeypatch.setattr(throughput, "measured_peak", lambda name, device="cpu": peaks[name])
+    report = check_env.Report()
+    check_env.check_matmul_peak(report, torch, resolve_config(["--PROFILE=cpu", f"--CPU_PRECISION={setting}"]))
+    assert report.values["training_precision"] == precision
+    assert report.values["matmul_peak_gflops"] == {k: round(v / 1e9, 1) if v else None for k, v in peaks.items()}
+    assert shown in report.rows[-1]["detail"] and f"training precision: {precision}" in report.rows[-1]["detail"]

@@ -143,6 +143,10 @@ def test_help_exits_0(capsys):
         (["--APP_HOST="], "--APP_HOST must be non-empty"),  # the app must bind somewhere
         (["--REWARD_MAX_ERROR_SHARE=1.5"], "--REWARD_MAX_ERROR_SHARE must be 0 <= x <= 1"),  # a share above all rewards
         (["--REWARD_MAX_ERROR_SHARE=-0.1"], "--REWARD_MAX_ERROR_SHARE must be 0 <= x <= 1"),  # a negative share
+        (["--CPU_PRECISION=float16"], "auto | float32 | bfloat16"),  # CPUs have no fast float16 matmul
+        (["--SFT_TRL_ARGS=max_grad_norm"], 'must be "" or name=value'),  # a field without its value
+        (["--GRPO_TRL_ARGS=top_p=0.9;top_k=5"], 'must be "" or name=value'),  # one separator: the comma
+        (["--SFT_TRL_ARGS=MaxGradNorm=1"], 'must be "" or name=value'),  # TRL's fields are snake_case
     ],
 )
 def test_out_of_range_values_are_refused(overrides, message):
@@ -161,6 +165,8 @@ def test_out_of_range_values_are_refused(overrides, message):
         ["--NUM_GENERATIONS=8", "--GRPO_BATCH_SIZE=8"],  # 8 x 2 completions: two groups of 8
         ["--REWARD_MAX_ERROR_SHARE=0"],  # the first reward that raises stops the run
         ["--REWARD_MAX_ERROR_SHARE=1"],  # reward errors are counted but never stop the run
+        ["--SFT_TRL_ARGS="],  # no TRL option
+        ["--GRPO_TRL_ARGS=top_p=0.9, max_grad_norm=0.5"],  # blanks after the comma are fine
     ],
 )
 def test_edge_values_inside_the_range_are_accepted(overrides):

@@ -161,11 +161,72 @@ def test_step_log_keeps_the_newest_entry_per_step(tmp_path):
     assert [(e["step"], e["loss"]) for e in training.read_step_log(path)] == [(1, 2.0), (2, 1.4)]
 
 
-def test_hardware_arguments_on_cpu():
-    cfg = resolve_config(["--PROFILE=cpu"])
+@pytest.mark.parametrize(
+    ("precision", "peaks", "bf16"),
+    [
+        ("float32", {"float32": 1e11, "bfloat16": 4e11}, False),  # asked for: fp32 even where bf16 is faster
+        ("bfloat16", {"float32": 1e11, "bfloat16": 0.5e11}, True),  # asked for: autocast even where it is slower
+        ("auto", {"float32": 1e11, "bfloat16": 2.5e11}, True),  # native bf16 dot products (AVX512-BF16, AMX)
+        ("auto", {"float32": 1e11, "bfloat16": 1.1e11}, False),  # within the margin: autocast's casts are not free
+        ("auto", {"float32": 1e11, "bfloat16": 0.2e11}, False),  # emulated bf16
+    ],
+)
+def test_hardware_arguments_on_cpu(monkeypatch, precision, peaks, bf16):
+    from finreason import throughput
+
+    monkeypatch.setattr(throughput, "measured_peak", lambda name, device="cpu": peaks[name])
+    cfg = resolve_config(["--PROFILE=cpu", f"--CPU_PRECISION={precision}"])
     hardware = training.hardware_arguments(cfg)
-    assert hardware["use_cpu"] and not hardware["bf16"] and not hardware["fp16"]
+    assert hardware["use_cpu"] and hardware["bf16"] is bf16 and not hardware["fp16"]
+    assert training.training_precision(cfg) == ("bfloat16" if bf16 else "float32")
     assert hardware["optim"] == "adamw_bnb_8bit"  # paging needs CUDA; 8-bit state is what keeps the CPU run small
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["--SFT_TRL_ARGS=max_grad_norm=0.5, weight_decay=0.01"], {"sft": {"max_grad_norm": 0.5, "weight_decay": 0.01}}),
+        (["--SFT_TRL_ARGS=lr_scheduler_type=constant"], {"sft": {"lr_scheduler_type": "constant"}}),  # replaces FinReason's cosine
+        (["--SFT_TRL_ARGS=use_liger_kernel=true"], {"sft": {"use_liger_kernel": True}}),  # booleans as TRL's scripts read them
+        (["--GRPO_TRL_ARGS=top_p=0.9,max_grad_norm=2"], {"grpo": {"top_p": 0.9, "max_grad_norm": 2.0}}),
+        (["--GRPO_TRL_ARGS=top_p=0.9"], {"sft": {"top_p": None}}),  # each stage reads only its own options
+    ],
+)
+def test_trl_args_reach_the_trainer_config(tmp_path, overrides, expected):
+    cfg = resolve_config(["--PROFILE=cpu", "--CPU_PRECISION=float32", f"--OUTPUT_DIR={tmp_path}", *overrides])
+    where = Layout.of(cfg)
+    built = {"sft": training.sft_config(cfg, where), "grpo": training.grpo_config(cfg, where, use_vllm=False)}
+    for stage, fields in expected.items():
+        for name, value in fields.items():
+            found = getattr(built[stage], name, None)
+            assert (found.value if hasattr(found, "value") else found) == value, (stage, name)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("--SFT_TRL_ARGS=max_grad_nrm=1", "no field 'max_grad_nrm'; did you mean max_grad_norm"),  # a typo, with the fix
+        ("--SFT_TRL_ARGS=learning_rate=1e-3", "set by --SFT_LEARNING_RATE"),  # a constant covers it: one place to set it
+        ("--GRPO_TRL_ARGS=temperature=0.5", "set by --GRPO_TEMPERATURE"),
+        ("--SFT_TRL_ARGS=bf16=true", "set by --COMPUTE_DTYPE (GPU) or CPU_PRECISION"),  # precision is the probe's decision
+        ("--SFT_TRL_ARGS=max_grad_norm=big", "invalid float value: 'big'"),  # TRL's field type
+        ("--SFT_TRL_ARGS=lr_scheduler_type=bogus", "invalid choice: 'bogus'"),  # TRL's choices
+        ("--GRPO_TRL_ARGS=auto_find_batch_size=true", "GRPOConfig refuses it: auto_find_batch_size is not supported"),  # __post_init__
+    ],
+)
+def test_bad_trl_args_stop_sft_before_the_model_loads(tmp_path, no_model_load, capsys, override, message):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "sft_train.jsonl").write_text('{"id": "a", "prompt": "p", "completion": "c"}\n', encoding="utf-8")
+    script = "05_train_grpo.py" if override.startswith("--GRPO") else "04_train_sft.py"
+    if script == "05_train_grpo.py":
+        (tmp_path / "sft" / "adapter").mkdir(parents=True)
+        (tmp_path / "sft" / "adapter" / "adapter_config.json").write_text("{}", encoding="utf-8")
+        (tmp_path / "data" / "grpo_train.jsonl").write_text('{"id": "a", "prompt": "p", "gold": "1", "table": []}\n', encoding="utf-8")
+    with pytest.raises(SystemExit) as exit_info:
+        run_script(script, [f"--OUTPUT_DIR={tmp_path}", "--PROFILE=cpu", "--CPU_PRECISION=float32", override])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith(f"{script}: error: --") and message in err.strip().splitlines()[-1]
 
 
 @pytest.mark.slow
