@@ -23,6 +23,7 @@ processing included, on the cores this process may use.
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import json
 import logging
@@ -140,6 +141,18 @@ def stage_evaluation(cfg: Any, stage: str, weights_sha256: str | None) -> dict[s
     if not summary or (summary.get("provenance") or {}).get("weights_sha256") != weights_sha256:
         return None
     return training.evaluation_brief(summary)
+
+
+def exported_from(model_path: str | os.PathLike) -> dict[str, Any] | None:
+    """What a model folder written by this module was exported from (its training summary's
+    ``exported_from``), or None for any other model or name."""
+    from finreason import models
+
+    folder = Path(model_path).expanduser()
+    if not folder.is_dir():
+        return None
+    recorded = _read_json(folder / models.TRAINING_SUMMARY).get("exported_from")
+    return recorded if isinstance(recorded, dict) else None
 
 
 # --- merged 16-bit folder --------------------------------------------------------------------
@@ -335,9 +348,10 @@ def answer_transformers(loaded: Any, rendered: Sequence[str], max_new_tokens: in
 
 
 def llama_cpp_available() -> bool:
+    """llama-cpp-python imports and its compiled library loads."""
     try:
-        import llama_cpp  # noqa: F401
-    except ImportError:
+        importlib.import_module("llama_cpp")
+    except (ImportError, OSError, RuntimeError):
         return False
     return True
 

@@ -1,0 +1,212 @@
+"""08_export.py and finreason.export: merge -> GGUF -> load back, and GGUF files refused when damaged.
+
+The round trip runs llama.cpp's own converter (downloaded once from PyPI's llama-cpp-python sdist
+and cached, as the export does) on the tiny random Qwen2 with a LoRA adapter whose B matrices are
+random, so merging changes every adapted weight; the llama.cpp runtime leg runs when
+llama-cpp-python is installed (requirements-export.txt) and skips, saying so, when not.
+
+Tolerances, on the logits of a real FinReason prompt (the tiny model's logits are about +-0.5):
+the merged float16 folder and the F16 GGUF carry the float32 source rounded to float16, so they
+stay within 2e-3 of it; Q8_0 rounds each block of 32 weights to 8 bits, within 2e-2. The
+measured worst cases are about a fifth of these.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from finreason import export, gguf_files, models, prompts
+from finreason.configuration import resolve_config
+from helpers import run_script, tiny_overrides
+
+TOLERANCE = {"merged": 2e-3, export.F16: 2e-3, export.Q8_0: 2e-2}
+
+
+def write_small_gguf(path: Path) -> Path:
+    """A small, sound GGUF (an architecture, a chat template, two tensors) written with gguf-py."""
+    import numpy as np
+    from gguf import GGUFWriter
+
+    writer = GGUFWriter(str(path), "llama")
+    writer.add_chat_template("{{ messages }}")
+    writer.add_tensor("token_embd.weight", np.arange(64 * 32, dtype=np.float32).reshape(64, 32))
+    writer.add_tensor("output_norm.weight", np.ones(32, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def _cut(fraction: float):
+    def damage(data: bytes) -> bytes:
+        return data[: int(len(data) * fraction)]
+    return damage
+
+
+def _set_bytes(offset: int, value: bytes):
+    def damage(data: bytes) -> bytes:
+        return data[:offset] + value + data[offset + len(value):]
+    return damage
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (_cut(0.5), "truncated"),  # a copy cut short in the tensor data
+        (_cut(0.9999), "truncated"),  # one missing byte at the end
+        (_cut(0.02), "damaged or truncated"),  # cut inside the header
+        (_set_bytes(0, b"GGML"), "is not a GGUF file"),  # another format
+        (_set_bytes(4, b"\xff\xff\xff\x7f"), "damaged or truncated"),  # an impossible version
+        (lambda data: b"", "is not a GGUF file"),  # an empty file
+    ],
+)
+def test_damaged_gguf_is_refused_in_one_line(tmp_path, damage, message):
+    sound = write_small_gguf(tmp_path / "sound.gguf")
+    facts = gguf_files.check_gguf(sound)
+    assert facts["architecture"] == "llama" and facts["tensors"] == 2 and facts["chat_template"] == "{{ messages }}"
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(damage(sound.read_bytes()))
+    with pytest.raises(gguf_files.GGUFFileError) as error:
+        gguf_files.check_gguf(bad)
+    assert message in str(error.value) and str(bad) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_damaged_gguf_as_model_name_is_one_line_and_exit_1(tmp_path, capsys):
+    bad = tmp_path / "model.gguf"
+    bad.write_bytes(write_small_gguf(tmp_path / "sound.gguf").read_bytes()[:-100])
+    with pytest.raises(SystemExit) as exit_info:
+        run_script("06_evaluate.py", ["--stage", "zero_shot", f"--MODEL_NAME={bad}", f"--OUTPUT_DIR={tmp_path / 'out'}",
+                                      "--PROFILE=cpu", "--DOWNLOAD_DATA=false", "--limit", "1"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1 and "truncated" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out" / "models").exists()  # refused before any conversion
+
+
+@pytest.mark.parametrize(
+    "template_source, chatml",
+    [("smollm2", True), ("other", False)],
+)
+def test_modelfile_carries_the_template_system_prompt_and_greedy_decoding(smollm2_tokenizer, template_source, chatml):
+    import copy
+
+    tokenizer = copy.copy(smollm2_tokenizer)
+    if template_source == "other":
+        tokenizer.chat_template = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
+    system = prompts.system_prompt(few_shot=False, instructions="brief")
+    assert export.renders_chatml(tokenizer, system) is chatml
+    text = export.modelfile_text(export.Q8_0, system, chatml, 64, 1024)
+    assert f"FROM ./{export.Q8_0}" in text and f'SYSTEM """{system}"""' in text
+    assert "PARAMETER temperature 0" in text and "PARAMETER top_k 1" in text and 'PARAMETER stop "<|im_end|>"' in text
+    assert ("TEMPLATE" in text) is chatml
+    with pytest.raises(export.ExportError):
+        export.modelfile_text(export.Q8_0, 'say """ here', chatml, 64, 1024)
+
+
+# --- the round trip (llama.cpp's converter: a subprocess per file, ~7 s each) ---------------------
+
+
+@pytest.fixture(scope="module")
+def converter():
+    try:
+        return export.converter_dir()
+    except export.ExportError as error:
+        pytest.skip(f"llama.cpp's converter cannot be had here: {error}")
+
+
+def random_adapter(model_dir: Path, adapter_dir: Path) -> Path:
+    """A LoRA adapter on q/v with random (not zero) B matrices, so merging changes the weights."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(1)
+    base = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM", init_lora_weights=False)
+    get_peft_model(base, config).save_pretrained(adapter_dir)
+    return adapter_dir
+
+
+def prompt_ids(tokenizer, dev_example) -> list[int]:
+    cfg = resolve_config(["--PROFILE=cpu", "--EVIDENCE_MODE=gold", "--DOWNLOAD_DATA=false"])
+    return tokenizer(prompts.prompt_from_cfg(dev_example, tokenizer, cfg), add_special_tokens=False)["input_ids"][:96]
+
+
+def torch_logits(model, ids):
+    import torch
+
+    with torch.inference_mode():
+        return model(input_ids=torch.tensor([ids])).logits[0].float()
+
+
+def llama_cpp_logits(path: Path, ids):
+    import numpy as np
+
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install -r requirements-export.txt)")
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=len(ids) + 8, logits_all=True, n_threads=2, verbose=False)
+    llm.eval(ids)
+    scores = np.array(llm.scores[: len(ids)], dtype=np.float32)
+    llm.close()
+    return scores
+
+
+@pytest.mark.slow
+def test_lora_merge_gguf_round_trip_keeps_the_logits(tiny_qwen2_dir, tmp_path, converter, dev_examples):
+    import torch
+
+    cfg = resolve_config(tiny_overrides(tiny_qwen2_dir, tmp_path / "out"))
+    adapter = random_adapter(tiny_qwen2_dir, tmp_path / "adapter")
+    source = export.load_source(cfg, adapter)
+    ids = prompt_ids(source.tokenizer, dev_examples[0])
+    expected = torch_logits(source.model, ids)
+    base = models.load_model(cfg.replace(FINETUNE="full"))
+    assert (torch_logits(base.model, ids) - expected).abs().max() > 50 * TOLERANCE["merged"]  # the adapter matters
+
+    merged_dir = export.save_merged(export.merged_model(source, "float16"), source.tokenizer, tmp_path / "merged", "System.",
+                                    {"base_model": str(tiny_qwen2_dir), "stage": "sft"})
+    assert json.loads((merged_dir / "config.json").read_text())["dtype"] == "float16"
+    assert (merged_dir / export.SYSTEM_PROMPT_FILE).read_text().strip() == "System."
+    merged = models.load_model(cfg, weights=merged_dir)  # the loader reads it as a trained model folder
+    assert merged.info["weights_kind"] == "model"
+    assert (torch_logits(merged.model, ids) - expected).abs().max() <= TOLERANCE["merged"]
+
+    for name, outtype in export.OUTTYPES.items():
+        facts = export.convert_to_gguf(converter, merged_dir, tmp_path / name, outtype)
+        assert facts["architecture"] == "qwen2" and facts["chat_template"] == source.tokenizer.chat_template
+        assert ("Q8_0" in facts["tensor_types"]) is (outtype == "q8_0")
+        via_transformers = export.load_gguf_transformers(tmp_path / name, source.tokenizer)
+        assert (torch_logits(via_transformers.model, ids) - expected).abs().max() <= TOLERANCE[name], name
+    for name in export.OUTTYPES:
+        difference = (torch.from_numpy(llama_cpp_logits(tmp_path / name, ids)) - expected).abs().max()
+        assert difference <= TOLERANCE[name], (name, float(difference))
+
+
+@pytest.mark.slow
+def test_export_script_writes_verified_artefacts_that_06_reads(tiny_qwen2_dir, tmp_path, converter, capsys):
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install -r requirements-export.txt)")
+    out = tmp_path / "out"
+    # the tiny model itself stands for fully fine-tuned weights (a whole model folder)
+    overrides = tiny_overrides(tiny_qwen2_dir, out, "--FINETUNE=full")
+    status = run_script("08_export.py", ["--weights", str(tiny_qwen2_dir), "--verify", "2", "--quiet",
+                                         "--converter-cache", str(Path(converter).parent), *overrides])
+    result = json.loads((out / "export" / export.EXPORT_JSON).read_text())
+    rows = {(row["artefact"], row["runtime"]): row for row in result["verification"]["artefacts"]}
+    assert set(rows) == {("merged", "transformers"), (export.F16, "llama.cpp"), (export.F16, "transformers-gguf"),
+                         (export.Q8_0, "llama.cpp"), (export.Q8_0, "transformers-gguf")}
+    for row in rows.values():
+        assert row["n"] == 2 and row["bytes"] > 0 and row["tokens_per_s"] and 0 <= row["identical_answers"] <= 1
+    assert rows[("merged", "transformers")]["identical_completions"] == 1.0
+    assert status == (0 if result["verification"]["all_targets_met"] else 1)
+    assert all(facts["chat_template_kept"] for facts in result["gguf"].values())
+    modelfile = (out / "export" / export.MODELFILE).read_text()
+    assert f'SYSTEM """{result["system_prompt"]}"""' in modelfile
+    assert "identical" in capsys.readouterr().out
+
+    # what 06 and the loader take: the merged folder as --weights, a GGUF as --weights
+    for weights in (out / "export" / "merged", out / "export" / export.Q8_0):
+        summary = run_script("06_evaluate.py", ["--stage", "sft", "--weights", str(weights), "--limit", "1", "--split", "dev", *overrides])
+        assert summary["n"] == 1
