@@ -108,6 +108,49 @@ def test_modelfile_carries_the_template_system_prompt_and_greedy_decoding(smollm
         export.modelfile_text(export.Q8_0, 'say """ here', chatml, 64, 1024)
 
 
+def _fake_stage(root: Path, stage: str, weights_bytes: bytes, accuracy: float | None, made_with_these: bool = True) -> None:
+    """A trained stage's model folder and, when ``accuracy`` is given, its evaluation summary."""
+    from finreason.layout import Layout
+
+    where = Layout(root)
+    folder = where.weights_dir(stage, "model")
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(weights_bytes)
+    if accuracy is not None:
+        sha = models.weights_fingerprint(folder) if made_with_these else "0" * 64
+        where.eval_dir.mkdir(exist_ok=True)
+        where.eval_summary(stage).write_text(json.dumps({"execution_accuracy": accuracy, "provenance": {"weights_sha256": sha}}))
+
+
+@pytest.mark.parametrize(
+    "stages, chosen",
+    [
+        ({"sft": 0.12, "grpo": 0.13}, "grpo"),  # the better one
+        ({"sft": 0.20, "grpo": 0.13}, "sft"),  # GRPO made it worse: export SFT
+        ({"sft": 0.13, "grpo": 0.13}, "grpo"),  # a tie: the later stage
+        ({"sft": None, "grpo": None}, "grpo"),  # nothing evaluated: the latest trained
+        ({"sft": 0.10}, "sft"),  # only SFT trained
+        ({"sft": 0.10, "grpo": "stale"}, "sft"),  # GRPO's evaluation was made with other weights
+    ],
+)
+def test_the_best_trained_stage_is_exported(tmp_path, stages, chosen):
+    for stage, accuracy in stages.items():
+        stale = accuracy == "stale"
+        _fake_stage(tmp_path, stage, stage.encode(), 0.9 if stale else accuracy, made_with_these=not stale)
+    cfg = resolve_config(["--PROFILE=cpu", f"--OUTPUT_DIR={tmp_path}"])
+    stage, folder = export.choose_weights(cfg)
+    assert stage == chosen and folder == tmp_path / chosen / "model"
+
+
+def test_no_trained_weights_is_a_clear_error(tmp_path):
+    cfg = resolve_config(["--PROFILE=cpu", f"--OUTPUT_DIR={tmp_path}"])
+    with pytest.raises(export.ExportError, match="run 04_train_sft.py first"):
+        export.choose_weights(cfg)
+    with pytest.raises(export.ExportError, match="not a LoRA adapter folder"):
+        export.choose_weights(cfg, weights=tmp_path)
+
+
 # --- the round trip (llama.cpp's converter: a subprocess per file, ~7 s each) ---------------------
 
 
