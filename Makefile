@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-all bench screenshot clean
+.PHONY: setup setup-export demo test test-all bench screenshot clean
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,11 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# llama.cpp's runtime for 08_export.py's verification of the GGUFs: pip compiles it from source.
+setup-export: setup
+	@echo "compiling llama.cpp (llama-cpp-python); took 5 min 10 s on 2 shared cores"
+	$(PY) -m pip install --quiet -r requirements-export.txt
 
 demo: setup
 	PATH="$(abspath $(VENV))/bin:$$PATH" bash run_pipeline.sh

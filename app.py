@@ -11,7 +11,7 @@ on the streamlit command line, or from the FINREASON_ARGS environment variable, 
 precedence (tests use it: streamlit's AppTest has no command line).
 
 Reads  OUTPUT_DIR/grpo/, else OUTPUT_DIR/sft/ trained weights (an adapter or a whole model), else
-       the base model (the page says which, and which evidence mode it was trained with); FinQA's
+       the base model; with --MODEL_NAME=outputs/export/merged (08_export.py) that model alone (the page says which, and which evidence mode it was trained with); FinQA's
        test split for the examples (evidence as EVIDENCE_MODE picks); uploaded tables (CSV or
        markdown, at most APP_MAX_UPLOAD_KB; always retrieved evidence: they have no gold facts);
        uploaded question files (JSONL or a JSON list, finreason.questions; answered by
@@ -34,7 +34,7 @@ from typing import Any
 
 import streamlit as st
 
-from finreason import console, evaluation, generation, models, programs, prompts, questions, retrieval, scoring, stats, training, uploads
+from finreason import console, evaluation, export, generation, models, programs, prompts, questions, retrieval, scoring, stats, training, uploads
 from finreason.configuration import Config, ConfigError, config_tokens, parse_args, resolve_config
 from finreason.data import DataError, load_from_config
 from finreason.layout import TRAINED_STAGES, Layout
@@ -89,6 +89,10 @@ def trained_evidence(folder: str | None) -> str | None:
 def load_best_model(cfg: Config) -> tuple[models.LoadedModel, str, list[str]]:
     """The best trained weights that load (GRPO, then SFT), else the base model; notes say what was skipped."""
     key = tuple(sorted(cfg.snapshot().items()))
+    exported = export.exported_from(cfg.MODEL_NAME)
+    if exported:
+        # a model 08_export.py wrote already holds its trained weights: nothing goes on top
+        return _load_model(cfg, key, None, 0.0), f"exported {str(exported.get('stage')).upper()} model, merged", []
     # weights trained from since-replaced weights still load, with a warning saying so
     notes = [f"{stage.upper()} weights are stale: {reason}" for stage, reason in training.stale_weights(Layout.of(cfg)).items()]
     for stage, folder in weights_candidates(cfg):
@@ -361,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except models.ModelError as error:
         st.error(f"The model could not be loaded: {error}")
         st.stop()
-    trained_on = trained_evidence(loaded.info.get("weights"))
+    trained_on = trained_evidence(loaded.info.get("weights") or loaded.info.get("model_path"))
     st.caption(f"Model: **{cfg.MODEL_NAME}** + {model_label} · profile {cfg.PROFILE} · "
                f"{loaded.info.get('loader')}, {loaded.info.get('quantization')}, {loaded.info.get('device')}"
                + (f" · trained on {trained_on}" if trained_on else ""))

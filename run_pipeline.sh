@@ -40,6 +40,9 @@ run_step "06 evaluate GRPO" python 06_evaluate.py --stage grpo "$@"
 # 07: report + figures from whatever was evaluated -> outputs/report.md, outputs/figures/
 run_step "07 analyze" python 07_analyze.py "$@"
 
+# 08 (not run here): python 08_export.py -> outputs/export/ (merged folder, GGUF, Modelfile); its
+#     verification needs llama.cpp's runtime (pip install -r requirements-export.txt, compiled)
+
 echo
 echo "=== done: wall time and peak memory per step ==="
 python -m finreason.measure --summary "$LOG"

@@ -288,10 +288,10 @@ def config_tokens(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 def add_split_and_limit(parser: argparse.ArgumentParser) -> None:
     """The evaluation slice options 02 and 06 share (defaults: EVAL_SPLIT, EVAL_LIMIT)."""
     parser.add_argument("--split", choices=("dev", "test"), help="FinQA split (default EVAL_SPLIT)")
-    parser.add_argument("--limit", type=_non_negative, help="the first N examples of the split (default EVAL_LIMIT; 0 = all)")
+    parser.add_argument("--limit", type=non_negative, help="the first N examples of the split (default EVAL_LIMIT; 0 = all)")
 
 
-def _non_negative(raw: str) -> int:
+def non_negative(raw: str) -> int:
     try:
         value = int(raw)
     except ValueError:

@@ -15,6 +15,7 @@ instead of joining them, so a folder is named in one place::
     eval/questions/  <file>.<stage>.jsonl <file>.<stage>.summary.json <file>.comparison.json
                      (06 --questions FILE: a file of your own questions)
     report.md  figures/  analysis.json                                           07
+    export/ merged/ model-f16.gguf model-q8_0.gguf Modelfile export.json       08
     bench/<name>.json                                                            benchmarks
 
 A trained stage keeps its weights in ``adapter/`` (FINETUNE=lora: a PEFT adapter) or ``model/``
@@ -203,6 +204,11 @@ class Layout:
     @property
     def analysis(self) -> Path:
         return self.root / "analysis.json"
+
+    # --- 08
+    @property
+    def export_dir(self) -> Path:
+        return self.root / "export"
 
     # --- benchmarks
     @property

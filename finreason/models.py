@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from finreason import layout
+from finreason import gguf_files, layout
 from finreason.errors import FinReasonError
 from finreason.storage import atomic_folder, file_sha256
 
@@ -186,6 +186,7 @@ def resolve_model_path(name: str, output_dir: str) -> str:
     if path.suffix.lower() == ".gguf":
         if not path.is_file():
             raise ModelError(f"--MODEL_NAME={name}: no such .gguf file")
+        gguf_files.check_gguf(path)  # a damaged or truncated file: one line, before any loader sees it
         return str(convert_gguf(path, converted_root / model_key(str(path))))
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -472,6 +473,9 @@ def load_model(cfg: Any, weights: str | os.PathLike | None = None, trainable: bo
 
     base_name = cfg.MODEL_NAME
     base_path = resolve_model_path(base_name, cfg.OUTPUT_DIR)
+    if weights and Path(weights).suffix.lower() == ".gguf":
+        # an exported (or any) GGUF of a whole model: converted once, then loaded as a model folder
+        weights = resolve_model_path(str(weights), cfg.OUTPUT_DIR)
     checked = check_weights(str(weights), base_name, base_path) if weights else None
     kind = checked["kind"] if checked else None
     # a whole fine-tuned model replaces the base; an adapter goes on top of it

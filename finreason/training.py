@@ -619,15 +619,20 @@ def _cell(value: Any) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
+def evaluation_brief(evaluation_summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of an evaluation summary that a model folder records (training_summary.json)."""
+    return {key: evaluation_summary.get(key) for key in (
+        "stage", "split", "evidence_mode", "retriever", "n", "execution_accuracy", "execution_accuracy_ci95",
+        "lenient_accuracy", "program_accuracy", "no_answer_rate", "records")}
+
+
 def add_evaluation(folder: str | os.PathLike, evaluation_summary: Mapping[str, Any]) -> None:
     """Record a finished stage's evaluation beside its weights: in training_summary.json and as a
     line of the model card (the evaluation runs after the weights are saved, on the saved weights)."""
     from finreason import models
 
     folder = Path(folder)
-    brief = {key: evaluation_summary.get(key) for key in (
-        "stage", "split", "evidence_mode", "retriever", "n", "execution_accuracy", "execution_accuracy_ci95",
-        "lenient_accuracy", "program_accuracy", "no_answer_rate", "records")}
+    brief = evaluation_brief(evaluation_summary)
     summary_path = folder / models.TRAINING_SUMMARY
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
     storage.atomic_write_json(summary_path, {**summary, "evaluation": brief})
