@@ -51,7 +51,7 @@ CONVERTER_CACHE = "~/.cache/finreason/llama.cpp"
 CONVERTER_MARKER = ".finreason_converter.json"
 # what the converter needs from the sdist: the script, its model classes, its own gguf package
 CONVERTER_PARTS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/", "LICENSE")
-INSTALL_HINT = f"pip install -r requirements-export.txt (llama-cpp-python=={LLAMA_CPP_PYTHON}; compiles llama.cpp, ~13 min on 2 cores)"
+INSTALL_HINT = f"pip install -r requirements-export.txt (llama-cpp-python=={LLAMA_CPP_PYTHON}; compiles llama.cpp: about 5 min on 2 cores)"
 
 MERGED, F16, Q8_0 = "merged", "model-f16.gguf", "model-q8_0.gguf"
 OUTTYPES = {F16: "f16", Q8_0: "q8_0"}
