@@ -148,7 +148,7 @@ def hardware_arguments(cfg: Any) -> dict[str, Any]:
         "fp16": cuda and cfg.COMPUTE_DTYPE == "float16",
         # 8-bit AdamW keeps two bytes of optimizer state per trained weight instead of eight: on the
         # 8 GB card it is paged out of VRAM; on a CPU (no paging there) it is what keeps full
-        # fine-tuning of the 135M model under 4 GiB. Plain AdamW only without bitsandbytes.
+        # fine-tuning of the 135M model under 4 GiB in float32. Plain AdamW only without bitsandbytes.
         "optim": ("paged_adamw_8bit" if cuda else "adamw_bnb_8bit") if _has_bitsandbytes() else "adamw_torch",
         "gradient_checkpointing": bool(cfg.GRADIENT_CHECKPOINTING),
         "gradient_checkpointing_kwargs": {"use_reentrant": False} if cfg.GRADIENT_CHECKPOINTING else None,
