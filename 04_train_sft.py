@@ -96,7 +96,8 @@ def run(args: argparse.Namespace, cfg) -> dict:
     from trl import SFTTrainer
 
     # resume only the same run: same constants, rows and base weights (else start afresh, saying why)
-    identity = training.run_identity(cfg, "sft", CARD_KEYS, rows, models.weights_fingerprint(loaded.info["model_path"]))
+    identity = training.run_identity(cfg, "sft", CARD_KEYS, rows, models.weights_fingerprint(loaded.info["model_path"]),
+                                     precision)
     resume = training.prepare_run(where, "sft", identity, args.fresh)
     trainer = SFTTrainer(
         model=loaded.model,

@@ -101,7 +101,7 @@ def run(args: argparse.Namespace, cfg) -> dict:
     from trl import GRPOTrainer
 
     # resume only the same run: same constants, prompts (after the filter) and SFT weights
-    identity = training.run_identity(cfg, "grpo", CARD_KEYS, train_rows, sft_fingerprint)
+    identity = training.run_identity(cfg, "grpo", CARD_KEYS, train_rows, sft_fingerprint, precision)
     resume = training.prepare_run(where, "grpo", identity, args.fresh)
     trainer = GRPOTrainer(
         model=loaded.model,

@@ -321,15 +321,20 @@ def require_same_on_every_process(ids: Sequence[str], what: str) -> None:
         _LOG.info("the same %d %s on all %d processes (sha256 %s)", len(set(ids)), what, state.num_processes, digest[:12])
 
 
-def run_identity(cfg: Any, stage: str, keys: Iterable[str], rows: Sequence[Mapping[str, Any]], start_sha256: str) -> dict[str, Any]:
-    """What shapes a stage's weights: the ``keys`` constants (the model card's), the SHA-256 of
-    the training rows as trained on, and the starting weights' SHA-256 (the base model's for SFT,
-    the SFT weights' for GRPO). Checkpoints and the step log are reused only by the same run."""
+def run_identity(cfg: Any, stage: str, keys: Iterable[str], rows: Sequence[Mapping[str, Any]], start_sha256: str,
+                 precision: str) -> dict[str, Any]:
+    """What shapes a stage's weights: the ``keys`` constants (the model card's), the precision that
+    computes (CPU_PRECISION=auto resolves per machine), the process count (it sets the effective
+    batch), the SHA-256 of the training rows as trained on, and the starting weights' SHA-256 (the
+    base model's for SFT, the SFT weights' for GRPO). Checkpoints and the step log are reused only
+    by the same run."""
     rows_text = json.dumps(list(rows), sort_keys=True, ensure_ascii=False, default=str)
+    settings = {key: getattr(cfg, key) for key in keys if key in cfg}
+    settings.update(precision=precision, processes=process_state().num_processes)
     return {
         "stage": stage,
         # as run.json reads them back (tuples as lists), so the same run compares equal
-        "settings": json.loads(json.dumps({key: getattr(cfg, key) for key in keys if key in cfg}, default=str)),
+        "settings": json.loads(json.dumps(settings, default=str)),
         "train_data_sha256": hashlib.sha256(rows_text.encode("utf-8")).hexdigest(),
         "start_weights_sha256": start_sha256,
     }

@@ -12,6 +12,7 @@ import json
 import math
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -339,7 +340,8 @@ def test_changed_settings_start_afresh_instead_of_relabelling(sft_run, tiny_qwen
     # the run the checkpoints now belong to is this one
     cfg = resolve_config(common_args(out, tiny_qwen2_dir, "--SFT_MAX_STEPS=2", *extra))
     recorded = json.loads((out / "sft" / "run.json").read_text(encoding="utf-8"))
-    assert recorded["settings"] == {key: getattr(cfg, key) for key in SFT.CARD_KEYS}
+    precision = {"precision": training.training_precision(cfg), "processes": 1}
+    assert recorded["settings"] == {**{key: getattr(cfg, key) for key in SFT.CARD_KEYS}, **precision}
 
 
 @pytest.mark.slow
@@ -580,6 +582,23 @@ def test_prepare_run_resumes_only_the_same_run(tmp_path, caplog, recorded, fresh
         assert resume is None and steps == [] and not where.checkpoints("sft").exists()
         assert named in caplog.text and "starting afresh" in caplog.text
     assert json.loads(where.run_record("sft").read_text()) == identity()
+
+
+@pytest.mark.parametrize(
+    ("earlier", "later", "named"),
+    [
+        (("float32", 1), ("float32", 1), None),  # the same run
+        (("float32", 1), ("bfloat16", 1), "precision 'float32' -> 'bfloat16'"),  # auto resolved otherwise on another CPU
+        (("float32", 2), ("float32", 1), "processes 2 -> 1"),  # the effective batch changed
+    ],
+)
+def test_run_identity_records_precision_and_processes(tiny_cfg, monkeypatch, earlier, later, named):
+    def identity_of(precision, processes):
+        monkeypatch.setattr(training, "process_state", lambda: SimpleNamespace(num_processes=processes))
+        return json.loads(json.dumps(training.run_identity(tiny_cfg, "sft", ("SEED",), [{"id": "a"}], "w" * 64, precision)))
+
+    changes = training.identity_changes(identity_of(*earlier), identity_of(*later))
+    assert changes == ([named] if named else [])
 
 
 @pytest.mark.parametrize("new_arrived", [True, False])
