@@ -128,7 +128,15 @@ def training_precision(cfg: Any) -> str:
 
     if torch.cuda.is_available():
         return cfg.COMPUTE_DTYPE
-    return throughput.choose_cpu_precision(cfg.CPU_PRECISION)
+    choice = throughput.choose_cpu_precision(cfg.CPU_PRECISION)
+    state = process_state()
+    if cfg.CPU_PRECISION != "auto" or state.num_processes == 1:
+        return choice
+    # every rank of a launch takes the main process's measurement: ranks timing their own peaks
+    # could land on both sides of the margin, and then disagree about resuming (run.json)
+    from accelerate.utils import broadcast_object_list
+
+    return broadcast_object_list([choice], from_process=0)[0]
 
 
 def hardware_arguments(cfg: Any) -> dict[str, Any]:
