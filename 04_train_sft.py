@@ -110,7 +110,7 @@ def run(args: argparse.Namespace, cfg) -> dict:
     _LOG.info("trainable parameters: %s of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / max(total, 1))
 
     # train: resume from the newest complete checkpoint when this same run was killed
-    result, resume = training.train(trainer, resume)
+    result = training.train(trainer, resume)
 
     # save: weights, tokenizer, hash, training_summary.json and the model card, together; every
     # rank takes part in the save (ZeRO-3/FSDP gather the weights), the main process writes

@@ -87,9 +87,10 @@ def run(args: argparse.Namespace, cfg) -> dict:
     _LOG.info("continuing the SFT weights: %s trainable of %s parameters", f"{trainable:,}", f"{total:,}")
 
     # data: the difficulty filter keeps questions the SFT model sometimes (not always) solves
-    with training.process_state().main_process_first():
+    processes = training.process_state()
+    with processes.main_process_first():
         train_rows, filter_report = difficulty.difficulty_filter(loaded, rows, cfg, sft_fingerprint)
-    train_rows = difficulty.fill_generation_batch(train_rows, cfg, training.process_state().num_processes)
+    train_rows = difficulty.fill_generation_batch(train_rows, cfg, processes.num_processes)
     training.require_same_on_every_process([row["id"] for row in train_rows], "difficulty-filtered questions")
 
     # rewards: the evaluation's correctness check, plus a small format bonus; errors counted for the run
@@ -113,7 +114,7 @@ def run(args: argparse.Namespace, cfg) -> dict:
     )
 
     # train: resume from the newest complete checkpoint when this same run was killed
-    result, resume = training.train(trainer, resume)
+    result = training.train(trainer, resume)
 
     # save: weights, tokenizer, hash, training_summary.json and the model card, together; every
     # rank takes part in the save (ZeRO-3/FSDP gather the weights), the main process writes

@@ -76,14 +76,6 @@ class ExportError(FinReasonError):
 # --- which weights ---------------------------------------------------------------------------
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
 def choose_weights(cfg: Any, stage: str | None = None, weights: str | os.PathLike | None = None) -> tuple[str, Path]:
     """(stage, weights folder): ``weights`` when given (its stage from its training summary),
     else ``stage``'s, else the best trained stage: the highest strict accuracy among stages whose
@@ -96,7 +88,7 @@ def choose_weights(cfg: Any, stage: str | None = None, weights: str | os.PathLik
         folder = Path(weights).expanduser()
         if layout.weights_kind(folder) is None:
             raise ExportError(f"--weights {weights}: not a LoRA adapter folder ({layout.ADAPTER_MARKER}) nor a model folder ({layout.MODEL_MARKER})")
-        recorded = _read_json(folder / models.TRAINING_SUMMARY).get("stage")
+        recorded = storage.read_json_object(folder / models.TRAINING_SUMMARY).get("stage")
         return (stage or (recorded if recorded in TRAINED_STAGES else "sft")), folder
     if stage:
         found = where.weights(stage)
@@ -108,7 +100,7 @@ def choose_weights(cfg: Any, stage: str | None = None, weights: str | os.PathLik
         raise ExportError(f"no trained weights under {where.root} (sft/ or grpo/): run 04_train_sft.py first, or pass --weights FOLDER")
     scored = []
     for order, (name, folder) in enumerate(trained):
-        summary = _read_json(where.eval_summary(name))
+        summary = storage.read_json_object(where.eval_summary(name))
         made_with = (summary.get("provenance") or {}).get("weights_sha256")
         accuracy = summary.get("execution_accuracy")
         if isinstance(accuracy, (int, float)) and made_with == models.weights_fingerprint(folder):
@@ -125,7 +117,7 @@ def prompt_config(cfg: Any, weights: Path, explicit: Sequence[str] = ()) -> tupl
     keys given on the command line (``explicit``) win. Returns (cfg, the keys changed)."""
     from finreason import models
 
-    trained = ((_read_json(weights / models.TRAINING_SUMMARY).get("provenance") or {}).get("config")) or {}
+    trained = ((storage.read_json_object(weights / models.TRAINING_SUMMARY).get("provenance") or {}).get("config")) or {}
     changes = {key: trained[key] for key in PROMPT_KEYS if key in trained and key not in explicit and trained[key] != getattr(cfg, key)}
     if changes:
         _LOG.info("prompt settings from the weights' training: %s", ", ".join(f"{k}={v}" for k, v in changes.items()))
@@ -137,7 +129,7 @@ def stage_evaluation(cfg: Any, stage: str, weights_sha256: str | None) -> dict[s
     was made with these very weights; else None."""
     from finreason import training
 
-    summary = _read_json(Layout.of(cfg).eval_summary(stage))
+    summary = storage.read_json_object(Layout.of(cfg).eval_summary(stage))
     if not summary or (summary.get("provenance") or {}).get("weights_sha256") != weights_sha256:
         return None
     return training.evaluation_brief(summary)
@@ -151,7 +143,7 @@ def exported_from(model_path: str | os.PathLike) -> dict[str, Any] | None:
     folder = Path(model_path).expanduser()
     if not folder.is_dir():
         return None
-    recorded = _read_json(folder / models.TRAINING_SUMMARY).get("exported_from")
+    recorded = storage.read_json_object(folder / models.TRAINING_SUMMARY).get("exported_from")
     return recorded if isinstance(recorded, dict) else None
 
 
@@ -409,18 +401,11 @@ def load_gguf_transformers(path: Path, tokenizer: Any) -> Any:
     return models.LoadedModel(model=model, tokenizer=tokenizer, info={"model_path": str(path), "loader": "transformers-gguf"})
 
 
-def same_value(a: Any, b: Any) -> bool:
-    """Predicted values agree: both absent, or equal (values come from exact program execution)."""
-    if a is None or b is None:
-        return a is None and b is None
-    return a == b
-
-
 def compare(reference: Answers, answers: Answers) -> dict[str, Any]:
     n = len(reference.predicted)
     return {
         "n": n,
-        "identical_answers": round(sum(same_value(a, b) for a, b in zip(reference.predicted, answers.predicted)) / n, 4),
+        "identical_answers": round(sum(a == b for a, b in zip(reference.predicted, answers.predicted)) / n, 4),
         "identical_completions": round(sum(a == b for a, b in zip(reference.completions, answers.completions)) / n, 4),
         "strict_accuracy": round(sum(answers.strict) / n, 4),
         "tokens_per_s": answers.tokens_per_s,
@@ -522,7 +507,7 @@ def run_export(plan: ExportPlan, progress: bool = True) -> dict[str, Any]:
             reference = score(examples, completions, tokenizer, cfg.LENIENT_REL_TOL, seconds)
             bar.update()
 
-        source_summary = _read_json(plan.weights / models.TRAINING_SUMMARY)
+        source_summary = storage.read_json_object(plan.weights / models.TRAINING_SUMMARY)
         if not source_summary.get("evaluation"):
             source_summary["evaluation"] = stage_evaluation(cfg, plan.stage, loaded.info.get("weights_sha256"))
         summary = {
@@ -569,7 +554,7 @@ def run_export(plan: ExportPlan, progress: bool = True) -> dict[str, Any]:
         "gguf": {name: {key: value for key, value in facts.items() if key != "chat_template"}
                  | {"chat_template_kept": facts.get("chat_template") == tokenizer.chat_template} for name, facts in ggufs.items()},
         "converter": {"source": f"llama-cpp-python=={LLAMA_CPP_PYTHON} sdist (PyPI), vendor/llama.cpp/convert_hf_to_gguf.py",
-                      **_read_json(converter / CONVERTER_MARKER)},
+                      **storage.read_json_object(converter / CONVERTER_MARKER)},
         "verification": None,
         "provenance": provenance(cfg, model=cfg.MODEL_NAME, weights=str(plan.weights)),
     }

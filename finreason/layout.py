@@ -124,10 +124,6 @@ class Layout:
         """Where a final save is staged until weights, tokenizer, summary and card are all written."""
         return self.stage_dir(stage) / ".saving"
 
-    def replaced(self, stage: str, kind: str) -> Path:
-        """The weights being replaced, for the instant between the two renames of a final save."""
-        return self.stage_dir(stage) / f".{kind}.replaced"
-
     def weights_archive(self, stage: str) -> Path:
         """Weights of the other kind (adapter <-> model) that a new save moved aside."""
         return self.stage_dir(stage) / "archive"

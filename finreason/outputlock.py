@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from finreason import storage
 from finreason.errors import FinReasonError
 
 _LOG = logging.getLogger(__name__)
@@ -47,11 +48,7 @@ def lock_path(output_dir: str | os.PathLike) -> Path:
 
 def holder(path: str | os.PathLike) -> dict:
     """What a lock file says about its (last) holder; {} when unreadable."""
-    try:
-        found = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return found if isinstance(found, dict) else {}
+    return storage.read_json_object(path)
 
 
 @contextlib.contextmanager

@@ -72,17 +72,24 @@ def atomic_folder(target: str | os.PathLike) -> Iterator[Path]:
     try:
         staging.chmod(0o755)  # mkdtemp makes 0700; model folders are meant to be shared and read
         yield staging
-        install_folder(staging, target, target.with_name(f".{target.name}.replaced"))
+        install_folder(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
 
 
-def install_folder(staging: str | os.PathLike, target: str | os.PathLike, replaced: str | os.PathLike) -> Path:
-    """Put the finished ``staging`` folder at ``target``: the old one is renamed to ``replaced``
-    first and removed only once the new one is in place, so at every instant either the old or
-    the new folder is whole (``recover_folder`` undoes a kill between the two renames)."""
-    staging, target, replaced = Path(staging), Path(target), Path(replaced)
+def replaced_path(target: str | os.PathLike) -> Path:
+    """Where ``install_folder`` keeps the folder it replaces, for the instant between two renames."""
+    target = Path(target)
+    return target.with_name(f".{target.name}.replaced")
+
+
+def install_folder(staging: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Put the finished ``staging`` folder at ``target``: the old one is renamed to
+    ``replaced_path(target)`` first and removed only once the new one is in place, so at every
+    instant either the old or the new folder is whole (``recover_folder`` undoes a kill between
+    the two renames)."""
+    staging, target, replaced = Path(staging), Path(target), replaced_path(target)
     shutil.rmtree(replaced, ignore_errors=True)
     if target.exists():
         os.replace(target, replaced)
@@ -91,10 +98,10 @@ def install_folder(staging: str | os.PathLike, target: str | os.PathLike, replac
     return target
 
 
-def recover_folder(target: str | os.PathLike, replaced: str | os.PathLike) -> None:
+def recover_folder(target: str | os.PathLike) -> None:
     """After a kill inside ``install_folder``: put the old folder back if the new one never
     arrived, otherwise remove the leftover."""
-    target, replaced = Path(target), Path(replaced)
+    target, replaced = Path(target), replaced_path(target)
     if not replaced.exists():
         return
     if target.exists():
@@ -102,6 +109,16 @@ def recover_folder(target: str | os.PathLike, replaced: str | os.PathLike) -> No
         return
     os.replace(replaced, target)
     _LOG.warning("%s: restored the previous folder (a save was killed before the new one was in place)", target)
+
+
+def read_json_object(path: str | os.PathLike) -> dict[str, Any]:
+    """A JSON file holding an object, or {} when it is missing, unreadable, not JSON or not an
+    object: for records a later run only consults (a run record, a summary, a lock holder)."""
+    try:
+        found = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

@@ -129,8 +129,7 @@ def training_precision(cfg: Any) -> str:
     if torch.cuda.is_available():
         return cfg.COMPUTE_DTYPE
     choice = throughput.choose_cpu_precision(cfg.CPU_PRECISION)
-    state = process_state()
-    if cfg.CPU_PRECISION != "auto" or state.num_processes == 1:
+    if cfg.CPU_PRECISION != "auto" or process_state().num_processes == 1:
         return choice
     # every rank of a launch takes the main process's measurement: ranks timing their own peaks
     # could land on both sides of the margin, and then disagree about resuming (run.json)
@@ -380,7 +379,7 @@ def _prepare_run(where: Layout, stage: str, identity: Mapping[str, Any], fresh: 
     checkpoints, step_log = where.checkpoints(stage), where.step_log(stage)
     if write:
         _recover_save(where, stage)
-    changes = identity_changes(_read_json(where.run_record(stage)), identity)
+    changes = identity_changes(storage.read_json_object(where.run_record(stage)), identity)
     leftovers = step_log.exists() or (checkpoints.is_dir() and any(checkpoints.iterdir()))
     if (fresh or changes) and leftovers and write:
         reason = "--fresh" if fresh else "changed since they were written: " + "; ".join(changes)
@@ -404,15 +403,7 @@ def _recover_save(where: Layout, stage: str) -> None:
         _LOG.warning("%s: removing %s, left by a final save that was killed", stage, staging)
         shutil.rmtree(staging)
     for kind in (layout.ADAPTER, layout.MODEL):
-        storage.recover_folder(where.weights_dir(stage, kind), where.replaced(stage, kind))
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        found = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return found if isinstance(found, dict) else None
+        storage.recover_folder(where.weights_dir(stage, kind))
 
 
 def last_checkpoint(folder: str | os.PathLike, remove_incomplete: bool = True) -> str | None:
@@ -436,12 +427,12 @@ def last_checkpoint(folder: str | os.PathLike, remove_incomplete: bool = True) -
     return None
 
 
-def train(trainer: Any, resume: str | None) -> tuple[Any, str | None]:
+def train(trainer: Any, resume: str | None) -> Any:
     """``trainer.train()``, resuming from ``resume`` (``prepare_run``'s checkpoint) when given;
-    returns (TRL's result, the checkpoint resumed)."""
+    returns TRL's result."""
     if resume:
         _LOG.info("resuming from %s", resume)
-    return trainer.train(resume_from_checkpoint=resume), resume
+    return trainer.train(resume_from_checkpoint=resume)
 
 
 def tensorboard_callback(log_dir: str | os.PathLike) -> Any:
@@ -576,7 +567,7 @@ def save_stage(
         }
         storage.atomic_write_json(staging / models.TRAINING_SUMMARY, summary)
         storage.atomic_write_text(staging / "README.md", model_card(trainer, cfg, stage, summary, facts, card_keys))
-        storage.install_folder(staging, folder, where.replaced(stage, kind))
+        storage.install_folder(staging, folder)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -600,9 +591,9 @@ def stale_weights(where: Layout) -> dict[str, str]:
     found = where.weights("grpo")
     if found is None:
         return {}
-    started_from = (_read_json(found / models.TRAINING_SUMMARY) or {}).get("sft_weights_sha256")
+    started_from = storage.read_json_object(found / models.TRAINING_SUMMARY).get("sft_weights_sha256")
     sft = where.weights("sft")
-    now = (_read_json(sft / models.TRAINING_SUMMARY) or {}).get("weights_sha256") if sft else None
+    now = storage.read_json_object(sft / models.TRAINING_SUMMARY).get("weights_sha256") if sft else None
     if not started_from or started_from == now:
         return {}
     current = f"the SFT weights are now {now[:12]}" if now else "there are no SFT weights now"

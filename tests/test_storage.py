@@ -150,3 +150,22 @@ def test_atomic_folder_replaces_only_when_complete(tmp_path):
             raise RuntimeError("killed")
     assert (target / "weights").read_text() == "v1"
     assert [path.name for path in tmp_path.iterdir()] == ["model"]
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ('{"pid": 7}', {"pid": 7}),  # an object: read as it is
+        ("[1, 2]", {}),  # JSON, but not an object
+        ('{"pid": 7', {}),  # torn by a kill mid-write
+        (b"\xff\xfe", {}),  # not UTF-8
+        (None, {}),  # no file at all
+    ],
+)
+def test_read_json_object_is_lenient(tmp_path, content, expected):
+    path = tmp_path / "record.json"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content, encoding="utf-8")
+    assert storage.read_json_object(path) == expected

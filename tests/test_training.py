@@ -607,7 +607,7 @@ def test_prepare_run_cleans_up_after_a_killed_save(tmp_path, new_arrived):
     staging = where.saving("sft")
     staging.mkdir(parents=True)
     (staging / "adapter_model.safetensors").write_bytes(b"half")
-    old = where.replaced("sft", "adapter")
+    old = storage.replaced_path(where.weights_dir("sft", "adapter"))
     old.mkdir()
     (old / "adapter_config.json").write_text('{"old": true}')
     if new_arrived:  # killed after the second rename: the new weights are in place
