@@ -25,19 +25,19 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
-from typing import Any
+from typing import Any, BinaryIO
 
-from finreason import programs, scoring, stats, uploads
+from finreason import programs, scoring, stats, storage, uploads
 from finreason.errors import FinReasonError
 
 # A question file holds whole reports: far bigger tables and texts than one pasted table.
 MAX_TABLE_ROWS = 10_000
 MAX_TEXT_KB = 1024
+TEXT_LIMIT = "a question file's limit per table or text"  # how messages name MAX_TEXT_KB
 MAX_FILE_MB = 256
 MAX_INVALID_SHOWN = 50  # named in the summary; all are counted
 # What the answers table (app, CSV download) shows per question, in order.
@@ -75,7 +75,7 @@ def _table(raw: Any) -> list[list[str]] | None:
     if raw is None or raw == "" or raw == []:
         return None
     if isinstance(raw, str):
-        return uploads.parse_table_text(raw, MAX_TEXT_KB, MAX_TABLE_ROWS)
+        return uploads.parse_table_text(raw, MAX_TEXT_KB, MAX_TABLE_ROWS, "the table", TEXT_LIMIT)
     if not isinstance(raw, list) or not all(isinstance(row, list) for row in raw):
         raise _Invalid("table must be a list of rows (lists of cells) or a CSV / markdown table as one string")
     rows = []
@@ -118,45 +118,90 @@ def parse_record(raw: Any) -> Question:
     ident = raw.get("id")
     if isinstance(ident, bool) or not isinstance(ident, (str, int)) or not str(ident).strip():
         raise _Invalid("no id (a non-empty string or number)")
-    scale = raw.get("scale") or ""
-    if scale not in scoring.SCALES:
+    scale = "" if raw.get("scale") is None else raw.get("scale")
+    # 0, false or [] are not "no scale": a wrong value is named, never read as the default
+    if not isinstance(scale, str) or scale not in scoring.SCALES:
         raise _Invalid(f"scale {str(scale)[:20]!r} is not one of {', '.join(repr(s) for s in scoring.SCALES)}")
     answer, scale = _answer(raw.get("answer"), scale)
     question = raw.get("question")
     if not isinstance(question, str):
         raise _Invalid("no question (a string)")
-    document = uploads.build_document(question, _table(raw.get("table")), _text(raw.get("text")), MAX_TEXT_KB)
+    document = uploads.build_document(question, _table(raw.get("table")), _text(raw.get("text")), MAX_TEXT_KB, TEXT_LIMIT)
     return Question(question=document.question, table=document.table, pre_text=document.pre_text,
                     id=str(ident).strip(), answer=answer, scale=scale)
 
 
-def _items(text: str) -> list[tuple[int, Any]]:
-    """(line or item number, decoded object or the JSON error) for each non-blank line / list item."""
-    if text.lstrip().startswith("["):
-        try:
-            items = json.loads(text)
-        except ValueError as error:
-            raise QuestionFileError(f"the file starts with '[' but is not one JSON list ({error}); write one object a line (JSONL) instead") from None
-        if not isinstance(items, list):
-            raise QuestionFileError("the file must be a JSON list of question objects or one object a line")
-        return list(enumerate(items, start=1))
-    found: list[tuple[int, Any]] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            found.append((number, json.loads(line)))
-        except ValueError as error:
-            found.append((number, _Invalid(f"not valid JSON ({error})")))
-    return found
+_UTF8_BOM = b"\xef\xbb\xbf"
+_HASH_BLOCK = 1 << 20
 
 
-def parse_questions(text: str, name: str = "") -> QuestionFile:
-    """Every valid question of a file's text, and each invalid line named with its reason."""
+def _decoded(raw: bytes, number: int) -> str:
+    """One line as text; JSON is UTF-8 (RFC 8259), so a line in another encoding is named, not guessed."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise _Invalid(f"not UTF-8 text (byte {raw[error.start:error.start + 1]!r} at column {error.start + 1}): save the file as UTF-8") from None
+
+
+def _item(text: str) -> Any:
+    try:
+        return storage.loads_bounded(text)
+    except ValueError as error:
+        return _Invalid(f"not valid JSON ({error})")
+
+
+class _Reader:
+    """Reads a question file once: hashes every byte, parses lines until ``limit`` valid questions."""
+
+    def __init__(self, handle: BinaryIO, label: str) -> None:
+        self.lines = storage.bounded_lines(handle, MAX_FILE_MB * 2**20, label, "questions.MAX_FILE_MB")
+        self.digest = hashlib.sha256()
+        self.label = label
+
+    def __iter__(self) -> Iterator[bytes]:
+        for raw in self.lines:
+            self.digest.update(raw)
+            yield raw
+
+    def finish(self) -> str:
+        """Hash what was not parsed: the file's hash names the whole file whatever ``limit`` read."""
+        for _ in self:
+            pass
+        return self.digest.hexdigest()
+
+
+def _check_start(first: bytes, label: str) -> bytes:
+    if first.startswith(uploads.UTF16_BOMS):
+        raise QuestionFileError(f"{label} is UTF-16 text: save it as UTF-8 (JSON files are UTF-8)")
+    if b"\x00" in first[:4096]:
+        raise QuestionFileError(f"{label}: this file is binary, not JSON lines: write one question object a line (JSONL)")
+    return first.removeprefix(_UTF8_BOM)
+
+
+def _json_list(raw: bytes, label: str) -> list[tuple[int, Any]]:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        raise QuestionFileError(f"{label}: line {line} is not UTF-8 text: save the file as UTF-8") from None
+    try:
+        items = storage.loads_bounded(text)
+    except ValueError as error:
+        raise QuestionFileError(f"{label} starts with '[' but is not one JSON list ({error}); write one object a line (JSONL) instead") from None
+    if not isinstance(items, list):
+        raise QuestionFileError(f"{label} must be a JSON list of question objects or one object a line")
+    return list(enumerate(items, start=1))
+
+
+def _parse_stream(handle: BinaryIO, name: str, label: str, limit: int = 0) -> QuestionFile:
+    """Every valid question of an open file (the first ``limit`` when > 0: parsing stops there,
+    where a JSON list allows it), each invalid line named with its reason, and the file's hash."""
+    reader = _Reader(handle, label)
     questions: list[Question] = []
     invalid: list[dict[str, Any]] = []
     first_line: dict[str, int] = {}
-    for number, item in _items(text):
+
+    def add(number: int, item: Any) -> None:
         ident = str(item.get("id")).strip() if isinstance(item, Mapping) and item.get("id") is not None else None
         try:
             if isinstance(item, _Invalid):
@@ -166,37 +211,61 @@ def parse_questions(text: str, name: str = "") -> QuestionFile:
                 raise _Invalid(f"duplicate id {question.id!r} (first on line {first_line[question.id]})")
         except (_Invalid, uploads.UploadError) as error:
             invalid.append({"line": number, "id": ident, "reason": str(error)})
-            continue
+            return
         first_line[question.id] = number
         questions.append(question)
-    return QuestionFile(questions, invalid, hashlib.sha256(text.encode("utf-8")).hexdigest(), name)
+
+    lines = iter(reader)
+    started = False
+    for number, raw in enumerate(lines, start=1):
+        if number == 1:
+            raw = _check_start(raw, label)
+        if not raw.strip():
+            continue
+        if not started and raw.lstrip().startswith(b"["):
+            # one JSON list: it parses only whole, so ``limit`` cannot stop it early
+            for index, item in _json_list(raw + b"".join(lines), label):
+                add(index, item)
+            break
+        started = True
+        try:
+            item = _item(_decoded(raw, number))
+        except _Invalid as error:
+            item = error
+        add(number, item)
+        if limit and len(questions) >= limit:
+            break
+    return QuestionFile(questions, invalid, reader.finish(), name)
 
 
-def from_bytes(data: bytes, name: str) -> QuestionFile:
-    """A question file's bytes (UTF-8, a BOM allowed), from disk or the app's upload; a file with
-    no valid question at all is a user error naming the first reasons, in one line."""
-    try:
-        text = uploads.decode(data)
-    except uploads.UploadError as error:
-        raise QuestionFileError(f"{name}: {error}") from None
-    found = parse_questions(text, PurePath(name).name)
+def parse_questions(text: str, name: str = "") -> QuestionFile:
+    """Every valid question of a file's text, and each invalid line named with its reason."""
+    return _parse_stream(io.BytesIO(text.encode("utf-8")), name, name or "the questions")
+
+
+def _at_least_one(found: QuestionFile, label: str) -> QuestionFile:
+    """A file with no valid question at all is a user error naming the first reasons, in one line."""
     if not found.questions:
         reasons = "; ".join(f"line {bad['line']}: {bad['reason']}" for bad in found.invalid[:3])
-        raise QuestionFileError(f"{name} has no valid question{': ' + reasons if reasons else ' (it is empty)'}")
+        raise QuestionFileError(f"{label} has no valid question{': ' + reasons if reasons else ' (it is empty)'}")
     return found
 
 
-def read_questions(path: str | Path) -> QuestionFile:
-    """A question file from disk (see ``from_bytes``)."""
+def from_bytes(data: bytes, name: str) -> QuestionFile:
+    """A question file's bytes (UTF-8, a BOM allowed), from the app's upload."""
+    return _at_least_one(_parse_stream(io.BytesIO(data), PurePath(name).name, name), name)
+
+
+def read_questions(path: str | Path, limit: int = 0) -> QuestionFile:
+    """A question file from disk, read through ``storage``'s bounded reader (a regular file of
+    at most MAX_FILE_MB); with ``limit`` > 0 parsing stops after that many valid questions."""
     path = Path(path)
     try:
-        size = path.stat().st_size
-        if size > MAX_FILE_MB * 1024 * 1024:
-            raise QuestionFileError(f"{path} is {size / 2**20:.0f} MB; the limit is {MAX_FILE_MB} MB: split it")
-        data = path.read_bytes()
-    except OSError as error:
-        raise QuestionFileError(f"cannot read the questions file {path}: {error.strerror or error}") from None
-    return from_bytes(data, str(path))
+        with storage.open_regular(path, what=f"the questions file {path}") as handle:
+            found = _parse_stream(handle, path.name, str(path), limit)
+    except storage.StorageError as error:
+        raise QuestionFileError(str(error)) from None
+    return _at_least_one(found, str(path))
 
 
 # --- per question: what is written ---------------------------------------------------------------

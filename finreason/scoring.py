@@ -450,22 +450,28 @@ def parse_number(text: Any) -> float | str | None:
 # verdicts
 
 
+# A published gold answer as text: a plain decimal number, thousands grouped by commas or not,
+# an exponent allowed. Nothing else ("0x10", "12abc", "1.2.3", "1_000", "nan") is a number here.
+_GOLD_NUMBER = re.compile(r"[+-]?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+
+
 def coerce_gold(gold: Any) -> float | str | None:
-    """Gold as float or "yes"/"no" (accepting string forms of numbers), or None if unusable."""
+    """Gold as float or "yes"/"no", or None if it is not exactly one of those: a finite number,
+    a string that is wholly a number ("1,234.5", "-0.5", "1e3") or "yes"/"no" (any case)."""
     if isinstance(gold, bool):
         return None
-    if isinstance(gold, (int, float)):
-        value = float(gold)
-        return value if math.isfinite(value) else None
     if isinstance(gold, str):
         stripped = gold.strip().lower()
         if stripped in ("yes", "no"):
             return stripped
+        if len(stripped) > MAX_NUMBER_TEXT or not _GOLD_NUMBER.fullmatch(stripped):
+            return None
+        gold = stripped.replace(",", "")
+    if isinstance(gold, (int, float, str)):
         try:
-            value = float(stripped.replace(",", ""))
-        except ValueError:
-            parsed = parse_number(gold)
-            return parsed if isinstance(parsed, float) else None
+            value = float(gold)
+        except (OverflowError, ValueError):
+            return None  # an integer too large for a float
         return value if math.isfinite(value) else None
     return None
 

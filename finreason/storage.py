@@ -1,24 +1,34 @@
-"""Files that survive a kill: atomic writes, append-only JSONL that resumes, file hashes.
+"""Files that survive a kill: atomic writes, append-only JSONL that resumes, file hashes, and
+the one bounded way to read a file a user named.
 
 Every results file is written with ``atomic_write_*`` (a temporary file, then a rename: readers
 never see half a file), every long run appends one JSONL line per finished item with
 ``append_jsonl`` and reads them back with ``read_jsonl``, which skips and counts damaged lines.
 What produced a file is ``finreason.provenance``'s concern.
+
+Every file a user can name (a question or predictions file, ``--out``, the lock, a summary in a
+weights folder) is opened with ``open_regular`` and read with ``read_bounded`` or
+``bounded_lines``: a folder, FIFO, device or socket is refused in one line instead of hanging or
+reading forever (``st_size`` is 0 for those, so it proves nothing), and no read takes more than
+its cap. ``loads_bounded`` parses JSON with a nesting limit.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import hashlib
+import itertools
 import json
 import logging
-import contextlib
-import hashlib
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from finreason.errors import FinReasonError
 
@@ -26,7 +36,106 @@ _LOG = logging.getLogger(__name__)
 
 
 class StorageError(FinReasonError, OSError):
-    """A path the user gave cannot be written."""
+    """A path the user gave cannot be written or read."""
+
+
+# Records, summaries and question files nest a handful of levels; FinQA four. Far more is
+# damage or hostility, and refused before the parser's recursion could overflow.
+MAX_JSON_DEPTH = 64
+MAX_JSON_OBJECT_MB = 64  # read_json_object: summaries and run records are kilobytes
+MAX_RECORD_LINE_MB = 64  # read_jsonl: one record line (evidence and completion) is kilobytes
+_OPENING = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+_NOT_BRACKETS = bytes(byte for byte in range(256) if byte not in _OPENING)
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a device"),
+          (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"))
+
+
+def file_kind(mode: int) -> str:
+    """What a stat mode is, in words ("a regular file", "a FIFO (named pipe)", ...)."""
+    return next((words for test, words in _KINDS if test(mode)), "a regular file" if stat.S_ISREG(mode) else "not a regular file")
+
+
+def open_regular(path: str | os.PathLike, follow: bool = True, what: str = "") -> BinaryIO:
+    """``path`` opened for binary reading, only if it is a regular file: anything else raises
+    StorageError in one line. Opened non-blocking, so a FIFO cannot hang the open, and (with
+    ``follow=False``) never through a symbolic link."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+    label = what or str(path)
+    try:
+        fd = os.open(path, flags)
+    except OSError as error:
+        raise StorageError(f"cannot read {label}: {_open_reason(path, error)}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise StorageError(f"{label} is {file_kind(mode)}, not a regular file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def _open_reason(path: str | os.PathLike, error: OSError) -> str:
+    if error.errno == errno.ELOOP:
+        return "it is a symbolic link (or a loop of them)"
+    if error.errno == errno.ENXIO:
+        return "it is a socket or a device with nothing behind it"
+    return error.strerror or str(error)
+
+
+def too_big(label: str, limit_bytes: int, setting: str = "") -> StorageError:
+    hint = f" ({setting})" if setting else ""
+    return StorageError(f"{label} is larger than {_size_words(limit_bytes)}, the limit{hint}: split it or name another file")
+
+
+def _size_words(size: int) -> str:
+    return f"{size / 2**20:g} MB" if size >= 2**20 else f"{size / 1024:g} KB"
+
+
+def read_bounded(path: str | os.PathLike, max_bytes: int, what: str = "", setting: str = "", follow: bool = True) -> bytes:
+    """The whole of a regular file, refused (StorageError, one line) when it holds more than
+    ``max_bytes``: counted while reading, since a file can grow and /proc files say size 0."""
+    label = what or str(path)
+    with open_regular(path, follow, label) as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size > max_bytes:
+            raise too_big(label, max_bytes, setting)
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise too_big(label, max_bytes, setting)
+    return data
+
+
+def bounded_lines(handle: BinaryIO, max_bytes: int, label: str, setting: str = "") -> Iterator[bytes]:
+    """The lines of an open file (newline kept), raising StorageError once more than
+    ``max_bytes`` were read; a line is never read past what is left of the cap."""
+    left = max_bytes
+    while True:
+        line = handle.readline(left + 1)
+        if not line:
+            return
+        left -= len(line)
+        if left < 0:
+            raise too_big(label, max_bytes, setting)
+        yield line
+
+
+def json_depth_ok(text: str | bytes, max_depth: int = MAX_JSON_DEPTH) -> bool:
+    """Whether ``text``'s brackets nest at most ``max_depth`` deep (brackets inside strings
+    count too: a cheap upper bound that no honest record comes near)."""
+    data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+    if data.count(b"[") + data.count(b"{") <= max_depth:
+        return True
+    brackets = data.translate(None, _NOT_BRACKETS)
+    return max(itertools.accumulate(map(_OPENING.__getitem__, brackets))) <= max_depth
+
+
+def loads_bounded(text: str | bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """``json.loads`` with a nesting limit: ValueError (never RecursionError) beyond it."""
+    if not json_depth_ok(text, max_depth):
+        raise ValueError(f"nested more than {max_depth} levels deep")
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply to parse") from None
 
 
 def check_writable(path: str | os.PathLike) -> Path:
@@ -115,7 +224,7 @@ def read_json_object(path: str | os.PathLike) -> dict[str, Any]:
     """A JSON file holding an object, or {} when it is missing, unreadable, not JSON or not an
     object: for records a later run only consults (a run record, a summary, a lock holder)."""
     try:
-        found = json.loads(Path(path).read_text(encoding="utf-8"))
+        found = loads_bounded(read_bounded(path, MAX_JSON_OBJECT_MB * 2**20).decode("utf-8"))
     except (OSError, ValueError):
         return {}
     return found if isinstance(found, dict) else {}
@@ -166,8 +275,14 @@ class ReadStats:
 
 def _records(path: Path, stats: ReadStats) -> Iterator[dict[str, Any]]:
     # Bytes, not text: one line that is not UTF-8 must cost that line, not the whole file.
-    with path.open("rb") as handle:
-        for raw in handle:
+    max_line = MAX_RECORD_LINE_MB * 2**20
+    with open_regular(path) as handle:
+        while raw := handle.readline(max_line + 1):
+            if len(raw) > max_line:
+                stats.corrupt += 1
+                while raw and not raw.endswith(b"\n"):
+                    raw = handle.readline(max_line)
+                continue
             if not raw.endswith(b"\n"):
                 if raw.strip():
                     stats.torn += 1
@@ -180,8 +295,8 @@ def _records(path: Path, stats: ReadStats) -> Iterator[dict[str, Any]]:
             if not line:
                 continue
             try:
-                record = json.loads(line)
-            except (json.JSONDecodeError, RecursionError):
+                record = loads_bounded(line)
+            except ValueError:
                 stats.corrupt += 1
                 continue
             if not isinstance(record, dict):

@@ -24,6 +24,9 @@ MAX_ROWS = 200  # a report table; more is almost certainly the wrong file
 MAX_COLUMNS = 30
 MAX_CELL_CHARS = 200
 MAX_QUESTION_CHARS = 500
+# One report sentence: FinQA's run to a few hundred characters. A far longer one never fits
+# the evidence budget, so the retriever would leave it out without a word.
+MAX_SENTENCE_CHARS = 5000
 _SEPARATOR_ROW = re.compile(r"^\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$")
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+(?=[A-Za-z0-9$(])")
 
@@ -47,6 +50,9 @@ _SPACES = re.compile(r"\s+")
 # FinQA's report text has no thousands separator either (none in 9,620 dev sentences) and writes "$ 35.4".
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 _DOLLAR = re.compile(r"\$\s*(?=[\d(.-])")
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+# a well-formed UTF-8 sequence of two to four bytes: its presence means the file was written as UTF-8
+_UTF8_MULTIBYTE = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}")
 
 
 class UploadError(FinReasonError, ValueError):
@@ -69,23 +75,35 @@ class UserDocument:
         return self.pre_text + self.post_text
 
 
-def check_size(data: bytes | str, max_kb: int, what: str = "the upload") -> None:
+def check_size(data: bytes | str, max_kb: int, what: str = "the upload", setting: str = "APP_MAX_UPLOAD_KB") -> None:
+    """Refuse more than ``max_kb``; ``setting`` names the limit in the message (a config key, or
+    the question file's own limit)."""
     size = len(data.encode("utf-8") if isinstance(data, str) else data)
     if size > max_kb * 1024:
-        raise UploadError(f"{what} is {size / 1024:.0f} KB; the limit is {max_kb} KB (APP_MAX_UPLOAD_KB). Upload just the table you need.")
+        raise UploadError(f"{what} is {size / 1024:.0f} KB; the limit is {max_kb} KB ({setting}). Upload just the table you need.")
 
 
 def decode(data: bytes) -> str:
-    """UTF-8 text (a BOM is dropped); binary files are refused."""
+    """Text of an uploaded table: UTF-8 (a BOM is dropped), UTF-16 with its BOM, or a file wholly
+    in Windows-1252 (what spreadsheets save as "CSV"); a file mixing UTF-8 with another encoding
+    is refused (guessing would garble every "€"), and so are binary files."""
+    if data.startswith(UTF16_BOMS):
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError:
+            raise UploadError("this file starts as UTF-16 but is not: save the table as CSV (UTF-8) and upload it again") from None
     if b"\x00" in data[:4096]:
         raise UploadError("this file is binary, not a table: upload a .csv or a markdown (.md) pipe table")
     try:
         return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        bad_line = data.count(b"\n", 0, error.start) + 1
+    if _UTF8_MULTIBYTE.search(data):
+        raise UploadError(f"line {bad_line} is not UTF-8 while the rest of the file is: save the table as CSV (UTF-8) and upload it again")
+    try:
+        return data.decode("cp1252")
     except UnicodeDecodeError:
-        try:
-            return data.decode("cp1252")
-        except UnicodeDecodeError:
-            raise UploadError("this file is not UTF-8 text: save the table as CSV (UTF-8) and upload it again") from None
+        raise UploadError("this file is not UTF-8 text: save the table as CSV (UTF-8) and upload it again") from None
 
 
 def _pipe_cells(line: str) -> list[str]:
@@ -190,9 +208,10 @@ def normalise_table(rows: list[list[str]], max_rows: int = MAX_ROWS) -> list[lis
     return table
 
 
-def parse_table_text(text: str, max_kb: int, max_rows: int = MAX_ROWS) -> list[list[str]]:
+def parse_table_text(text: str, max_kb: int, max_rows: int = MAX_ROWS, what: str = "the pasted table",
+                     setting: str = "APP_MAX_UPLOAD_KB") -> list[list[str]]:
     """A pasted table: markdown pipe table when the lines use '|', else CSV."""
-    check_size(text, max_kb, "the pasted table")
+    check_size(text, max_kb, what, setting)
     if not text.strip():
         raise UploadError("the table is empty")
     rows = _pipe_rows(text) if looks_like_pipe_table(text) else _csv_rows(text)
@@ -223,15 +242,21 @@ def split_sentences(text: str) -> list[str]:
     return sentences
 
 
-def build_document(question: str, table: list[list[str]] | None, report_text: str, max_kb: int) -> UserDocument:
-    """The example the prompt builder sees; refuses an empty question or no evidence at all."""
+def build_document(question: str, table: list[list[str]] | None, report_text: str, max_kb: int,
+                   setting: str = "APP_MAX_UPLOAD_KB") -> UserDocument:
+    """The example the prompt builder sees; refuses an empty question, no evidence at all, or a
+    sentence too long for any prompt (the retriever would drop it without a word)."""
     question = (question or "").strip()
     if not question:
         raise UploadError("type a question first, e.g. 'what was the percent change in revenue from 2018 to 2019?'")
     if len(question) > MAX_QUESTION_CHARS:
         raise UploadError(f"the question is {len(question)} characters; keep it under {MAX_QUESTION_CHARS}")
-    check_size(report_text or "", max_kb, "the report text")
+    check_size(report_text or "", max_kb, "the report text", setting)
     sentences = split_sentences(report_text)
+    longest = max(sentences, key=len, default="")
+    if len(longest) > MAX_SENTENCE_CHARS:
+        raise UploadError(f"a sentence of the report text is {len(longest)} characters ({longest[:30]!r}...); the limit is "
+                          f"{MAX_SENTENCE_CHARS}, since no longer one fits a prompt: end its sentences with '.' or break it into lines")
     if not table and not sentences:
         raise UploadError("give a table (upload or paste) or some report text: the model answers only from evidence")
     return UserDocument(question=question.lower(), table=table or [], pre_text=sentences)
