@@ -373,7 +373,7 @@ def run_questions(cfg: Any, stage: str, questions_file: str | os.PathLike, weigh
     from finreason import models, questions
 
     found_weights = stage_weights(cfg, stage, weights)
-    found = questions.read_questions(questions_file)
+    found = questions.read_questions(questions_file, limit or 0)
     where = Layout.of(cfg)
     path = storage.check_writable(out) if out else where.question_records(questions_file, stage)
     path.parent.mkdir(parents=True, exist_ok=True)

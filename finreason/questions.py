@@ -354,9 +354,22 @@ def answers_rows(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return [{column: _cell(column, record.get(column)) for column in CSV_COLUMNS} for record in records]
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP "CSV injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """``value`` as a CSV cell no spreadsheet runs: text starting like a formula gets a leading
+    "'" (shown as text, as spreadsheet-safe exporters write it); numbers, "-12.5" too, stay numbers."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS) and not isinstance(scoring.coerce_gold(value), float):
+        return "'" + value
+    return value
+
+
 def answers_csv(records: Sequence[Mapping[str, Any]]) -> str:
+    """The answers table as CSV, every cell safe to open in a spreadsheet (``spreadsheet_safe``)."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(answers_rows(records))
+    writer.writerows({column: spreadsheet_safe(value) for column, value in row.items()} for row in answers_rows(records))
     return buffer.getvalue()

@@ -30,17 +30,17 @@ to the split (e.g. test predictions scored with ``--split dev``), raises ``Score
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from finreason import console, scoring, stats
+from finreason import console, scoring, stats, storage
 from finreason.data import DataError
 from finreason.errors import FinReasonError
 
 OFFICIAL = "official"
 COMPLETIONS = "completions"
 MAX_LISTED = 50  # ids / line numbers listed in the summary; the counts are always complete
+MAX_FILE_MB = 256  # far above a predictions file for any FinQA split
 
 
 class ScoreFileError(FinReasonError, ValueError):
@@ -58,8 +58,8 @@ def _rows_from_jsonl(text: str) -> tuple[list[tuple[int, Any]], list[int]]:
         if not line.strip():
             continue
         try:
-            rows.append((number, json.loads(line)))
-        except (json.JSONDecodeError, RecursionError):
+            rows.append((number, storage.loads_bounded(line)))
+        except ValueError:
             malformed.append(number)
     return rows, malformed
 
@@ -67,22 +67,21 @@ def _rows_from_jsonl(text: str) -> tuple[list[tuple[int, Any]], list[int]]:
 def _read_rows(path: Path) -> tuple[list[tuple[int, Any]], list[int], bool]:
     """(rows, malformed line numbers, whether the whole file was too deeply nested to parse)."""
     too_deep = False
-    if not path.is_file():
+    if not path.exists():
         raise ScoreFileError(f"{path}: no such file")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = storage.read_bounded(path, MAX_FILE_MB * 2**20, setting="scorefile.MAX_FILE_MB").decode("utf-8")
     except UnicodeDecodeError as error:
         raise ScoreFileError(f"{path}: not UTF-8 text ({error})") from None
-    except OSError as error:
-        raise ScoreFileError(f"{path}: cannot read ({error})") from None
+    except storage.StorageError as error:
+        raise ScoreFileError(str(error)) from None
     if text.lstrip().startswith("["):
         try:
-            whole = json.loads(text)
-        except json.JSONDecodeError:
+            whole = storage.loads_bounded(text)
+        except ValueError:
             whole = None
-        except RecursionError:
-            # Too deep for a JSON list; read on as JSONL, where only the deep lines are lost.
-            whole, too_deep = None, True
+            # too deep for a JSON list: read on as JSONL, where only the deep lines are lost
+            too_deep = not storage.json_depth_ok(text)
         if isinstance(whole, list):
             return _rows_from_json_list(whole), [], False
     rows, malformed = _rows_from_jsonl(text)
