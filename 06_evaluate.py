@@ -2,8 +2,8 @@
 
 Commands:
   .venv/bin/python 06_evaluate.py --stage sft [--weights DIR] [--split dev|test] [--limit N] [--KEY=value ...]
-  .venv/bin/python 06_evaluate.py --score FILE --split dev|test [--json] [--out VERDICTS.jsonl]
-  .venv/bin/python 06_evaluate.py --questions FILE --stage zero_shot|sft|grpo [--weights DIR] [--limit N] [--out PRED.jsonl] [--json]
+  .venv/bin/python 06_evaluate.py --score FILE --split dev|test [--json] [--out VERDICTS.jsonl [--overwrite]]
+  .venv/bin/python 06_evaluate.py --questions FILE --stage zero_shot|sft|grpo [--weights DIR] [--limit N] [--out PRED.jsonl [--overwrite]] [--json]
   .venv/bin/python 06_evaluate.py --compare A B --questions FILE [--json]
 
 Evaluation mode reads FinQA, the base model (MODEL_NAME) and the stage's trained weights (default
@@ -16,7 +16,8 @@ then compares all stages with results on their shared examples (exact McNemar te
 Scoring mode reads a predictions file (FinQA's official JSON list, or JSONL of
 {"id", "completion"}) and scores it against the split, without loading any model: --json prints
 exactly one JSON object on stdout (messages go to stderr); --out writes one verdict per line
-(checked writable before any scoring).
+(checked writable before any scoring). An existing --out that is not a records file of that kind
+is refused unless --overwrite, which keeps it beside, renamed; it is never edited.
 
 Questions mode answers a file of your own questions over any tables and text (JSONL or a JSON
 list; the format is in finreason/questions.py and the README, "Your own documents") with the
@@ -57,6 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --questions: paired McNemar test of two stages' results on the file")
     parser.add_argument("--json", action="store_true", help="with --score/--questions/--compare: print one JSON object on stdout")
     parser.add_argument("--out", metavar="FILE.jsonl", help="with --score: one verdict per example; with --questions: one record per question")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="let --out replace an existing file that is not a records file of this kind (it is kept beside, renamed)")
 
 
 def score_mode(args: argparse.Namespace, cfg) -> dict:
@@ -64,8 +67,8 @@ def score_mode(args: argparse.Namespace, cfg) -> dict:
     from finreason import data, scorefile
 
     if args.out:
-        # refuse an unwritable --out before the scoring work, not after it
-        storage.check_writable(args.out)
+        # refuse an unwritable --out, or the user's own file, before the scoring work, not after it
+        storage.claim_output(args.out, scorefile.VERDICT_KEYS, args.overwrite, not_same_as=[args.score])
     split = args.split or cfg.EVAL_SPLIT
     # both splits, so predictions for the other one are named as such instead of scoring n = 0
     bundle = data.load_from_config(cfg, splits=("dev", "test"))
@@ -96,7 +99,8 @@ def questions_mode(args: argparse.Namespace, cfg) -> dict:
         return table
     if not args.stage:
         raise UsageError("--questions FILE needs --stage zero_shot|sft|grpo (or --compare A B)")
-    summary = evaluation.run_questions(cfg, args.stage, args.questions, weights=args.weights, limit=args.limit, out=args.out)
+    summary = evaluation.run_questions(cfg, args.stage, args.questions, weights=args.weights, limit=args.limit, out=args.out,
+                                       overwrite=args.overwrite)
     _print(summary, args.json, evaluation.format_question_summary(summary))
     return summary
 
@@ -127,8 +131,8 @@ def run(args: argparse.Namespace, cfg) -> dict:
         return score_mode(args, cfg)
     if not args.stage:
         raise UsageError("pass --stage zero_shot|sft|grpo to evaluate a model, or --score FILE to score predictions")
-    if args.json or args.out:
-        raise UsageError("--json and --out belong to --score and --questions modes")
+    if args.json or args.out or args.overwrite:
+        raise UsageError("--json, --out and --overwrite belong to --score and --questions modes")
     summary = evaluation.run_stage(cfg, args.stage, weights=args.weights, split=args.split, limit=args.limit)
     print(evaluation.format_summary(summary))
     return summary

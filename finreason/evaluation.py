@@ -364,7 +364,8 @@ def answer_questions(loaded: Any, found: Any, cfg: Any, stage: str, *, path: Pat
 
 
 def run_questions(cfg: Any, stage: str, questions_file: str | os.PathLike, weights: str | os.PathLike | None = None,
-                  limit: int | None = None, out: str | os.PathLike | None = None, progress: bool = True) -> dict[str, Any]:
+                  limit: int | None = None, out: str | os.PathLike | None = None, progress: bool = True,
+                  overwrite: bool = False) -> dict[str, Any]:
     """``06_evaluate.py --questions FILE --stage S``: answer (and score, where answers are given)
     every question of FILE (the first ``limit`` when given); records to ``out`` or eval/questions/<file>.<stage>.jsonl, the summary
     to eval/questions/<file>.<stage>.summary.json. Returns the summary."""
@@ -375,7 +376,9 @@ def run_questions(cfg: Any, stage: str, questions_file: str | os.PathLike, weigh
     found_weights = stage_weights(cfg, stage, weights)
     found = questions.read_questions(questions_file, limit or 0)
     where = Layout.of(cfg)
-    path = storage.check_writable(out) if out else where.question_records(questions_file, stage)
+    # a user-named --out resumes only a records file of this kind; never the user's own file
+    path = (storage.claim_output(out, questions.RECORD_KEYS, overwrite, not_same_as=[questions_file]) if out
+            else where.question_records(questions_file, stage))
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.SEED)
     loaded = models.load_model(cfg, weights=found_weights)

@@ -275,6 +275,7 @@ RECORD_FIELDS = (
     "program_error", "predicted", "source", "strict", "tolerant", "lenient", "error", "prompt_tokens", "completion_tokens", "rel_tol",
     "verdict_key",
 )
+RECORD_KEYS = ("id", "run", "completion", "verdict_key")  # what makes a line one of these records
 
 
 def _json_value(value: Any) -> Any:

@@ -40,6 +40,7 @@ from finreason.errors import FinReasonError
 OFFICIAL = "official"
 COMPLETIONS = "completions"
 MAX_LISTED = 50  # ids / line numbers listed in the summary; the counts are always complete
+VERDICT_KEYS = ("id", "strict", "lenient", "gold")  # what makes a line one of --out's verdicts
 MAX_FILE_MB = 256  # far above a predictions file for any FinQA split
 
 

@@ -25,7 +25,8 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+import time
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -46,7 +47,7 @@ MAX_JSON_OBJECT_MB = 64  # read_json_object: summaries and run records are kilob
 MAX_RECORD_LINE_MB = 64  # read_jsonl: one record line (evidence and completion) is kilobytes
 _OPENING = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
 _NOT_BRACKETS = bytes(byte for byte in range(256) if byte not in _OPENING)
-_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a device"),
+_KINDS = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a device"),
           (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"))
 
 
@@ -152,6 +153,49 @@ def check_writable(path: str | os.PathLike) -> Path:
     except OSError as error:
         raise StorageError(f"cannot write {path}: {error.strerror or error}") from None
     return path
+
+def is_records_file(path: str | os.PathLike, keys: Collection[str]) -> bool:
+    """Whether ``path`` is a JSONL file of records this project writes: at least one record,
+    every complete line a JSON object holding ``keys`` (a torn last line, what a kill leaves,
+    is allowed). Raises StorageError when it is not a regular file (a link included)."""
+    stats = ReadStats()
+    found = False
+    for record in _records(Path(path), stats, follow=False):
+        if not all(key in record for key in keys):
+            return False
+        found = True
+    return found and stats.dropped == stats.torn
+
+
+def claim_output(path: str | os.PathLike, keys: Collection[str], overwrite: bool = False,
+                 not_same_as: Iterable[str | os.PathLike] = (), flag: str = "--out") -> Path:
+    """``path`` ready to be written: checked writable, and new, empty, or a records file of this
+    kind (``is_records_file``: kept, so a run resumes in it). Anything else is the user's and is
+    refused in one line, unless ``overwrite``: then it is moved aside to
+    ``<stem>.replaced-<time><suffix>`` beside it, never edited. An input of the same run
+    (``not_same_as``) is refused even so."""
+    path = Path(path)
+    for other in not_same_as:
+        with contextlib.suppress(OSError):
+            if os.path.samefile(path, other):
+                raise StorageError(f"{flag} {path} is the input file {other}: name another file for {flag}")
+    check_writable(path)
+    if not os.path.lexists(path):
+        return path
+    mode = os.lstat(path).st_mode
+    if not stat.S_ISREG(mode):
+        # a link would send the records into its target; a FIFO or device is no file to keep
+        raise StorageError(f"{flag} {path} is {file_kind(mode)}, not a regular file: name another file")
+    if os.path.getsize(path) == 0 or is_records_file(path, keys):
+        return path
+    if not overwrite:
+        raise StorageError(f"{flag} {path} exists and is not a records file this command wrote: name another file, "
+                           "or add --overwrite (the old file is kept beside it, renamed)")
+    aside = path.with_name(f"{path.stem}.replaced-{time.strftime('%Y%m%d-%H%M%S')}{path.suffix}")
+    os.replace(path, aside)
+    _LOG.warning("%s %s: the existing file was moved to %s (--overwrite)", flag, path, aside)
+    return path
+
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write via a temporary file in the same folder, then rename: readers never see half."""
@@ -273,10 +317,10 @@ class ReadStats:
         return ", ".join(f"{count} {what}" for count, what in parts if count)
 
 
-def _records(path: Path, stats: ReadStats) -> Iterator[dict[str, Any]]:
+def _records(path: Path, stats: ReadStats, follow: bool = True) -> Iterator[dict[str, Any]]:
     # Bytes, not text: one line that is not UTF-8 must cost that line, not the whole file.
     max_line = MAX_RECORD_LINE_MB * 2**20
-    with open_regular(path) as handle:
+    with open_regular(path, follow) as handle:
         while raw := handle.readline(max_line + 1):
             if len(raw) > max_line:
                 stats.corrupt += 1
