@@ -16,6 +16,9 @@ Writes: <OUTPUT_DIR>/export/merged/          standalone model folder (safetensor
         <OUTPUT_DIR>/export/model-q8_0.gguf  the same, --outtype q8_0
         <OUTPUT_DIR>/export/Modelfile        Ollama: the Q8_0 GGUF, chat template, system prompt, greedy
         <OUTPUT_DIR>/export/export.json      sizes and the verification, per artefact and runtime
+        All of export/ is written into a staging folder beside it and renamed into place at the end,
+        so a killed export leaves the previous one whole; its leftovers (and a converter that was
+        running, which dies with this process) are gone at the next start.
 
 The prompt settings (EVIDENCE_MODE, RETRIEVER, RETRIEVER_TOP_K, PROMPT_TOKEN_BUDGET,
 PROMPT_INSTRUCTIONS, FEW_SHOT_EXAMPLE) are the ones the weights were trained with (their

@@ -6,7 +6,8 @@ every script through a logger named after its stage (``[sft] ...``); ``setup_log
 once by ``configuration.parse_args``, so ``--quiet`` shows warnings and errors only. Scripts end
 with ``run_main(main)``: a ``FinReasonError``, an ``OSError`` (unwritable path, full disk, also
 when a library wrapped it) or Ctrl-C becomes one line on stderr and a non-zero exit instead of a
-traceback. ``run_child`` runs a server that stops with its launcher. Every table a
+traceback. ``run_child`` runs a server that stops with its launcher; ``dying_with_parent``
+wraps a worker's command line so that it is killed with this process, however this one dies. Every table a
 script or benchmark prints comes from ``table``.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -28,6 +30,20 @@ EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C
 # how a full disk reads once a library has wrapped the OSError: errno's text, and Rust's (safetensors)
 _DISK_FULL_SIGNS = ("No space left on device", "os error 28")
 _PACKAGE_PREFIX = "finreason."
+# Run before the real command in the child: Linux's PR_SET_PDEATHSIG (prctl option 1) has the
+# kernel SIGKILL it when its parent dies, kill -9 included, which no handler in the parent can
+# do; the parent-id check covers a parent that died before the prctl. Elsewhere the command
+# simply runs (and is stopped only by its process group's signals).
+_DIE_WITH_PARENT = """\
+import ctypes, os, signal, sys
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+except (OSError, AttributeError):
+    pass
+if os.getppid() != int(sys.argv[1]):
+    sys.exit(137)
+os.execv(sys.argv[2], sys.argv[2:])
+"""
 
 
 class _ShortNames(logging.Formatter):
@@ -137,3 +153,10 @@ def run_child(command: Sequence[str]) -> int:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def dying_with_parent(command: Sequence[str]) -> list[str]:
+    """``command`` (its first item a path to an executable) wrapped so that the child it becomes
+    is killed when this process dies, by any signal; it stays in this process's group, so a
+    Ctrl-C or a kill of the group reaches it too."""
+    return [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), *command]

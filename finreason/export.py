@@ -28,6 +28,7 @@ import importlib.metadata
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -38,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from finreason import gguf_files, layout, storage
+from finreason import console, gguf_files, layout, storage
 from finreason.errors import FinReasonError
 from finreason.layout import TRAINED_BY, TRAINED_STAGES, Layout
 
@@ -169,9 +170,12 @@ def merged_model(loaded: Any, dtype: str) -> Any:
     return model.to(getattr(torch, dtype))
 
 
-def save_merged(model: Any, tokenizer: Any, folder: Path, system_prompt: str, summary: Mapping[str, Any]) -> Path:
+def save_merged(model: Any, tokenizer: Any, folder: Path, system_prompt: str, summary: Mapping[str, Any],
+                recorded_as: Path | None = None) -> Path:
     """Save the merged model, tokenizer (chat template included), system prompt and training
-    summary into ``folder`` at once (a kill leaves the old folder or none)."""
+    summary into ``folder`` at once (a kill leaves the old folder or none); the summary names the
+    folder as ``recorded_as`` (where a staged export will be), by default ``folder``."""
+    recorded = str(recorded_as or folder)
     from finreason import models
 
     config = model.generation_config
@@ -183,10 +187,10 @@ def save_merged(model: Any, tokenizer: Any, folder: Path, system_prompt: str, su
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
         (staging / SYSTEM_PROMPT_FILE).write_text(system_prompt + "\n", encoding="utf-8")
-        storage.atomic_write_json(staging / models.TRAINING_SUMMARY, {**summary, "weights": str(folder)})
+        storage.atomic_write_json(staging / models.TRAINING_SUMMARY, {**summary, "weights": recorded})
     # the hash of the folder's own tensors, so results made with it name exactly these weights
-    recorded = {**summary, "weights": str(folder), "weights_sha256": models.weights_fingerprint(folder)}
-    storage.atomic_write_json(folder / models.TRAINING_SUMMARY, recorded)
+    storage.atomic_write_json(folder / models.TRAINING_SUMMARY,
+                              {**summary, "weights": recorded, "weights_sha256": models.weights_fingerprint(folder)})
     return folder
 
 
@@ -247,7 +251,8 @@ def convert_to_gguf(converter: Path, model_dir: Path, out: Path, outtype: str) -
     env.pop("NO_LOCAL_GGUF", None)  # the converter must use its own gguf-py, not the installed gguf
     started = time.perf_counter()
     try:
-        result = subprocess.run(command, capture_output=True, text=True, env=env)
+        # in this process's group (Ctrl-C reaches it) and killed with this process, even by kill -9
+        result = subprocess.run(console.dying_with_parent(command), capture_output=True, text=True, env=env)
         if result.returncode != 0:
             lines = [line for line in result.stderr.strip().splitlines() if line.strip()] or ["no output"]
             raise ExportError(f"llama.cpp's converter failed on {model_dir} ({outtype}): {lines[-1]}")
@@ -474,8 +479,35 @@ class ExportPlan:
     prompt_changes: dict[str, Any] = field(default_factory=dict)
 
 
+def clean_leftovers(out: Path) -> list[Path]:
+    """What a killed export left, removed (called under the output folder's lock, so no export is
+    running): its staging folders beside ``out`` and, from older versions, ``.partial`` GGUFs in
+    it; a kill between ``install_folder``'s two renames is undone first. Returns what went."""
+    storage.recover_folder(out)
+    gone = [path for path in out.parent.glob(f".{out.name}.*") if path != storage.replaced_path(out)]
+    gone += list(out.glob(".*.partial")) if out.is_dir() else []
+    for path in gone:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        _LOG.info("removed %s, left by an export that was killed", path)
+    return gone
+
+
 def run_export(plan: ExportPlan, progress: bool = True) -> dict[str, Any]:
-    """Merge, convert, write the Modelfile, verify every artefact; write export.json. Returns it."""
+    """Merge, convert, write the Modelfile, verify every artefact; write export.json. Returns it.
+
+    Everything is written into one staging folder that replaces ``plan.out`` only at the end
+    (``storage.atomic_folder``, as the training save): a killed export leaves the previous
+    export whole, so export.json, the GGUFs, the Modelfile and merged/ always describe one export."""
+    clean_leftovers(plan.out)
+    with storage.atomic_folder(plan.out) as work:
+        return _export_into(plan, work, progress)
+
+
+def _export_into(plan: ExportPlan, work: Path, progress: bool) -> dict[str, Any]:
+    """``run_export``'s work, written into ``work``; every path it records is the final one under ``plan.out``."""
     import torch
     from tqdm.auto import tqdm
 
@@ -524,22 +556,22 @@ def run_export(plan: ExportPlan, progress: bool = True) -> dict[str, Any]:
             "provenance": source_summary.get("provenance"),
         }
         bar.set_postfix_str("merge")
-        merged_dir = save_merged(merged_model(loaded, plan.dtype), tokenizer, out / MERGED, system_prompt, summary)
+        merged_dir = save_merged(merged_model(loaded, plan.dtype), tokenizer, work / MERGED, system_prompt, summary, out / MERGED)
         del loaded
         storage.atomic_write_text(merged_dir / "README.md", model_card(summary, system_prompt, cfg, None))
         bar.update()
 
         bar.set_postfix_str("GGUF")
-        ggufs = {name: convert_to_gguf(converter, merged_dir, out / name, outtype) for name, outtype in OUTTYPES.items()}
+        ggufs = {name: convert_to_gguf(converter, merged_dir, work / name, outtype) for name, outtype in OUTTYPES.items()}
         chatml = renders_chatml(tokenizer, system_prompt)
         if not chatml:
             _LOG.warning("the chat template is not ChatML: the Modelfile leaves TEMPLATE to Ollama's reading of the GGUF metadata")
-        storage.atomic_write_text(out / MODELFILE, modelfile_text(Q8_0, system_prompt, chatml, cfg.MAX_NEW_TOKENS, cfg.MAX_SEQ_LEN))
+        storage.atomic_write_text(work / MODELFILE, modelfile_text(Q8_0, system_prompt, chatml, cfg.MAX_NEW_TOKENS, cfg.MAX_SEQ_LEN))
         bar.update()
 
         rows: list[dict[str, Any]] = []
         if plan.verify:
-            rows = verify(plan, examples, rendered, reference, merged_dir, ggufs, tokenizer, bar)
+            rows = verify(plan, examples, rendered, reference, work, ggufs, tokenizer, bar)
             bar.update()
     finally:
         bar.close()
@@ -572,14 +604,16 @@ def run_export(plan: ExportPlan, progress: bool = True) -> dict[str, Any]:
         }
         table = format_table(result)
         storage.atomic_write_text(merged_dir / "README.md", model_card(summary, system_prompt, cfg, table))
-    storage.atomic_write_json(out / EXPORT_JSON, result)
+    storage.atomic_write_json(work / EXPORT_JSON, result)
     return result
 
 
-def verify(plan: ExportPlan, examples: Sequence[Any], rendered: Sequence[str], reference: Answers, merged_dir: Path,
+def verify(plan: ExportPlan, examples: Sequence[Any], rendered: Sequence[str], reference: Answers, work: Path,
            ggufs: Mapping[str, Any], tokenizer: Any, bar: Any) -> list[dict[str, Any]]:
     """One row per (artefact, runtime): the merged folder through transformers (as 06 loads it),
-    each GGUF through llama.cpp (the target) and transformers' GGUF loader (a second check)."""
+    each GGUF through llama.cpp (the target) and transformers' GGUF loader (a second check).
+    The artefacts are read from ``work`` (the staged export) and named by their final paths."""
+    merged_dir = work / MERGED
     from finreason import generation, models
 
     cfg = plan.cfg
@@ -588,7 +622,7 @@ def verify(plan: ExportPlan, examples: Sequence[Any], rendered: Sequence[str], r
     rows = []
 
     def add(artefact: str, path: Path, runtime: str, answers: Answers, targeted: bool) -> None:
-        row = {"artefact": artefact, "runtime": runtime, "path": str(path),
+        row = {"artefact": artefact, "runtime": runtime, "path": str(plan.out / path.relative_to(work)),
                "bytes": sum(p.stat().st_size for p in path.glob("*.safetensors")) if path.is_dir() else path.stat().st_size,
                **compare(reference, answers)}
         if targeted:
@@ -603,7 +637,7 @@ def verify(plan: ExportPlan, examples: Sequence[Any], rendered: Sequence[str], r
     del merged
     token_lists = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in rendered]
     for name in ggufs:
-        path = plan.out / name
+        path = work / name
         bar.set_postfix_str(f"{name} llama.cpp")
         completions, seconds, extra = answer_llama_cpp(path, token_lists, stops, tokenizer, max_new, generation.available_cores())
         add(name, path, "llama.cpp", score(examples, completions, tokenizer, rel_tol, seconds, **extra), True)

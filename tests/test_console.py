@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import errno
+import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
 from finreason import console
+from helpers import PROJECT_ROOT
 
 
 @pytest.mark.parametrize(
@@ -112,3 +115,46 @@ def test_run_child_forwards_the_signal_and_waits(tmp_path, signum):
     finally:
         launcher.kill()
         launcher.wait()
+
+
+PARENT = """\
+import subprocess, sys
+from finreason import console
+command = [sys.executable, "-c", "import time; time.sleep(60)"]
+child = subprocess.Popen(console.dying_with_parent(command) if sys.argv[1] == "wrapped" else command)
+print(child.pid, flush=True)
+child.wait()
+"""
+
+
+def _gone(pid: int) -> bool:
+    """No such process, or a zombie (a container's PID 1 may never reap the orphan)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+@pytest.mark.parametrize(
+    "how, dies",
+    [
+        ("wrapped", True),  # dying_with_parent: the worker goes with a parent killed by SIGKILL
+        ("plain", False),  # the control: a plain child outlives it (so the test can tell them apart)
+    ],
+)
+def test_a_child_dies_with_its_parent_even_on_kill_9(how, dies):
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, how], stdout=subprocess.PIPE, text=True, env=env)
+    child = int(parent.stdout.readline())
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while not _gone(child) and time.monotonic() < deadline and dies:
+        time.sleep(0.05)
+    try:
+        assert _gone(child) is dies
+    finally:
+        if not _gone(child):
+            os.kill(child, signal.SIGKILL)

@@ -14,6 +14,7 @@ within 2e-3; Q8_0 rounds each block of 32 weights to 8 bits, so within 2e-2.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -281,3 +282,85 @@ def test_lora_through_08_export_keeps_the_logits_and_06_reads_the_artefacts(tiny
     for name in export.OUTTYPES:
         difference = (torch.from_numpy(llama_cpp_logits(exported / name, ids)) - expected).abs().max()
         assert difference <= TOLERANCE[name], (name, float(difference))
+
+
+# --- a killed or failed export leaves the previous one whole ---------------------------------------
+
+FAKE_CONVERTER = '''\
+"""Stands in for llama.cpp's convert_hf_to_gguf.py: a small sound GGUF, or exit 1 when told."""
+import os
+import sys
+
+import numpy as np
+from gguf import GGUFWriter
+
+if os.environ.get("FAKE_CONVERTER_FAILS"):
+    sys.exit("fake converter: told to fail")
+writer = GGUFWriter(sys.argv[sys.argv.index("--outfile") + 1], "llama")
+writer.add_tensor("token_embd.weight", np.ones((8, 4), dtype=np.float32))
+writer.write_header_to_file()
+writer.write_kv_data_to_file()
+writer.write_tensors_to_file()
+writer.close()
+'''
+
+
+@pytest.fixture
+def fake_converter(tmp_path) -> Path:
+    folder = tmp_path / "converter"
+    folder.mkdir()
+    (folder / "convert_hf_to_gguf.py").write_text(FAKE_CONVERTER)
+    (folder / export.CONVERTER_MARKER).write_text("{}\n")
+    return folder
+
+
+@pytest.mark.slow
+def test_a_failed_export_leaves_the_previous_export_whole(tiny_llama_dir, tmp_path, fake_converter, monkeypatch):
+    out = tmp_path / "out"
+    cfg = resolve_config(tiny_overrides(tiny_llama_dir, out, "--EVIDENCE_MODE=gold"))
+    adapter = random_adapter(tiny_llama_dir, tmp_path / "adapter")
+    plan = export.ExportPlan(cfg=cfg, stage="sft", weights=adapter, out=out / "export", verify=0, converter_cache=str(fake_converter))
+    monkeypatch.setattr(export, "converter_dir", lambda cache: Path(cache))
+    export.run_export(plan, progress=False)
+    first = {path.relative_to(plan.out): path.read_bytes() for path in plan.out.rglob("*") if path.is_file()}
+    recorded = json.loads((plan.out / export.MERGED / models.TRAINING_SUMMARY).read_text())
+    assert recorded["weights"] == str(plan.out / export.MERGED)  # the final path, not the staging folder's
+    assert json.loads((plan.out / export.EXPORT_JSON).read_text())["modelfile"]["path"] == str(plan.out / export.MODELFILE)
+
+    monkeypatch.setenv("FAKE_CONVERTER_FAILS", "1")
+    with pytest.raises(export.ExportError, match="told to fail"):
+        export.run_export(dataclasses.replace(plan, stage="grpo"), progress=False)
+    after = {path.relative_to(plan.out): path.read_bytes() for path in plan.out.rglob("*") if path.is_file()}
+    assert after == first  # merged/ still says sft, like export.json and the GGUFs
+    assert [path.name for path in out.iterdir() if path.name.startswith(".export")] == []  # no staging left
+
+
+@pytest.mark.parametrize(
+    "leftover",
+    [
+        ".export.k3j9x_a",  # the staging folder of an export killed mid-way
+        "export/.model-f16.gguf.partial",  # a GGUF being converted when an older version was killed
+        "export/.model-q8_0.gguf.partial",  # the same for Q8_0
+    ],
+)
+def test_what_a_killed_export_left_is_removed_at_the_next_start(tmp_path, leftover):
+    out = tmp_path / "export"
+    (out / export.MERGED).mkdir(parents=True)
+    (out / export.EXPORT_JSON).write_text("{}")
+    path = tmp_path / leftover
+    if leftover.startswith(".export."):
+        path.mkdir()
+        (path / export.F16).write_bytes(b"half")
+    else:
+        path.write_bytes(b"half")
+    assert export.clean_leftovers(out) == [path]
+    assert not path.exists() and (out / export.EXPORT_JSON).exists() and (out / export.MERGED).is_dir()  # the export itself stays
+
+
+def test_a_previous_export_is_restored_when_a_kill_fell_between_the_renames(tmp_path):
+    out = tmp_path / "export"
+    replaced = tmp_path / ".export.replaced"
+    replaced.mkdir()
+    (replaced / export.EXPORT_JSON).write_text("{}")
+    export.clean_leftovers(out)
+    assert (out / export.EXPORT_JSON).exists() and not replaced.exists()
