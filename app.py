@@ -261,10 +261,26 @@ def example_inputs(cfg: Config) -> tuple[Any, Any] | None:
     return example, example.exe_ans
 
 
+def too_large(upload: Any, max_kb: int) -> bool:
+    """Whether an uploaded file is over APP_MAX_UPLOAD_KB, said at once (before any button):
+    Streamlit's own cap (``uploads.streamlit_upload_mb``) is whole megabytes."""
+    if upload is None:
+        return False
+    try:
+        uploads.check_size(upload.getvalue(), max_kb, f"{upload.name!r}")
+    except uploads.UploadError as error:
+        st.error(str(error))
+        return True
+    return False
+
+
 def upload_widgets(cfg: Config) -> dict[str, Any]:
     max_kb = int(cfg.APP_MAX_UPLOAD_KB)
+    file = st.file_uploader(f"Table: CSV or markdown pipe table (at most {max_kb} KB)", type=["csv", "md", "txt"], key="table_file",
+                            max_upload_size=uploads.streamlit_upload_mb(max_kb))
     return {
-        "file": st.file_uploader(f"Table: CSV or markdown pipe table (at most {max_kb} KB)", type=["csv", "md", "txt"], key="table_file"),
+        "file": file,
+        "too_large": too_large(file, max_kb),
         "pasted": st.text_area("…or paste the table", key="table_text", height=120,
                                placeholder="| ( in millions ) | 2019 | 2018 |\n| revenue | 5829 | 5735 |"),
         "report": st.text_area("Report text (optional)", key="report_text", height=100),
@@ -299,14 +315,15 @@ def question_file_input(cfg: Config) -> questions.QuestionFile | None:
     """The uploaded question file, parsed; a message (not a traceback) for a bad one."""
     max_kb = int(cfg.APP_MAX_UPLOAD_KB)
     upload = st.file_uploader(f"Questions: JSONL or a JSON list (at most {max_kb} KB; format in the README, "
-                              "'Your own documents')", type=["jsonl", "json"], key="questions_file")
-    if not st.button("Answer every question", type="primary", key="ask_file"):
+                              "'Your own documents')", type=["jsonl", "json"], key="questions_file",
+                              max_upload_size=uploads.streamlit_upload_mb(max_kb))
+    refused = too_large(upload, max_kb)
+    if not st.button("Answer every question", type="primary", key="ask_file", disabled=refused) or refused:
         return None
     if upload is None:
         st.error("upload a question file first")
         return None
     try:
-        uploads.check_size(upload.getvalue(), max_kb, f"{upload.name!r}")
         return questions.from_bytes(upload.getvalue(), upload.name)
     except (uploads.UploadError, questions.QuestionFileError) as error:
         st.error(str(error))
@@ -400,7 +417,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             st.info("Your own table has no gold facts: the prompt uses retrieved evidence "
                     f"({retrieval.short_label(retrieval.describe(cfg.replace(EVIDENCE_MODE='retrieved'), fit=False))}), "
                     "not the gold-facts setting the FinQA examples use.")
-        if not st.button("Answer", type="primary", key="ask_upload"):
+        if not st.button("Answer", type="primary", key="ask_upload", disabled=raw["too_large"]) or raw["too_large"]:
             return
         inputs = upload_inputs(cfg, raw)
         if inputs is None:
@@ -423,6 +440,7 @@ def launch(argv: Sequence[str]) -> None:
     overrides, _ = config_tokens(argv)
     command = [sys.executable, "-m", "streamlit", "run", str(Path(__file__).resolve()),
                "--server.address", cfg.APP_HOST, "--server.port", str(args.port),
+               "--server.maxUploadSize", str(uploads.streamlit_upload_mb(int(cfg.APP_MAX_UPLOAD_KB))),
                "--browser.gatherUsageStats", "false", "--", *overrides]
     print(f"FinReason demo on http://{cfg.APP_HOST}:{args.port}", file=sys.stderr)
     # SIGTERM/SIGINT to this launcher reach the server, which is waited for: no orphan on the port

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import PurePath
@@ -81,6 +82,12 @@ def check_size(data: bytes | str, max_kb: int, what: str = "the upload", setting
     size = len(data.encode("utf-8") if isinstance(data, str) else data)
     if size > max_kb * 1024:
         raise UploadError(f"{what} is {size / 1024:.0f} KB; the limit is {max_kb} KB ({setting}). Upload just the table you need.")
+
+
+def streamlit_upload_mb(max_kb: int) -> int:
+    """Streamlit's upload cap for ``max_kb`` (its option is in whole megabytes, at least 1), so
+    the browser refuses a far larger file before sending it instead of at Streamlit's 200 MB."""
+    return max(1, math.ceil(max_kb / 1024))
 
 
 def decode(data: bytes) -> str:

@@ -233,6 +233,23 @@ def test_question_file_gives_the_answers_table(app, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    "mode, uploader, button, data",
+    [
+        ("A file of questions", "questions_file", "ask_file", b"{}\n" * 300_000),  # a question file over APP_MAX_UPLOAD_KB
+        ("Your own table and text", "table_file", "ask_upload", b"a,1\n" * 200_000),  # a table over it
+    ],
+)
+def test_an_oversized_upload_is_refused_before_the_button(app, mode, uploader, button, data):
+    app.run()
+    app.radio(key="mode").set_value(mode).run()
+    app.file_uploader(key=uploader).set_value(("big.csv" if uploader == "table_file" else "big.jsonl", data, "text/plain")).run()
+    assert not app.exception, _texts(app.exception)
+    assert "the limit is 512 KB (APP_MAX_UPLOAD_KB)" in _texts(app.error)  # said at once, no click needed
+    assert app.button(key=button).disabled
+
+
+@pytest.mark.slow
 def test_question_file_refused_with_a_message(app):
     app.run()
     app.radio(key="mode").set_value("A file of questions").run()
@@ -347,6 +364,7 @@ def test_python_app_py_binds_app_host_from_any_folder(tmp_path):
     done = subprocess.run([sys.executable, "-c", probe, str(ROOT / "app.py")], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "--server.address 127.0.0.9 --server.port 8600" in done.stdout
+    assert "--server.maxUploadSize 1 " in done.stdout  # APP_MAX_UPLOAD_KB (512) in Streamlit's whole MB, not its 200 MB default
     assert "-- --APP_HOST=127.0.0.9 --PROFILE=cpu" in done.stdout
 
 
