@@ -370,7 +370,8 @@ def spreadsheet_safe(value: Any) -> Any:
 def answers_csv(records: Sequence[Mapping[str, Any]]) -> str:
     """The answers table as CSV, every cell safe to open in a spreadsheet (``spreadsheet_safe``)."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    # RFC 4180's CRLF: a cell holding a lone "\r" is then quoted too, so it cannot end a row
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\r\n")
     writer.writeheader()
     writer.writerows({column: spreadsheet_safe(value) for column, value in row.items()} for row in answers_rows(records))
     return buffer.getvalue()

@@ -176,9 +176,11 @@ def claim_output(path: str | os.PathLike, keys: Collection[str], overwrite: bool
     (``not_same_as``) is refused even so."""
     path = Path(path)
     for other in not_same_as:
+        same = False
         with contextlib.suppress(OSError):
-            if os.path.samefile(path, other):
-                raise StorageError(f"{flag} {path} is the input file {other}: name another file for {flag}")
+            same = os.path.samefile(path, other)
+        if same:
+            raise StorageError(f"{flag} {path} is the input file {other}: name another file for {flag}")
     check_writable(path)
     if not os.path.lexists(path):
         return path

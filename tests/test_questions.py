@@ -4,9 +4,13 @@ end with the tiny random model (tests/data/own_reports.jsonl, written by hand)."
 
 from __future__ import annotations
 
+import csv
 import gzip
+import hashlib
 import importlib
+import io
 import json
+import os
 import time
 from pathlib import Path
 
@@ -137,6 +141,15 @@ TABLE = [["", "2019"], ["revenue", "5"]]
         ({"id": "a", "question": "q?", "table": TABLE, "answer": True}, "answer must be"),  # a boolean is no answer
         ({"id": "a", "question": "q?", "table": TABLE, "answer": "5%", "scale": "million"}, "is a percent"),  # conflicting units
         ({"id": "a", "question": "q?", "table": [["a", "b"], ["c", "d"]]}, "no numbers"),  # nothing to calculate with
+        ({"id": "a", "question": "q?", "table": TABLE, "answer": 10**400}, "is not a number"),  # too large for a float: was OverflowError
+        ({"id": "a", "question": "q?", "table": TABLE, "answer": "0x10"}, "is not a number"),  # hex: was read as 0.0
+        ({"id": "a", "question": "q?", "table": TABLE, "answer": "12abc"}, "is not a number"),  # trailing letters: was 12
+        ({"id": "a", "question": "q?", "table": TABLE, "answer": "1.2.3"}, "is not a number"),  # two points: was 1.2
+        ({"id": "a", "question": "q?", "table": TABLE, "scale": 0}, "scale '0' is not one of"),  # a falsy scale was silently ""
+        ({"id": "a", "question": "q?", "table": TABLE, "scale": False}, "scale 'False' is not one of"),  # and so was false
+        ({"id": "a", "question": "q?", "table": TABLE, "scale": []}, "scale '[]' is not one of"),  # and []
+        ({"id": "a", "question": "q?", "text": "x" * 6000 + " 5."}, "a sentence of the report text is 6003 characters"),  # no prompt holds it
+        ({"id": "a", "question": "q?", "table": "a,1\n" * 300_000}, "a question file's limit"),  # a table string names this limit
     ],
 )
 def test_invalid_records_are_named(record, reason):
@@ -195,6 +208,86 @@ def test_a_5000_row_table_is_answered_in_bounded_time(smollm2_tokenizer):
     assert time.perf_counter() - started < 30
     assert question.table[4322] == ["item 4321", "$ 12963", "8642"]
     assert "table_4322" in evidence.kept_ids and evidence.n_tokens <= 384
+
+
+@pytest.mark.parametrize(
+    "line, reason",
+    [
+        (b'{"id": "deep", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested more than"),  # was RecursionError
+        (b'{"id": "big", "question": "q?", "text": "5.", "answer": ' + b"9" * 400 + b"}", "is not a number"),  # was OverflowError
+        (b'{"id": "inf", "question": "q?", "text": "5.", "answer": 1e400}', "is not a number"),  # JSON's 1e400 reads as inf
+        ('{"id": "latin", "question": "q?", "text": "5 €."}'.encode("cp1252"), "not UTF-8 text"),  # one Latin-1 line: named, not guessed
+    ],
+)
+def test_hostile_lines_cost_only_their_line(line, reason):
+    good = json.dumps({"id": "ok", "question": "costs 5 €?", "table": TABLE}).encode()
+    found = questions._parse_stream(io.BytesIO(line + b"\n" + good + b"\n"), "q.jsonl", "q.jsonl")
+    assert [q.id for q in found.questions] == ["ok"] and "€" in found.questions[0].question  # the UTF-8 line decodes as UTF-8
+    assert len(found.invalid) == 1 and reason in found.invalid[0]["reason"]
+
+
+def _special(tmp_path: Path, kind: str) -> Path:
+    if kind == "fifo":
+        os.mkfifo(tmp_path / "q.jsonl")
+        return tmp_path / "q.jsonl"
+    return Path(kind)
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ("/dev/zero", "is a device"),  # endless zeros with st_size 0: grew to 18 GB before
+        ("fifo", "is a FIFO"),  # a named pipe: hung before
+        (b"\xff\xfe" + '{"id": 1}\n'.encode("utf-16-le"), "is UTF-16 text: save it as UTF-8"),  # was called binary
+        (b"\xef\xbb\xbf" + json.dumps({"id": 1, "question": "q?", "table": TABLE}).encode(), None),  # a UTF-8 BOM is fine
+    ],
+)
+def test_question_files_that_are_not_files_or_not_utf8(tmp_path, data, message):
+    if isinstance(data, bytes):
+        path = tmp_path / "q.jsonl"
+        path.write_bytes(data)
+    else:
+        path = _special(tmp_path, data)
+    if message is None:
+        assert [q.id for q in questions.read_questions(path).questions] == ["1"]
+    else:
+        with pytest.raises(questions.QuestionFileError, match=message):
+            questions.read_questions(path)
+
+
+def test_limit_stops_parsing_but_the_hash_covers_the_whole_file(tmp_path, monkeypatch):
+    lines = [json.dumps({"id": f"q{i}", "question": "q?", "table": TABLE}) for i in range(5)]
+    path = tmp_path / "q.jsonl"
+    path.write_text("\n".join([lines[0], "not json", lines[1], lines[2], "not json either", *lines[3:]]) + "\n")
+    whole = questions.read_questions(path)
+    parsed = []
+    monkeypatch.setattr(questions, "parse_record", lambda raw, parse=questions.parse_record: parsed.append(raw) or parse(raw))
+    found = questions.read_questions(path, limit=2)
+    assert [q.id for q in found.questions] == ["q0", "q1"] and len(parsed) == 2  # nothing after the second valid question
+    assert [bad["line"] for bad in found.invalid] == [2] and len(whole.invalid) == 2
+    assert found.sha256 == whole.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()  # one file, one hash
+
+
+@pytest.mark.parametrize(
+    "cell, written",
+    [
+        ('=HYPERLINK("http://x","y")', '\'=HYPERLINK("http://x","y")'),  # a formula: shown as text
+        ("=cmd|' /C calc'!A0", "'=cmd|' /C calc'!A0"),  # DDE: would start a program
+        ("+1+cmd", "'+1+cmd"),  # a plus starts a formula too
+        ("-2+3+cmd", "'-2+3+cmd"),  # and a minus
+        ("@SUM(A1)", "'@SUM(A1)"),  # and an at sign
+        ("\t=1", "'\t=1"),  # a tab before one
+        ("\r=1", "'\r=1"),  # a carriage return before one
+        ("-12.5", "-12.5"),  # a negative number stays a number
+        ("1,234.5", "1,234.5"),  # a number with a thousands separator too
+        ("what was revenue?", "what was revenue?"),  # ordinary text is as written
+    ],
+)
+def test_answers_csv_is_safe_to_open_in_a_spreadsheet(cell, written):
+    record = {"id": cell, "question": cell, "answer": None, "predicted": -0.5}
+    rows = list(csv.DictReader(io.StringIO(questions.answers_csv([record]))))
+    assert rows[0]["id"] == written and rows[0]["question"] == written
+    assert rows[0]["predicted"] == "-0.5"  # numbers stay numbers
 
 
 def test_a_table_over_the_row_limit_is_an_invalid_line():

@@ -2,6 +2,9 @@
 
 import json
 import logging
+import os
+import socket
+from pathlib import Path
 
 import pytest
 
@@ -169,3 +172,144 @@ def test_read_json_object_is_lenient(tmp_path, content, expected):
     elif content is not None:
         path.write_text(content, encoding="utf-8")
     assert storage.read_json_object(path) == expected
+
+
+# --- every read of a user-named path is bounded ---------------------------------------------------
+
+
+def _fifo(tmp_path: Path) -> Path:
+    path = tmp_path / "pipe"
+    os.mkfifo(path)
+    return path
+
+
+def _link_loop(tmp_path: Path) -> Path:
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    return tmp_path / "a"
+
+
+def _socket(tmp_path: Path) -> Path:
+    path = tmp_path / "s"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    server.close()  # the socket file stays; opening it is what must fail in one line
+    return path
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda tmp: tmp, "is a folder, not a regular file"),  # a directory
+        (_fifo, "is a FIFO"),  # a named pipe: a blocking open would hang until a writer came
+        (lambda tmp: Path("/dev/zero"), "is a device"),  # endless bytes while st_size says 0
+        (_link_loop, "symbolic link"),  # a loop of links
+        (_socket, "socket"),  # a socket cannot be opened at all
+        (lambda tmp: tmp / "missing", "No such file"),  # nothing there
+    ],
+)
+def test_only_regular_files_are_read(tmp_path, make, message):
+    with pytest.raises(storage.StorageError, match=message):
+        storage.read_bounded(make(tmp_path), 1024)
+
+
+@pytest.mark.parametrize(
+    "make, cap, readable",
+    [
+        (lambda tmp: _write(tmp / "f", b"x" * 10), 10, True),  # exactly the cap
+        (lambda tmp: _write(tmp / "f", b"x" * 11), 10, False),  # one byte over
+        (lambda tmp: Path("/proc/self/maps"), 16, False),  # st_size 0, yet far more: the cap counts bytes read
+        (lambda tmp: (tmp / "l").symlink_to(_write(tmp / "f", b"{}")) or tmp / "l", 10, True),  # a link to a file is followed
+    ],
+)
+def test_read_bounded_counts_what_it_reads(tmp_path, make, cap, readable):
+    path = make(tmp_path)
+    if readable:
+        assert len(storage.read_bounded(path, cap)) <= cap
+    else:
+        with pytest.raises(storage.StorageError, match="larger than"):
+            storage.read_bounded(path, cap)
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize(
+    "text, parses",
+    [
+        ("[" * 64 + "]" * 64, True),  # at the limit
+        ("[" * 65 + "]" * 65, False),  # one level over
+        ("[" * 100_000, False),  # 100,000 deep: a ValueError, never a RecursionError
+        (json.dumps({"text": "[1] " * 1000, "table": [["a", "1"]] * 1000}), True),  # many brackets, shallow
+    ],
+)
+def test_loads_bounded_limits_the_depth(text, parses):
+    if parses:
+        storage.loads_bounded(text)
+    else:
+        with pytest.raises(ValueError, match="nested"):
+            storage.loads_bounded(text)
+
+
+def test_readers_of_our_own_files_never_hang_on_a_fifo(tmp_path):
+    fifo = _fifo(tmp_path)
+    assert storage.read_json_object(fifo) == {}  # a summary reader: {} as for any unreadable file
+    with pytest.raises(storage.StorageError, match="FIFO"):
+        list(storage.read_jsonl(fifo))
+
+
+# --- --out: only our own records are resumed, nothing of the user's is edited ---------------------
+
+KEYS = ("id", "run")
+RECORD = json.dumps({"id": "a", "run": "r"}) + "\n"
+
+
+@pytest.mark.parametrize(
+    "content, accepted",
+    [
+        (None, True),  # no file yet
+        ("", True),  # an empty file: nothing to lose
+        (RECORD * 2, True),  # records of this kind: resumed
+        (RECORD + '{"id": "b", "ru', True),  # and a torn last line, what a kill leaves
+        ("just some notes\n", False),  # a text file
+        (json.dumps({"id": "q1", "question": "what?"}) + "\n", False),  # JSON objects of another kind (a question file)
+        (RECORD + "not json\n" + RECORD, False),  # records with a line that is not one: would be dropped
+        (RECORD + "[1, 2]\n", False),  # or a JSON line that is not an object
+    ],
+)
+def test_claim_output_accepts_only_its_own_kind(tmp_path, content, accepted):
+    path = tmp_path / "out.jsonl"
+    if content is not None:
+        path.write_text(content)
+    if accepted:
+        assert storage.claim_output(path, KEYS) == path
+        assert content is None or path.read_text() == content  # kept as it was, to resume
+    else:
+        with pytest.raises(storage.StorageError, match="not a records file"):
+            storage.claim_output(path, KEYS)
+        assert path.read_text() == content  # untouched
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda tmp: (tmp / "out.jsonl").symlink_to(_write(tmp / "target", RECORD.encode())), "symbolic link"),  # appends would go through it
+        (lambda tmp: os.mkfifo(tmp / "out.jsonl"), "FIFO"),  # nothing to keep, and reading it would hang
+        (lambda tmp: (tmp / "out.jsonl").write_text(RECORD), "is the input file"),  # --out at the input itself
+    ],
+)
+def test_claim_output_refuses_links_pipes_and_the_input(tmp_path, make, message):
+    make(tmp_path)
+    with pytest.raises(storage.StorageError, match=message):
+        storage.claim_output(tmp_path / "out.jsonl", KEYS, overwrite=True, not_same_as=[tmp_path / "out.jsonl"] if message == "is the input file" else [])
+
+
+def test_overwrite_keeps_the_old_file_beside(tmp_path, caplog):
+    path = tmp_path / "out.jsonl"
+    path.write_text("the user's notes\n")
+    storage.claim_output(path, KEYS, overwrite=True)
+    kept = list(tmp_path.glob("out.replaced-*.jsonl"))
+    assert not path.exists() and len(kept) == 1 and kept[0].read_text() == "the user's notes\n"
+    assert str(kept[0]) in caplog.text
