@@ -69,11 +69,11 @@ def _open_lock(path: Path) -> int:
     try:
         fd = os.open(path, flags, 0o644)
     except OSError as error:
-        if error.errno == errno.ELOOP:
-            raise LockFileError(f"{path} is a symbolic link; the lock is never written through one: remove the link and rerun") from None
-        if error.errno == errno.ENXIO:
-            raise LockFileError(f"{path} is a socket or a device, not a lock file: remove it and rerun") from None
-        raise
+        # a link (ELOOP under O_NOFOLLOW), a folder, a socket: say what is there instead
+        if error.errno not in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
+            raise
+        raise LockFileError(f"{path} is {storage.file_kind(os.lstat(path).st_mode)}, not a lock file; the lock is "
+                            "never written through a link or into anything but a regular file: remove it and rerun") from None
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)

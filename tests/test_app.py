@@ -32,6 +32,8 @@ EXPECTED = [["( in millions )", "2019", "2018"], ["revenue", "$ 5829", "5735"], 
         ("t.csv", ("\ufeff" + CSV).encode(), EXPECTED),  # UTF-8 BOM from Excel
         ("t.csv", b"a,b,c\nx,1\n", [["a", "b", "c"], ["x", "1", ""]]),  # ragged row padded
         ("T.CSV", CSV.encode(), EXPECTED),  # extension case does not matter
+        ("t.csv", CSV.encode("utf-16"), EXPECTED),  # UTF-16 with its BOM (Excel's "Unicode text"): was "binary"
+        ("t.csv", b"\xe9tat,2019\nrevenue,5\n", [["\xe9tat", "2019"], ["revenue", "5"]]),  # wholly Windows-1252: a spreadsheet's CSV
     ],
 )
 def test_parse_table_upload_accepts(name, data, expected):
@@ -73,6 +75,7 @@ def test_escaped_pipe_in_an_uploaded_table():
         ("t.csv", b"a,b\nx,y\nz,w\n", "no numbers"),  # nothing to calculate with
         ("t.md", b"| a | b |\nplain line\n| c | 1 |\n", "has no '|'"),  # broken markdown table
         ("t.csv", ("a," * 40 + "\n" + "b,1," * 20 + "\n").encode(), "columns; the limit"),  # far too wide
+        ("t.csv", "€,2019\n".encode() + "€,5\n".encode("cp1252"), "line 2 is not UTF-8 while the rest"),  # mixed: was "â‚¬" silently
     ],
 )
 def test_parse_table_upload_refuses(name, data, message):
@@ -88,6 +91,7 @@ def test_parse_table_upload_refuses(name, data, message):
         ("what?", None, "", "give a table"),  # no evidence at all
         ("x" * 600, EXPECTED, "", "keep it under"),  # absurdly long question
         ("what?", None, "x" * 5000, "report text is"),  # report text over the size limit
+        ("what?", None, "y" * 5000, r"the limit is 4 KB \(APP_MAX_UPLOAD_KB\)"),  # the app's limit named as the app's
     ],
 )
 def test_build_document_refuses(question, table, text, message):

@@ -19,6 +19,7 @@ import pytest
 # the one-line exit itself is also checked in-process (helpers.run_script) in the fast suite.
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
+OWN_REPORTS = ROOT / "tests" / "data" / "own_reports.jsonl"
 COMMON = ["--PROFILE=cpu", "--DOWNLOAD_DATA=false"]
 
 
@@ -50,7 +51,10 @@ def dev_predictions(tmp_path, dev_examples) -> Path:
         ("06_evaluate.py", ["--stage", "grpo"], 1, "run 05_train_grpo.py first"),  # nothing trained yet
         ("06_evaluate.py", [], 1, "pass --stage"),  # neither mode chosen
         ("06_evaluate.py", ["--questions", "missing.jsonl", "--stage", "zero_shot"], 1, "cannot read the questions file"),  # no such file
-        ("06_evaluate.py", ["--questions", "/dev/null", "--stage", "zero_shot"], 1, "has no valid question"),  # an empty file
+        ("06_evaluate.py", ["--questions", "/dev/null", "--stage", "zero_shot"], 1, "is a device, not a regular file"),  # not a file
+        ("06_evaluate.py", ["--questions", "/dev/zero", "--stage", "zero_shot"], 1, "is a device, not a regular file"),  # grew to 18 GB before
+        ("06_evaluate.py", ["--questions", "/", "--stage", "zero_shot"], 1, "is a folder, not a regular file"),  # a folder
+        ("06_evaluate.py", ["--score", "/dev/zero", "--split", "dev"], 1, "is a device, not a regular file"),  # --score the same way
         ("06_evaluate.py", ["--compare", "zero_shot", "sft"], 1, "add --questions"),  # a comparison of what?
     ],
 )
@@ -99,3 +103,38 @@ def test_damaged_model_file_is_one_line(tmp_path, tiny_qwen2_dir):
     done = run(tmp_path, "02_zero_shot_baseline.py", f"--MODEL_NAME={model}", "--limit", "1", *COMMON,
                f"--OUTPUT_DIR={tmp_path / 'out'}", "--EVIDENCE_MODE=retrieved")
     assert done.returncode == 1 and "cannot load" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    "out, overwrite, message",
+    [
+        ("q.jsonl", False, "is the input file"),  # --out at the question file: it was "repaired" and overwritten
+        ("q.jsonl", True, "is the input file"),  # even with --overwrite
+        ("notes.txt", False, "exists and is not a records file"),  # an unrelated file was lost the same way
+    ],
+)
+def test_out_never_destroys_a_users_file(tmp_path, out, overwrite, message):
+    (tmp_path / "q.jsonl").write_bytes(OWN_REPORTS.read_bytes())
+    (tmp_path / "notes.txt").write_text("my notes\n")
+    before = {name: (tmp_path / name).read_bytes() for name in ("q.jsonl", "notes.txt")}
+    done = run(tmp_path, "06_evaluate.py", "--questions", "q.jsonl", "--stage", "zero_shot", "--out", out, "--limit", "1",
+               *(["--overwrite"] if overwrite else []), f"--OUTPUT_DIR={tmp_path / 'out'}", *COMMON)
+    assert done.returncode == 1 and message in done.stderr and "Traceback" not in done.stderr
+    assert {name: (tmp_path / name).read_bytes() for name in before} == before
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda path: os.mkfifo(path),  # a FIFO at the lock hung the holder's record read
+        lambda path: path.symlink_to(path.parent / "victim.txt"),  # a link: holding emptied its target
+    ],
+)
+def test_a_hostile_lock_file_is_one_line(tmp_path, make):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "victim.txt").write_text("keep me\n")
+    make(out / ".finreason.lock")
+    done = run(tmp_path, "06_evaluate.py", "--stage", "grpo", f"--OUTPUT_DIR={out}", *COMMON)
+    assert done.returncode == 1 and "not a lock file" in done.stderr and "Traceback" not in done.stderr
+    assert (out / "victim.txt").read_text() == "keep me\n"

@@ -4,6 +4,7 @@ left by a killed process is taken over, read-only uses and the other ranks of a 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -97,3 +98,57 @@ def test_holding_is_reentrant_and_released(tmp_path):
     done = subprocess.run([sys.executable, "-c", HOLDER.replace("time.sleep(120)", "pass"), str(tmp_path)],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout == "held\n", done.stderr
+
+
+def _link_to_victim(tmp_path):
+    victim = tmp_path.parent / f"{tmp_path.name}-victim.txt"
+    victim.write_text("someone's file\n")
+    outputlock.lock_path(tmp_path).symlink_to(victim)
+    return victim
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (_link_to_victim, "is a symbolic link"),  # holding used to empty the link's target, any file as root
+        (lambda tmp: (tmp / "elsewhere").mkdir() or outputlock.lock_path(tmp).symlink_to(tmp / "elsewhere"), "is a symbolic link"),  # a link to a folder
+        (lambda tmp: os.mkfifo(outputlock.lock_path(tmp)), "is a FIFO"),  # would hang the holder's record read
+        (lambda tmp: outputlock.lock_path(tmp).mkdir(), "is a folder"),  # a folder at the lock's name
+    ],
+)
+def test_the_lock_is_a_regular_file_never_a_link(tmp_path, make, message):
+    victim = make(tmp_path)
+    with pytest.raises(outputlock.LockFileError, match=message):
+        with outputlock.hold(tmp_path):
+            pass
+    if victim:
+        assert victim.read_text() == "someone's file\n"  # not emptied, not written
+
+
+def test_a_lock_file_through_a_link_in_the_folder_path_is_fine(tmp_path):
+    # the output folder itself may be a link (a models or scratch disk): only the lock's own name may not
+    (tmp_path / "real").mkdir()
+    (tmp_path / "linked").symlink_to(tmp_path / "real")
+    with outputlock.hold(tmp_path / "linked"):
+        assert outputlock.holder(tmp_path / "real" / outputlock.LOCK_NAME)["pid"] == os.getpid()
+
+
+@pytest.mark.parametrize(
+    "pid_of, words",
+    [
+        (lambda: os.getppid(), "its PID now belongs to another process"),  # alive, but not holding the flock
+        (lambda: _finished_pid(), "it is no longer running"),  # gone
+    ],
+)
+def test_a_takeover_says_what_became_of_the_old_pid(tmp_path, caplog, pid_of, words):
+    pid = pid_of()
+    outputlock.lock_path(tmp_path).write_text(json.dumps({"pid": pid, "command": "old run"}) + "\n")
+    with caplog.at_level("INFO"), outputlock.hold(tmp_path):
+        pass
+    assert f"left by PID {pid} (old run), which no longer holds it: {words}" in caplog.text
+
+
+def _finished_pid() -> int:
+    done = subprocess.Popen([sys.executable, "-c", "pass"])
+    done.wait()
+    return done.pid

@@ -352,3 +352,30 @@ def test_finqa_strict_rule_unchanged_by_the_tolerant_one(finqa):
     assert verdict.strict and verdict.tolerant
     near = scoring.score_completion("Answer: 5829.04", 5829.0, None)
     assert not near.strict and near.tolerant  # strict stays exact; tolerant rounds to the gold's one decimal
+
+
+@pytest.mark.parametrize(
+    "gold, expected",
+    [
+        (12.5, 12.5),  # a JSON number
+        (3, 3.0),  # an integer
+        ("0.01639", 0.01639),  # a numeric string
+        ("1,234.5", 1234.5),  # thousands grouped by commas
+        ("-0.5", -0.5),  # a sign
+        ("1e3", 1000.0),  # an exponent
+        (" YES ", "yes"),  # yes/no in any case, spaces around
+        ("0x10", None),  # hex: parse_number's fallback read it as 0.0
+        ("12abc", None),  # trailing letters: was 12
+        ("1.2.3", None),  # two decimal points: was 1.2
+        ("1_000", None),  # Python's digit grouping is not a published number
+        ("1,23", None),  # a broken thousands group
+        ("nan", None),  # not finite
+        ("inf", None),  # not finite either
+        (10**400, None),  # an integer too large for a float: was OverflowError
+        (float("inf"), None),  # JSON's 1e400
+        (True, None),  # a boolean is no answer
+        ("", None),  # nothing
+    ],
+)
+def test_coerce_gold_is_strict(gold, expected):
+    assert scoring.coerce_gold(gold) == expected
