@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 import logging
 import urllib.error
@@ -30,9 +31,12 @@ _LOG = logging.getLogger(__name__)
 
 from finreason.errors import FinReasonError
 from finreason.programs import ProgramError, execute
+from finreason import storage
 from finreason.storage import atomic_write_bytes
 
 SPLITS = ("train", "dev", "test")
+MAX_SPLIT_MB = 1024  # a split file, packed or unpacked: far above FinQA's own
+MAX_MANIFEST_MB = 1
 VENDORED_DIR = Path(__file__).resolve().parent.parent / "data" / "finqa"
 OFFICIAL_COMMIT = "0f16e2867befa6840783e58be38c9efb9229d742"
 OFFICIAL_URL = "https://raw.githubusercontent.com/czyssrs/FinQA/{commit}/dataset/{split}.json"
@@ -203,14 +207,23 @@ def _split_file(folder: Path, split: str) -> Path | None:
     return None
 
 
-def _read_bytes(path: Path) -> bytes:
-    raw = path.read_bytes()
+def _read_bytes(path: Path, max_mb: int = MAX_SPLIT_MB) -> bytes:
+    """A data file's bytes (unpacked when .gz) through storage's bounded reader: at most
+    ``max_mb``, packed or unpacked, so neither a device nor a gzip bomb is read without end."""
+    try:
+        raw = storage.read_bounded(path, max_mb * 2**20, setting="data.MAX_SPLIT_MB")
+    except storage.StorageError as error:
+        raise DataError(str(error)) from None
     if path.suffix != ".gz":
         return raw
     try:
-        return gzip.decompress(raw)
+        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as handle:
+            unpacked = handle.read(max_mb * 2**20 + 1)
     except (OSError, EOFError) as error:
         raise DataError(f"{path}: not a valid gzip file ({error})") from None
+    if len(unpacked) > max_mb * 2**20:
+        raise DataError(f"{path} unpacks to more than {max_mb} MB, the limit (data.MAX_SPLIT_MB): not a FinQA split")
+    return unpacked
 
 
 def _decode(data: bytes, path: Path | str) -> Any:
@@ -227,7 +240,7 @@ def _verify_manifest(folder: Path, split: str, data: bytes) -> None:
     manifest_path = folder / "MANIFEST.json"
     if not manifest_path.is_file():
         return
-    manifest = _decode(manifest_path.read_bytes(), manifest_path)
+    manifest = _decode(_read_bytes(manifest_path, MAX_MANIFEST_MB), manifest_path)
     if not isinstance(manifest, Mapping):
         raise DataError(f"{manifest_path}: expected an object of file entries")
     entry = manifest.get(f"{split}.json")

@@ -390,7 +390,7 @@ def write_jsonl(path: str | os.PathLike, records: Iterable[Mapping[str, Any]]) -
 
 def file_sha256(path: str | os.PathLike) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with open_regular(path) as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()

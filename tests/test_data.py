@@ -191,3 +191,18 @@ def test_example_properties(tmp_path):
     assert example.text == example.pre_text + example.post_text
     with pytest.raises(DataError, match="unknown split"):
         bundle["train"]
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("dev.json.gz", gzip.compress(b" " * (2 * 2**20)), "unpacks to more than 1 MB"),  # a gzip bomb stops at the cap
+        ("dev.json", b" " * (2**20 + 1), "larger than 1 MB"),  # a plain file too
+        ("dev.json.gz", b"not gzip", "not a valid gzip file"),  # damage, one line
+    ],
+)
+def test_data_files_are_read_bounded(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=message):
+        data._read_bytes(path, max_mb=1)
