@@ -16,7 +16,12 @@ FinQA's own tables were); text is split into sentences as the retriever expects.
 a table or some text. A line that is not valid (not JSON, a missing or duplicate id, no question,
 a table that is not a table, an answer that is not a number or yes/no, an unknown scale) is
 counted and named in ``QuestionFile.invalid``; the other lines are answered. An answer string
-ending in "%" ("12.5%") is read as the number with ``scale`` "percent". How answers are scored:
+ending in "%" ("12.5%") is read as the number with ``scale`` "percent"; any other answer string
+must be wholly a number or yes/no (``scoring.coerce_gold``). The file is UTF-8 (JSON's own
+encoding): a line in another encoding is an invalid line, a UTF-16 file is refused. It is read
+through ``storage``'s bounded reader (a regular file, at most MAX_FILE_MB, JSON at most
+``storage.MAX_JSON_DEPTH`` deep), and with a ``limit`` JSONL is parsed only until that many valid
+questions are read (the hash still covers the whole file). How answers are scored:
 ``finreason.scoring`` (the strict rule, ``scale`` and the tolerant rule).
 """
 
