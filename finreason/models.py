@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from finreason import gguf_files, layout
+from finreason import gguf_files, layout, storage
 from finreason.errors import FinReasonError
 from finreason.storage import atomic_folder, file_sha256
 
@@ -292,16 +292,13 @@ def trained_base(folder: Path) -> str:
     config_path = folder / layout.ADAPTER_MARKER
     if config_path.is_file():
         try:
-            return str(json.loads(config_path.read_text(encoding="utf-8")).get("base_model_name_or_path") or "")
+            config = storage.loads_bounded(storage.read_bounded(config_path, storage.MAX_JSON_OBJECT_MB * 2**20).decode("utf-8"))
         except (OSError, ValueError) as error:
             raise ModelError(f"weights {folder}: unreadable {layout.ADAPTER_MARKER} ({error})") from None
-    summary_path = folder / TRAINING_SUMMARY
-    if summary_path.is_file():
-        try:
-            return str(json.loads(summary_path.read_text(encoding="utf-8")).get("base_model") or "")
-        except (OSError, ValueError):
-            return ""
-    return ""
+        if not isinstance(config, dict):
+            raise ModelError(f"weights {folder}: {layout.ADAPTER_MARKER} is not a JSON object")
+        return str(config.get("base_model_name_or_path") or "")
+    return str(storage.read_json_object(folder / TRAINING_SUMMARY).get("base_model") or "")
 
 
 def check_weights(weights: str, base_name: str, base_path: str) -> dict[str, Any]:

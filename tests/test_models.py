@@ -124,6 +124,30 @@ def test_missing_adapter_is_a_model_error(make, message, tiny_cfg, tmp_path):
         models.load_model(tiny_cfg, weights=str(make(tmp_path)))
 
 
+@pytest.mark.parametrize(
+    "marker, summary, expected",
+    [
+        ('{"base_model_name_or_path": "base"}', None, "base"),  # an adapter names its base
+        ("[1, 2]", None, models.ModelError),  # JSON that is not an object: was an AttributeError traceback
+        ("[" * 100_000, None, models.ModelError),  # nested past any config: one line, no RecursionError
+        (None, '{"base_model": "base"}', "base"),  # a whole model's training summary names it
+        (None, '["not an object"]', ""),  # a summary that says nothing: unknown, as before
+    ],
+)
+def test_trained_base_reads_hostile_records_in_one_line(tmp_path, marker, summary, expected):
+    from finreason import layout
+
+    if marker is not None:
+        (tmp_path / layout.ADAPTER_MARKER).write_text(marker)
+    if summary is not None:
+        (tmp_path / models.TRAINING_SUMMARY).write_text(summary)
+    if isinstance(expected, str):
+        assert models.trained_base(tmp_path) == expected
+    else:
+        with pytest.raises(expected, match=layout.ADAPTER_MARKER):
+            models.trained_base(tmp_path)
+
+
 def test_adapter_of_a_differently_shaped_model_is_refused(tiny_cfg, smollm2_tokenizer, tmp_path):
     # same folder name as the tiny base, so only the shapes can tell them apart
     other = build_tiny_qwen2(tmp_path / "elsewhere" / "tiny-qwen2", smollm2_tokenizer, hidden_size=32)
