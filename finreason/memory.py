@@ -362,9 +362,15 @@ def _run_sft_phase(values: dict[str, Any], profile_note: str, rows: list[dict[st
 
 
 def _in_fresh_process(function: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
-    """``function(*args)`` in a new interpreter (spawned: a forked one would share this heap)."""
+    """``function(*args)`` in a new interpreter (spawned: a forked one would share this heap). A
+    phase whose process the kernel killed (its out-of-memory killer, on a CPU) ran out of memory."""
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(function, *args).result()
+        try:
+            return pool.submit(function, *args).result()
+        except concurrent.futures.process.BrokenProcessPool:
+            _LOG.warning("the probe's SFT process was killed (out of memory?)")
+            return {"peak_memory_gb": system_ram_gb(), "model_peak_memory_gb": 0.0, "step_s": None, "out_of_memory": True,
+                    "killed": True}
 
 
 def choose_cpu_precision(measured: dict[str, dict[str, Any]], budget_gb: float) -> tuple[str, str]:

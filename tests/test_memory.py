@@ -184,3 +184,15 @@ def test_auto_trains_in_the_recorded_precision_not_the_matmul_guess(tmp_path, mo
 )
 def test_padded_length(tokens, multiple, padded):
     assert memory.padded_length(tokens, multiple) == padded
+
+
+@pytest.mark.slow
+def test_a_probe_phase_the_kernel_killed_ran_out_of_memory():
+    import os
+
+    # what the out-of-memory killer does to the phase's process: it dies without a word
+    found = memory._in_fresh_process(os.abort)
+    assert found["out_of_memory"] and found["killed"] and found["step_s"] is None
+    assert "does not fit: SFT ran out of memory" in memory.verdict(
+        {"capacity_gb": 8.0, "peak_memory_gb": found["peak_memory_gb"], "sft": found,
+         "grpo": {"peak_memory_gb": 1.0, "out_of_memory": False}})
