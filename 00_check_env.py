@@ -6,23 +6,29 @@
 Reads  requirements.txt (the pins), the installed packages, the GPU (if any).
 Writes OUTPUT_DIR/check_env.json (every check + the memory estimate + provenance; with --probe
        also "matmul_peak_gflops" (float32 and bfloat16), "training_precision", and "probe":
-       peak_memory_gb, sft_step_s, grpo_step_s, projected_sft_s, projected_grpo_s, the memory it
-       had and a verdict).
+       peak_memory_gb, sft_step_s, grpo_step_s, projected_sft_s, projected_grpo_s,
+       sft.projected_peak_memory_gb (the whole SFT stage), the memory it had, a verdict, and with
+       CPU_PRECISION=auto on a CPU "cpu_precision": the decision, why, and both measurements).
 Prints a table. Exits 1 naming what is missing when something the chosen profile needs is
 absent or broken (torch, a pinned package, 4-bit on a 4-bit profile, bf16 when asked for,
 the embedded model on the cpu profile, or a probe that ran out of memory); warnings (version
 drift, memory estimate above the card) do not fail.
 
 Matmul peak (--probe, about a second): square matmuls timed in float32 and bfloat16 on the
-training device (finreason.throughput); the step logs' MFU divides by it, and CPU_PRECISION=auto
-trains in bf16 autocast where bf16's peak wins.
+training device (finreason.throughput); the step logs' MFU divides by it.
 
 Memory: without --probe, an instant estimate from a documented formula (finreason.memory; rough).
 With --probe, a measurement: the configured model loaded as 04/05 load it, a few real SFT steps
-on the longest training rows and one GRPO step whose completions all run to GRPO_MAX_NEW_TOKENS
-(finreason.memory.probe; minutes on the cpu profile). --memory-cap-gb caps a GPU at that much
-memory, to check a smaller card's profile on a bigger one. Nothing is written under the training
-folders.
+in a fresh process over the longest training row of every padded length the stage will see (so
+its peak is the whole stage's) and one GRPO step whose completions all run to
+GRPO_MAX_NEW_TOKENS (finreason.memory.probe; minutes on the cpu profile). --memory-cap-gb caps a
+GPU at that much memory, to check a smaller card's profile on a bigger one. Nothing is written
+under the training folders.
+
+Precision (CPU_PRECISION=auto without CUDA, --probe): the SFT steps run once in float32 and once
+in bf16 autocast; bf16 is kept only where its steps are faster and its projected peak fits
+CPU_MEMORY_BUDGET_GB. 04 and 05 on this machine read the decision back from check_env.json (while
+the settings it was measured with hold); without it they fall back to the matmul peaks.
 """
 
 from __future__ import annotations
@@ -227,30 +233,36 @@ def check_memory(report: Report, cfg) -> None:
 
 def check_matmul_peak(report: Report, torch, cfg) -> None:
     """This machine's matmul peak in float32 and bfloat16 (the MFU denominators of the step log),
-    and the training precision it implies (CPU_PRECISION=auto picks bf16 where it wins)."""
+    and the training precision a run would take now (CPU_PRECISION=auto: the probe's recorded
+    decision for this machine, else bf16 where its matmul peak wins)."""
     from finreason import throughput, training
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     started = time.perf_counter()
     peaks = throughput.measured_peaks(device)
-    precision = training.training_precision(cfg)
+    precision, why = training.precision_decision(cfg)
     report.values["matmul_peak_gflops"] = {name: round(flops / 1e9, 1) if flops else None for name, flops in peaks.items()}
     report.values["training_precision"] = precision
-    setting = f"COMPUTE_DTYPE={cfg.COMPUTE_DTYPE}" if device == "cuda" else f"CPU_PRECISION={cfg.CPU_PRECISION}"
     rates = ", ".join(f"{name} {flops / 1e9:.0f} GFLOP/s" if flops else f"{name} has no matmul kernel here" for name, flops in peaks.items())
     report.add("matmul peak", INFO, f"{rates} "
                f"on {provenance_machine()['cpu_model'] if device == 'cpu' else torch.cuda.get_device_name(0)} "
-               f"({time.perf_counter() - started:.1f} s); training precision: {precision} ({setting})")
+               f"({time.perf_counter() - started:.1f} s); training precision: {precision} ({why})")
 
 
 def check_probe(report: Report, cfg, cap_gb: float | None) -> None:
-    """The measured answer (memory.probe), beside the formula's."""
+    """The measured answer (memory.probe), beside the formula's; with CPU_PRECISION=auto on a
+    CPU, the precision the probe chose from real steps in each (the trainers read it back)."""
     result = memory.probe(cfg, cap_gb=cap_gb)
     report.values["probe"] = result
     print(memory.format_probe(result))
     status = OK if result["verdict"] == "fits" else (FAIL if "does not fit" in result["verdict"] else WARN)
     report.add("memory probe", status, f"measured peak {result['peak_memory_gb']:.2f} GiB "
-               f"(estimate {report.values['memory_estimate_gb']['peak']:.2f}): {result['verdict']}")
+               f"(estimate {report.values['memory_estimate_gb']['peak']:.2f}; whole SFT stage "
+               f"{result['sft']['projected_peak_memory_gb']:.2f}): {result['verdict']}")
+    decision = result.get("cpu_precision")
+    if decision:
+        report.values["training_precision"] = decision["chosen"]
+        report.add("training precision", INFO, f"{decision['chosen']} (CPU_PRECISION=auto, from real SFT steps: {decision['reason']})")
 
 
 def add_arguments(parser) -> None:

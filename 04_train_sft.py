@@ -40,7 +40,7 @@ CARD_KEYS = (
     "MODEL_NAME", "FINETUNE", "LOAD_IN_4BIT", "COMPUTE_DTYPE", "CPU_PRECISION", "EVIDENCE_MODE", "SFT_TARGET", "MAX_SEQ_LEN",
     "PROMPT_TOKEN_BUDGET", "LORA_R", "LORA_ALPHA", "LORA_DROPOUT", "LORA_TARGET_MODULES", "SFT_TRAIN_LIMIT",
     "SFT_BATCH_SIZE", "SFT_GRAD_ACCUM", "SFT_LEARNING_RATE", "SFT_EPOCHS", "SFT_MAX_STEPS",
-    "GRADIENT_CHECKPOINTING", "SFT_TRL_ARGS", "SEED",
+    "GRADIENT_CHECKPOINTING", "SFT_PAD_TO_MULTIPLE", "SFT_TRL_ARGS", "SEED",
 )
 
 
@@ -64,8 +64,8 @@ def run(args: argparse.Namespace, cfg) -> dict:
 
     # TRL's config, SFT_TRL_ARGS included: a field TRL refuses stops the run before the model loads
     sft_args = training.sft_config(cfg, where)
-    precision = training.training_precision(cfg)
-    _LOG.info("training precision: %s", precision)
+    precision, why = training.precision_decision(cfg)
+    _LOG.info("training precision: %s (%s)", precision, why)
 
     # tokenizer: rows longer than MAX_SEQ_LEN would be truncated through their Program/Answer lines
     tokenizer = models.load_tokenizer(cfg)

@@ -71,8 +71,8 @@ def run(args: argparse.Namespace, cfg) -> dict:
     # TRL's config, GRPO_TRL_ARGS included: a field TRL refuses stops the run before the model loads
     use_vllm = generation.vllm_usable(cfg)
     grpo_args = training.grpo_config(cfg, where, use_vllm)
-    precision = training.training_precision(cfg)
-    _LOG.info("training precision: %s", precision)
+    precision, why = training.precision_decision(cfg)
+    _LOG.info("training precision: %s (%s)", precision, why)
 
     # seed
     from transformers import set_seed

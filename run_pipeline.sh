@@ -8,8 +8,14 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-LOG=$(mktemp -t finreason-pipeline.XXXXXX)
-trap 'rm -f "$LOG"' EXIT
+# FINREASON_PIPELINE_LOG keeps the steps' measurements (benchmarks/demo.py reads them); else a
+# temporary file
+if [[ -n "${FINREASON_PIPELINE_LOG:-}" ]]; then
+    LOG="$FINREASON_PIPELINE_LOG"
+else
+    LOG=$(mktemp -t finreason-pipeline.XXXXXX)
+    trap 'rm -f "$LOG"' EXIT
+fi
 run_step() {
     local name="$1"
     shift
@@ -22,7 +28,9 @@ run_step() {
 }
 
 # 00: environment, pins, 4-bit, memory estimate -> outputs/check_env.json (fails early if unusable)
-run_step "00 check env" python 00_check_env.py "$@"
+# --probe: a few real steps measure the peak memory of each stage before any training, and choose
+# CPU_PRECISION=auto's precision from real steps (04 and 05 read the decision back)
+run_step "00 check env + probe" python 00_check_env.py --probe "$@"
 # 01: what the data looks like -> data statistics under outputs/explore/
 run_step "01 explore data" python 01_explore_data.py "$@"
 # 02: the untrained model on the evaluation slice -> outputs/eval/zero_shot.*

@@ -17,7 +17,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +26,12 @@ from finreason import console, storage
 GIB = 1024**3
 
 
-def run(command: Sequence[str], name: str, log: str | Path | None = None) -> dict[str, Any]:
-    """Run ``command``; return (and append to ``log``) its exit code, seconds and peak RSS."""
+def run(command: Sequence[str], name: str, log: str | Path | None = None,
+        env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Run ``command`` (in ``env``, else this environment); return (and append to ``log``) its
+    exit code, seconds and peak RSS."""
     started = time.time()
-    child = subprocess.Popen(list(command))
+    child = subprocess.Popen(list(command), env=None if env is None else dict(env))
     try:
         _, status, usage = os.wait4(child.pid, 0)
     except KeyboardInterrupt:

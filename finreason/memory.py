@@ -2,13 +2,21 @@
 
 ``estimate_gb`` is a documented formula (below), instant and rough. ``probe`` measures: it loads
 the configured model exactly as 04/05 do (4-bit or not, LoRA or every weight, gradient
-checkpointing as configured), runs a few real SFT optimizer steps on the longest training
-sequences and one real GRPO step whose completions all run to GRPO_MAX_NEW_TOKENS (the worst
-case), and reports the peak memory of each phase (CUDA: ``max_memory_reserved``; CPU: the
-process's peak resident memory), the seconds per step, the projected time of the configured
-training, and a verdict: fits, or the first constant to lower from ``OOM_ORDER`` (the README's
-"Out of memory" table). It writes nothing under the training folders: its trainers work in a
-temporary folder that is removed afterwards.
+checkpointing as configured), runs a few real SFT optimizer steps over the longest training row
+of every length the stage will see (``SFT_PAD_TO_MULTIPLE`` makes those few), and one real GRPO
+step whose completions all run to GRPO_MAX_NEW_TOKENS (the worst case), and reports the peak
+memory of each phase (CUDA: ``max_memory_reserved``; CPU: the process's peak resident memory),
+the seconds per step, the projected time of the configured training, and a verdict: fits, or the
+first constant to lower from ``OOM_ORDER`` (the README's "Out of memory" table). It writes nothing
+under the training folders: its trainers work in a temporary folder that is removed afterwards.
+
+The SFT phase runs in a fresh process, as 04 does, so its peak is its own and not the heap an
+earlier phase left behind. Once every padded length has been seen, a CPU's SFT memory stops
+growing (the allocator and oneDNN reuse what each length took), so that peak is the projected
+peak of the whole stage. With ``CPU_PRECISION=auto`` on a CPU the SFT phase runs once in each
+precision, and ``choose_cpu_precision`` keeps bfloat16 only where its steps are faster *and* its
+projected peak fits ``CPU_MEMORY_BUDGET_GB``; the decision, with both measurements, is recorded
+in ``check_env.json`` and ``recorded_precision`` gives it to the trainers on the same machine.
 
 Formula (GPU profiles; an upper bound, in bytes; float32 doubles the activation, logit and KV terms):
     weights  = 4-bit: (P - E) * 0.5625 + E * 2 (NF4 + double-quant scales; embeddings 16-bit),
@@ -28,9 +36,11 @@ config.json when it is available locally, else from a built-in table of the prof
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import logging
 import math
+import multiprocessing
 import os
 import re
 import resource
@@ -66,6 +76,16 @@ OOM_ORDER = (
     ("PROMPT_TOKEN_BUDGET", "all"),
 )
 FITS_SHARE = 0.95  # above this share of the memory a run is too close to the edge
+# bf16 autocast must beat float32's measured step time by this factor to be chosen: a smaller
+# difference is within the noise of a few steps and not worth the casts' memory
+AUTO_BF16_MIN_SPEEDUP = 1.05
+# the constants that shape what an SFT step costs: a recorded precision decision holds for a run
+# only while these are the same as when the probe measured
+PRECISION_SETTINGS = (
+    "PROFILE", "MODEL_NAME", "FINETUNE", "LOAD_IN_4BIT", "MAX_SEQ_LEN", "SFT_BATCH_SIZE", "GRADIENT_CHECKPOINTING",
+    "SFT_PAD_TO_MULTIPLE", "EVIDENCE_MODE", "RETRIEVER", "RETRIEVER_TOP_K", "PROMPT_TOKEN_BUDGET",
+    "PROMPT_INSTRUCTIONS", "FEW_SHOT_EXAMPLE", "SFT_TARGET", "SFT_TRAIN_LIMIT", "CPU_MEMORY_BUDGET_GB",
+)
 
 
 # --- the formula --------------------------------------------------------------------------------
@@ -194,6 +214,20 @@ def process_peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / GIB
 
 
+def resident_gb() -> float | None:
+    """Memory held now: CUDA's reserved bytes, else this process's resident set (None where
+    neither can be read). The step log records it, so growth from step to step shows."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.memory_reserved() / GIB
+    try:
+        pages = int(Path("/proc/self/statm").read_text(encoding="ascii").split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / GIB
+
+
 def capacity_gb(cfg: Any, cap_gb: float | None = None) -> tuple[float, str]:
     """(memory the run has, what it is): the cap, the GPU's memory, or the machine's RAM."""
     import torch
@@ -223,20 +257,30 @@ def sft_total_steps(cfg: Any, rows: int) -> int:
     return math.ceil(math.ceil(rows / (cfg.SFT_BATCH_SIZE * gpus)) / cfg.SFT_GRAD_ACCUM * cfg.SFT_EPOCHS)
 
 
-def _longest_rows(cfg: Any, tokenizer: Any, scan: int = 256) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
-    """(SFT rows, GRPO rows) built as 03 builds them from the first ``scan`` training examples,
-    longest prompt first; and how many rows 04 would train on."""
+def padded_length(tokens: int, multiple: int) -> int:
+    """The length TRL's collator pads a batch whose longest row has ``tokens`` tokens to."""
+    return -(-tokens // multiple) * multiple
+
+
+def _probe_rows(cfg: Any, tokenizer: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int, int]:
+    """(SFT rows, GRPO rows, rows 04 would train on, padded lengths): the SFT rows are built as 03
+    builds them from every training example 04 would use, and the longest row of each padded
+    length is kept, longest first, so the probe meets every shape the stage will; GRPO rows
+    longest prompt first."""
     from finreason import data, trainset
 
     bundle = data.load_from_config(cfg, splits=("train",), verbose=False)
     train = data.first(bundle["train"], cfg.SFT_TRAIN_LIMIT)
-    scanned = data.first(train, scan)
-    sft = trainset.sft_rows(scanned, tokenizer, cfg, "probe rows")
-    lengths = [len(ids) for ids in tokenizer([r["prompt"] + r["completion"] for r in sft], add_special_tokens=False)["input_ids"]]
+    sft = trainset.sft_rows(train, tokenizer, cfg, "probe rows")
+    # + 1: the end-of-turn token TRL appends to a completion
+    lengths = [len(ids) + 1 for ids in tokenizer([r["prompt"] + r["completion"] for r in sft], add_special_tokens=False)["input_ids"]]
     order = sorted(range(len(sft)), key=lambda i: -lengths[i])
-    sft = [sft[i] for i in order if lengths[i] + 1 <= cfg.MAX_SEQ_LEN] or [sft[order[-1]]]
-    grpo = trainset.grpo_rows([scanned[i] for i in order], tokenizer, cfg)
-    return sft, grpo, len(train)
+    kept = [i for i in order if lengths[i] <= cfg.MAX_SEQ_LEN] or [order[-1]]
+    longest_of_each: dict[int, int] = {}
+    for i in kept:
+        longest_of_each.setdefault(padded_length(lengths[i], cfg.SFT_PAD_TO_MULTIPLE), i)
+    grpo = trainset.grpo_rows([train[i] for i in order[:256]], tokenizer, cfg)
+    return [sft[i] for i in longest_of_each.values()], grpo, len(train), len(longest_of_each)
 
 
 def _step_timer() -> tuple[Any, list[float]]:
@@ -260,11 +304,12 @@ def _steady(times: list[float]) -> float | None:
     return sum(later) / len(later) if later else None
 
 
-def _phase(name: str, peak: PeakMemory, run: Callable[[], list[float]]) -> dict[str, Any]:
+def _phase(name: str, peak: PeakMemory, run: Callable[[], list[float]], reset: bool = True) -> dict[str, Any]:
     """Run one phase; its peak memory, step seconds, and whether it ran out of memory."""
     import torch
 
-    peak.reset()
+    if reset:
+        peak.reset()
     try:
         times = run()
     except torch.OutOfMemoryError as error:
@@ -273,13 +318,119 @@ def _phase(name: str, peak: PeakMemory, run: Callable[[], list[float]]) -> dict[
     return {"peak_memory_gb": round(peak.peak_gb(), 3), "step_s": _steady(times), "out_of_memory": False, "steps": len(times)}
 
 
-def probe(cfg: Any, sft_steps: int = 3, cap_gb: float | None = None) -> dict[str, Any]:
+def _run_sft_phase(values: dict[str, Any], profile_note: str, rows: list[dict[str, Any]], steps: int,
+                   cap_gb: float | None) -> dict[str, Any]:
+    """The probe's SFT phase: load the model as 04 does and run ``steps`` optimizer steps over
+    ``rows`` (cycled). Runs in a fresh process (``_in_fresh_process``), so its peak is its own."""
+    import torch
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    from finreason import models, training
+    from finreason.configuration import Config
+    from finreason.layout import Layout
+
+    cfg = Config(values, profile_note)
+    if cap_gb and torch.cuda.is_available():
+        torch.cuda.set_per_process_memory_fraction(min(1.0, cap_gb / (torch.cuda.get_device_properties(0).total_memory / GIB)))
+    peak = PeakMemory()
+    peak.reset()
+    loaded = models.load_model(cfg, trainable=True)
+    model_peak = round(peak.peak_gb(), 3)
+    tokenizer = models.load_tokenizer(cfg)
+    tokenizer.padding_side = "right"
+    scratch = Path(tempfile.mkdtemp(prefix="finreason-probe-"))
+    cycled = [rows[i % len(rows)] for i in range(max(len(rows), steps * cfg.SFT_BATCH_SIZE * cfg.SFT_GRAD_ACCUM))]
+
+    def run_sft() -> list[float]:
+        timer, times = _step_timer()
+        trainer = SFTTrainer(
+            model=loaded.model, processing_class=tokenizer,
+            args=training.sft_config(cfg, Layout(scratch), max_steps=steps, save_strategy="no", disable_tqdm=True),
+            train_dataset=Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in cycled]),
+            callbacks=[timer],
+        )
+        trainer.train()
+        return times
+
+    try:
+        # every weight as 04 trains it, so the peak is measured from the process's start
+        return {**_phase("SFT", peak, run_sft, reset=False), "model_peak_memory_gb": model_peak,
+                "precision": training.training_precision(cfg)}
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _in_fresh_process(function: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    """``function(*args)`` in a new interpreter (spawned: a forked one would share this heap). A
+    phase whose process the kernel killed (its out-of-memory killer, on a CPU) ran out of memory."""
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        try:
+            return pool.submit(function, *args).result()
+        except concurrent.futures.process.BrokenProcessPool:
+            _LOG.warning("the probe's SFT process was killed (out of memory?)")
+            return {"peak_memory_gb": system_ram_gb(), "model_peak_memory_gb": 0.0, "step_s": None, "out_of_memory": True,
+                    "killed": True}
+
+
+def choose_cpu_precision(measured: dict[str, dict[str, Any]], budget_gb: float) -> tuple[str, str]:
+    """(precision, why) from the SFT phase measured in each precision: bfloat16 only where its
+    steps are at least AUTO_BF16_MIN_SPEEDUP faster than float32's and its projected peak fits
+    ``budget_gb``; float32 otherwise."""
+    fp32, bf16 = measured["float32"], measured["bfloat16"]
+    if bf16.get("out_of_memory") or not bf16.get("step_s"):
+        return "float32", "bfloat16 did not finish its steps"
+    if not fp32.get("step_s"):
+        return "bfloat16", "float32 did not finish its steps"
+    speedup = fp32["step_s"] / bf16["step_s"]
+    peak = bf16["projected_peak_memory_gb"]
+    if speedup < AUTO_BF16_MIN_SPEEDUP:
+        return "float32", f"bfloat16 is not faster ({bf16['step_s']:.2f} s/step against {fp32['step_s']:.2f}: {speedup:.2f}x)"
+    if peak > budget_gb:
+        return "float32", (f"bfloat16 is {speedup:.2f}x faster but its projected SFT peak {peak:.2f} GiB exceeds "
+                           f"CPU_MEMORY_BUDGET_GB={budget_gb:g}")
+    return "bfloat16", f"{speedup:.2f}x faster per step and its projected SFT peak {peak:.2f} GiB fits CPU_MEMORY_BUDGET_GB={budget_gb:g}"
+
+
+def _machine_identity() -> dict[str, Any]:
+    """What makes a precision decision hold on a machine: the CPU, its count and features, torch."""
+    import torch
+
+    from finreason.provenance import machine
+
+    found = machine()
+    return {"cpu_model": found["cpu_model"], "cpus": found["cpus"], "cpu_features": found["cpu_features"],
+            "torch": torch.__version__}
+
+
+def recorded_precision(cfg: Any) -> tuple[str | None, str]:
+    """(the precision ``00_check_env.py --probe`` chose for ``cfg`` on this machine, or None; why).
+    The decision in OUTPUT_DIR's check_env.json holds only for the same machine and the same
+    PRECISION_SETTINGS."""
+    from finreason import storage
+    from finreason.layout import Layout
+
+    path = Layout.of(cfg).check_env
+    record = (storage.read_json_object(path) or {}).get("probe", {}) if path.is_file() else {}
+    decision = record.get("cpu_precision") if isinstance(record, dict) else None
+    if not isinstance(decision, dict) or decision.get("chosen") not in ("float32", "bfloat16"):
+        return None, f"no precision decision in {path}"
+    if decision.get("machine") != _machine_identity():
+        return None, f"the decision in {path} was made on another machine or torch"
+    settings = decision.get("settings") or {}
+    changed = [key for key in PRECISION_SETTINGS if settings.get(key) != getattr(cfg, key)]
+    if changed:
+        return None, f"the decision in {path} was measured with other {', '.join(changed)}"
+    return decision["chosen"], f"measured by 00_check_env.py --probe: {decision['reason']}"
+
+
+def probe(cfg: Any, sft_steps: int = 2, cap_gb: float | None = None) -> dict[str, Any]:
     """Measure a few real SFT steps and one worst-case GRPO step (see the module docstring)."""
     import gc
 
     import torch
     from datasets import Dataset
-    from trl import GRPOTrainer, SFTTrainer
+    from trl import GRPOTrainer
 
     from finreason import models, rewards, training
     from finreason.layout import Layout
@@ -289,32 +440,44 @@ def probe(cfg: Any, sft_steps: int = 3, cap_gb: float | None = None) -> dict[str
         total = torch.cuda.get_device_properties(0).total_memory / GIB
         torch.cuda.set_per_process_memory_fraction(min(1.0, cap_gb / total))
     capacity, what = capacity_gb(cfg, cap_gb)
-    peak = PeakMemory()
     tokenizer = models.load_tokenizer(cfg)
-    sft_rows, grpo_rows, train_rows = _longest_rows(cfg, tokenizer)
+    sft_rows, grpo_rows, train_rows, lengths = _probe_rows(cfg, tokenizer)
+    per_step = cfg.SFT_BATCH_SIZE * cfg.SFT_GRAD_ACCUM
+    steps = max(sft_steps, math.ceil(len(sft_rows) / per_step))
+    unpadded_cpu = not torch.cuda.is_available() and cfg.SFT_PAD_TO_MULTIPLE == 1
+    result: dict[str, Any] = {
+        "capacity_gb": round(capacity, 2), "capacity": what, "sft_steps_measured": steps, "sft_padded_lengths": lengths,
+        "sft_projection": ("a lower bound: with SFT_PAD_TO_MULTIPLE=1 every row length is a shape of its own, and a "
+                           "CPU's memory grows with each new one" if unpadded_cpu else
+                           f"the longest row of each of the {lengths} padded lengths the stage will see was trained on"),
+    }
+
+    # SFT, in a fresh process per precision that may train: every padded length is met, so the
+    # phase's peak is the stage's (on a CPU the memory stops growing once each length was seen)
+    precisions = ["float32", "bfloat16"] if not torch.cuda.is_available() and cfg.CPU_PRECISION == "auto" else [None]
+    measured: dict[str | None, dict[str, Any]] = {}
+    for precision in precisions:
+        phase_cfg = cfg.replace(CPU_PRECISION=precision) if precision else cfg
+        measured[precision] = _in_fresh_process(_run_sft_phase, phase_cfg.snapshot(), cfg.profile_note, sft_rows, steps, cap_gb)
+        measured[precision]["projected_peak_memory_gb"] = measured[precision]["peak_memory_gb"]
+    if precisions == [None]:
+        result["sft"] = measured[None]
+    else:
+        chosen, why = choose_cpu_precision(measured, cfg.CPU_MEMORY_BUDGET_GB)
+        _LOG.info("CPU_PRECISION=auto: %s (%s)", chosen, why)
+        result["cpu_precision"] = {
+            "chosen": chosen, "reason": why, "budget_gb": cfg.CPU_MEMORY_BUDGET_GB, "measured": measured,
+            "machine": _machine_identity(), "settings": {key: getattr(cfg, key) for key in PRECISION_SETTINGS},
+        }
+        result["sft"] = measured[chosen]
+        cfg = cfg.replace(CPU_PRECISION=chosen)
+    result["model_peak_memory_gb"] = result["sft"]["model_peak_memory_gb"]
+
+    # GRPO, in this process, in the precision SFT will train in
+    peak = PeakMemory()
     scratch = Path(tempfile.mkdtemp(prefix="finreason-probe-"))
-    result: dict[str, Any] = {"capacity_gb": round(capacity, 2), "capacity": what, "sft_steps_measured": sft_steps}
     try:
-        where = Layout(scratch)
-        peak.reset()
         loaded = models.load_model(cfg, trainable=True)
-        result["model_peak_memory_gb"] = round(peak.peak_gb(), 3)
-        per_step = cfg.SFT_BATCH_SIZE * cfg.SFT_GRAD_ACCUM
-        longest = [sft_rows[i % len(sft_rows)] for i in range(per_step * sft_steps)]
-        tokenizer.padding_side = "right"
-
-        def run_sft() -> list[float]:
-            timer, times = _step_timer()
-            trainer = SFTTrainer(
-                model=loaded.model, processing_class=tokenizer,
-                args=training.sft_config(cfg, where, max_steps=sft_steps, save_strategy="no", disable_tqdm=True),
-                train_dataset=Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in longest]),
-                callbacks=[timer],
-            )
-            trainer.train()
-            return times
-
-        result["sft"] = _phase("SFT", peak, run_sft)
         gc.collect()
         tokenizer.padding_side = "left"
         generation_batch = cfg.GRPO_BATCH_SIZE * cfg.GRPO_GRAD_ACCUM // cfg.NUM_GENERATIONS
@@ -326,7 +489,7 @@ def probe(cfg: Any, sft_steps: int = 3, cap_gb: float | None = None) -> dict[str
             trainer = GRPOTrainer(
                 model=loaded.model, reward_funcs=funcs, processing_class=tokenizer,
                 # every completion runs to the token limit: the worst case for memory and time
-                args=training.grpo_config(cfg, where, use_vllm=False, max_steps=1, save_strategy="no", disable_tqdm=True,
+                args=training.grpo_config(cfg, Layout(scratch), use_vllm=False, max_steps=1, save_strategy="no", disable_tqdm=True,
                                           generation_kwargs={"min_new_tokens": cfg.GRPO_MAX_NEW_TOKENS}),
                 train_dataset=Dataset.from_list([{k: r[k] for k in ("id", "prompt", "gold", "table")} for r in prompts]),
                 callbacks=[timer],
@@ -373,9 +536,21 @@ def format_probe(result: dict[str, Any]) -> str:
     return "\n".join([
         f"probe ({result['seconds']:.0f} s): peak memory {result['peak_memory_gb']:.2f} GiB of {result['capacity_gb']:.2f} ({result['capacity']})",
         f"  model loaded          {result['model_peak_memory_gb']:.2f} GiB",
-        f"  SFT   {result['sft']['peak_memory_gb']:.2f} GiB, {seconds(result['sft_step_s'])}/step on the longest rows "
+        f"  SFT   {result['sft']['peak_memory_gb']:.2f} GiB, {seconds(result['sft_step_s'])}/step over the longest rows "
         f"-> {result['projected_sft_steps']} steps ~ {seconds(result['projected_sft_s'])}",
+        f"        whole SFT stage: projected peak {result['sft']['projected_peak_memory_gb']:.2f} GiB ({result['sft_projection']})",
+        *_precision_lines(result.get("cpu_precision")),
         f"  GRPO  {result['grpo']['peak_memory_gb']:.2f} GiB, {seconds(result['grpo_step_s'])}/step at full completion length "
         f"-> {result['projected_grpo_steps']} steps ~ {seconds(result['projected_grpo_s'])} (difficulty filter not included)",
         f"  verdict: {result['verdict']}",
     ])
+
+
+def _precision_lines(decision: dict[str, Any] | None) -> list[str]:
+    if not decision:
+        return []
+    lines = []
+    for name, measured in decision["measured"].items():
+        step = "n/a" if measured.get("step_s") is None else f"{measured['step_s']:.1f} s"
+        lines.append(f"  SFT in {name}: peak {measured['peak_memory_gb']:.2f} GiB, {step}/step")
+    return [*lines, f"  CPU_PRECISION=auto: {decision['chosen']} ({decision['reason']})"]

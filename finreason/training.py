@@ -119,23 +119,35 @@ def trainable_parameters(model: Any) -> tuple[int, int]:
 
 
 def training_precision(cfg: Any) -> str:
-    """The precision the trainers compute in: COMPUTE_DTYPE on a GPU; on a CPU, CPU_PRECISION
-    (``auto``: bfloat16 where this CPU's measured bf16 matmul peak beats float32's, see
-    ``finreason.throughput.choose_cpu_precision``)."""
+    """The precision the trainers compute in (``precision_decision`` without the reason)."""
+    return precision_decision(cfg)[0]
+
+
+def precision_decision(cfg: Any) -> tuple[str, str]:
+    """(the precision the trainers compute in, why): COMPUTE_DTYPE on a GPU; on a CPU,
+    CPU_PRECISION. ``auto`` takes what ``00_check_env.py --probe`` measured on this machine for
+    these settings (bfloat16 only where its real steps were faster and its projected peak fit
+    CPU_MEMORY_BUDGET_GB; ``memory.recorded_precision``); without such a measurement, bfloat16
+    where the measured bf16 matmul peak beats float32's (``throughput.choose_cpu_precision``)."""
     import torch
 
-    from finreason import throughput
+    from finreason import memory, throughput
 
     if torch.cuda.is_available():
-        return cfg.COMPUTE_DTYPE
-    choice = throughput.choose_cpu_precision(cfg.CPU_PRECISION)
-    if cfg.CPU_PRECISION != "auto" or process_state().num_processes == 1:
-        return choice
-    # every rank of a launch takes the main process's measurement: ranks timing their own peaks
+        return cfg.COMPUTE_DTYPE, f"COMPUTE_DTYPE={cfg.COMPUTE_DTYPE}"
+    if cfg.CPU_PRECISION != "auto":
+        return cfg.CPU_PRECISION, f"CPU_PRECISION={cfg.CPU_PRECISION}"
+    choice, why = memory.recorded_precision(cfg)
+    if choice is None:
+        choice = throughput.choose_cpu_precision("auto")
+        why += f"; {choice} from the matmul peaks (00_check_env.py --probe decides from real steps and memory)"
+    if process_state().num_processes == 1:
+        return choice, why
+    # every rank of a launch takes the main process's decision: ranks timing their own peaks
     # could land on both sides of the margin, and then disagree about resuming (run.json)
     from accelerate.utils import broadcast_object_list
 
-    return broadcast_object_list([choice], from_process=0)[0]
+    return tuple(broadcast_object_list([choice, why], from_process=0))
 
 
 def hardware_arguments(cfg: Any) -> dict[str, Any]:
@@ -265,6 +277,9 @@ def sft_config(cfg: Any, where: Layout, **changes: Any) -> Any:
     return _trl_config(
         SFTConfig, cfg, where, "sft", changes,
         {"num_train_epochs": "SFT_EPOCHS", "max_length": "MAX_SEQ_LEN"},
+        {"pad_to_multiple_of": "SFT_PAD_TO_MULTIPLE"},
+        # TRL's collator pads on the right, after truncation to max_length; None: to the longest row
+        pad_to_multiple_of=cfg.SFT_PAD_TO_MULTIPLE if cfg.SFT_PAD_TO_MULTIPLE > 1 else None,
         lr_scheduler_type="cosine",
         warmup_steps=0.03,
         completion_only_loss=True,
@@ -449,11 +464,12 @@ def step_log_callback(path: str | os.PathLike, shown: Sequence[str], sampled: bo
     and logging the ``shown`` metrics of each step, with the step's throughput: ``step_seconds``
     (optimizer step, wall clock), ``tokens`` (TRL's ``num_tokens`` since the previous step),
     ``tokens_per_second`` and ``mfu`` (model FLOPs per second over this machine's measured matmul
-    peak in the step's ``precision``; finreason.throughput). ``sampled``: the step also generated
-    its tokens (GRPO), which costs one more forward per token."""
+    peak in the step's ``precision``; finreason.throughput), and ``memory_gb``, the memory held
+    after the step (``memory.resident_gb``: growth from step to step shows here). ``sampled``:
+    the step also generated its tokens (GRPO), which costs one more forward per token."""
     from transformers import TrainerCallback
 
-    from finreason import throughput
+    from finreason import memory, throughput
 
     class StepLogCallback(TrainerCallback):
         def on_train_begin(self, args, state, control, model=None, **kwargs):  # noqa: ANN001 - TrainerCallback API
@@ -479,10 +495,12 @@ def step_log_callback(path: str | os.PathLike, shown: Sequence[str], sampled: bo
             entry = {"step": state.global_step, **{k: v for k, v in logs.items() if _scalar(v)}}
             if not any(k in entry for k in shown):
                 return  # the closing summary log, not a step
-            entry.update(self.throughput(entry.get("num_tokens")), precision=self.precision)
+            held = memory.resident_gb()
+            entry.update(self.throughput(entry.get("num_tokens")), precision=self.precision,
+                         **({"memory_gb": round(held, 3)} if held is not None else {}))
             storage.append_jsonl(path, [entry])
             _LOG.info("step %d: %s", state.global_step, ", ".join(
-                f"{k}={entry[k]:.4g}" for k in (*shown, "tokens_per_second", "mfu") if _scalar(entry.get(k))))
+                f"{k}={entry[k]:.4g}" for k in (*shown, "tokens_per_second", "mfu", "memory_gb") if _scalar(entry.get(k))))
 
         def throughput(self, tokens_seen: float | None) -> dict[str, float]:
             if tokens_seen is None or self.seconds is None or self.seconds <= 0:

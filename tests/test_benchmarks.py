@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from finreason import evaluation
+from finreason import evaluation, layout
 from finreason.configuration import resolve_config
 from finreason.layout import Layout
 from helpers import load_script
@@ -163,3 +163,46 @@ def test_cpu_learning_pairs_each_stage_with_a_previous_run(cpu_learning, tmp_pat
     assert (row["moved"], row["within_noise"], row["n"]) == (moved, within_noise, 20)
     assert row["p_value"] == pytest.approx(p_value)
     assert (row["previous_strict"], row["strict"]) == (sum(previous) / 20, sum(now) / 20)
+
+
+def _demo_outputs(root, accuracies, sft_peak_projected):
+    """What make demo leaves that benchmarks/demo.py reads: evaluations, the probe, the SFT summary."""
+    from finreason import storage
+
+    where = Layout(root)
+    for stage, accuracy in accuracies.items():
+        storage.atomic_write_json(where.eval_summary(stage), {"n": 50, "execution_accuracy": accuracy, "evidence_mode": "gold"})
+    storage.atomic_write_json(where.check_env, {"matmul_peak_gflops": {"float32": 200.0, "bfloat16": 400.0},
+                                                "probe": {"sft": {"projected_peak_memory_gb": sft_peak_projected}}})
+    (where.stage_dir("sft") / "model").mkdir(parents=True)
+    (where.stage_dir("sft") / "model" / layout.MODEL_MARKER).write_text("{}", encoding="utf-8")
+    storage.atomic_write_json(where.stage_dir("sft") / "model" / "training_summary.json", {"precision": "bfloat16"})
+    return where
+
+
+@pytest.mark.parametrize(
+    ("seconds", "peaks", "accuracies", "projected", "met"),
+    [
+        # the promise kept: 13 min, 3.4 GiB, SFT 22 points over zero-shot, the probe 3% high
+        (800, (1.6, 3.4, 3.1), {"zero_shot": 0.0, "sft": 0.22, "grpo": 0.20}, 3.5,
+         {"seconds": True, "peak_rss_gb": True, "gain_points": True, "probe_error": True}),
+        # the issue's demo: 6.1 GiB, and a probe that saw only the first steps
+        (1101, (1.6, 6.1, 3.4), {"zero_shot": 0.0, "sft": 0.22, "grpo": 0.20}, 3.5,
+         {"seconds": True, "peak_rss_gb": False, "gain_points": True, "probe_error": False}),
+        # too slow, and GRPO (the best trained stage) only 8 points up
+        (1300, (1.6, 3.4, 3.1), {"zero_shot": 0.02, "sft": 0.06, "grpo": 0.10}, 3.0,
+         {"seconds": False, "peak_rss_gb": True, "gain_points": False, "probe_error": True}),
+    ],
+)
+def test_demo_benchmark_checks_each_goal(tmp_path, seconds, peaks, accuracies, projected, met):
+    demo = load_script("benchmarks/demo.py")
+    where = _demo_outputs(tmp_path, accuracies, projected)
+    names = ("02 zero-shot baseline", demo.SFT_STEP, "05 train GRPO")
+    steps = [{"name": name, "seconds": 10.0, "peak_rss_gb": peak} for name, peak in zip(names, peaks, strict=True)]
+    result = demo.summarise(where, steps, {"seconds": seconds, "peak_rss_gb": 0.1, "exit_code": 0})
+    assert result["met"] == met
+    assert result["peak_rss_gb"] == max(peaks) and result["precision"] == "bfloat16"
+    best = max(("sft", "grpo"), key=lambda stage: accuracies[stage])
+    assert result["best_trained_stage"] == best
+    assert result["gain_points"] == pytest.approx(100 * (accuracies[best] - accuracies["zero_shot"]))
+    assert result["probe_error"] == pytest.approx(projected / peaks[1] - 1, abs=1e-3)

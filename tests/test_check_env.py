@@ -110,7 +110,7 @@ def test_torch_missing_fails_with_a_message(tmp_path, check_env, monkeypatch, ca
         ({"float32": 2.09e11, "bfloat16": 9.29e11}, "float32", "float32", "(CPU_PRECISION=float32)"),  # asked for fp32
     ],
 )
-def test_probe_reports_the_matmul_peak_and_the_precision(check_env, monkeypatch, peaks, setting, precision, shown):
+def test_probe_reports_the_matmul_peak_and_the_precision(check_env, monkeypatch, tmp_path, peaks, setting, precision, shown):
     import torch
 
     from finreason import throughput
@@ -118,7 +118,8 @@ def test_probe_reports_the_matmul_peak_and_the_precision(check_env, monkeypatch,
 
     monkeypatch.setattr(throughput, "measured_peak", lambda name, device="cpu": peaks[name])
     report = check_env.Report()
-    check_env.check_matmul_peak(report, torch, resolve_config(["--PROFILE=cpu", f"--CPU_PRECISION={setting}"]))
+    # an empty OUTPUT_DIR: no probe decision recorded, so auto goes by the matmul peaks
+    check_env.check_matmul_peak(report, torch, resolve_config(["--PROFILE=cpu", f"--CPU_PRECISION={setting}", f"--OUTPUT_DIR={tmp_path}"]))
     assert report.values["training_precision"] == precision
     assert report.values["matmul_peak_gflops"] == {k: round(v / 1e9, 1) if v else None for k, v in peaks.items()}
     assert shown in report.rows[-1]["detail"] and f"training precision: {precision}" in report.rows[-1]["detail"]

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from finreason import measure, memory
+from finreason import measure, memory, storage, training
 from finreason.configuration import resolve_config
 from finreason.layout import Layout
 from helpers import load_script, tiny_overrides
@@ -27,7 +27,20 @@ def test_probe_measures_a_tiny_model_and_writes_nothing_under_training_folders(t
     probe = json.loads((out / "check_env.json").read_text())["probe"]
     for key in ("peak_memory_gb", "sft_step_s", "grpo_step_s", "projected_sft_s", "projected_grpo_s", "capacity_gb", "verdict"):
         assert probe[key] is not None, key
-    assert probe["verdict"] == "fits" and probe["sft"]["steps"] == 3 and probe["grpo"]["steps"] == 1
+    assert probe["verdict"] == "fits" and probe["grpo"]["steps"] == 1
+    # at least two SFT steps (the first warms up), and enough micro-batches to meet every padded length once
+    assert probe["sft"]["steps"] == probe["sft_steps_measured"] >= 2
+    assert probe["sft_steps_measured"] * 2 >= probe["sft_padded_lengths"] >= 1
+    # CPU_PRECISION=auto (the cpu profile's): the SFT phase ran in each precision, in a fresh
+    # process each, and the decision names both measurements; 04 and 05 read it back from here
+    decision = probe["cpu_precision"]
+    assert set(decision["measured"]) == {"float32", "bfloat16"} and decision["chosen"] in decision["measured"]
+    for measured in decision["measured"].values():
+        assert measured["peak_memory_gb"] > 0 and measured["step_s"] > 0 and measured["steps"] == probe["sft_steps_measured"]
+    assert probe["sft"] == decision["measured"][decision["chosen"]]
+    assert probe["sft"]["projected_peak_memory_gb"] == probe["sft"]["peak_memory_gb"]
+    cfg = resolve_config(tiny_overrides(tiny_qwen2_dir, out, *PROBE_SETTINGS))
+    assert training.precision_decision(cfg) == (decision["chosen"], f"measured by 00_check_env.py --probe: {decision['reason']}")
     assert 0 < probe["peak_memory_gb"] < probe["capacity_gb"]
     # 40 rows at batch 1 x 2 for 2 epochs = 40 optimizer steps; GRPO_MAX_STEPS as configured
     assert probe["projected_sft_steps"] == 40 and probe["projected_grpo_steps"] == 10
@@ -93,3 +106,93 @@ def test_measure_records_time_and_peak_memory_of_a_child(tmp_path):
     failed = measure.run([sys.executable, "-c", "raise SystemExit(3)"], "fails", log)
     assert failed["exit_code"] == 3
     assert "alloc" in measure.summary_table([record, failed])
+
+
+@pytest.mark.parametrize(
+    ("fp32", "bf16", "budget", "chosen", "why"),
+    [
+        ({"step_s": 10.0}, {"step_s": 8.0, "projected_peak_memory_gb": 3.5}, 4.0, "bfloat16", "1.25x faster"),  # faster and fits
+        ({"step_s": 10.0}, {"step_s": 8.0, "projected_peak_memory_gb": 6.1}, 4.0, "float32", "exceeds CPU_MEMORY_BUDGET_GB=4"),  # the issue's 6.1 GiB demo
+        ({"step_s": 10.0}, {"step_s": 8.0, "projected_peak_memory_gb": 6.1}, 8.0, "bfloat16", "fits"),  # a bigger budget admits it
+        ({"step_s": 10.0}, {"step_s": 9.8, "projected_peak_memory_gb": 1.0}, 4.0, "float32", "not faster"),  # within the noise of a few steps
+        ({"step_s": 10.0}, {"step_s": 14.0, "projected_peak_memory_gb": 1.0}, 4.0, "float32", "not faster"),  # emulated bf16: slower
+        ({"step_s": 10.0}, {"step_s": None, "out_of_memory": True, "projected_peak_memory_gb": 9.0}, 4.0, "float32", "did not finish"),
+        ({"step_s": None, "out_of_memory": True}, {"step_s": 8.0, "projected_peak_memory_gb": 3.0}, 4.0, "bfloat16", "float32 did not finish"),
+    ],
+)
+def test_cpu_precision_is_chosen_from_real_steps_and_the_budget(fp32, bf16, budget, chosen, why):
+    found, reason = memory.choose_cpu_precision({"float32": fp32, "bfloat16": bf16}, budget)
+    assert found == chosen and why in reason
+
+
+def _decision(cfg, **changes):
+    record = {"chosen": "bfloat16", "reason": "1.30x faster", "machine": memory._machine_identity(),
+              "settings": {key: getattr(cfg, key) for key in memory.PRECISION_SETTINGS}}
+    for key, value in changes.items():
+        if key in record:
+            record[key] = value
+        else:
+            record["settings"][key] = value
+    return record
+
+
+@pytest.mark.parametrize(
+    ("record", "chosen", "why"),
+    [
+        (lambda cfg: _decision(cfg), "bfloat16", "measured by 00_check_env.py --probe: 1.30x faster"),  # this machine, these settings
+        (lambda cfg: _decision(cfg, machine={"cpu_model": "another CPU"}), None, "another machine"),  # another CPU decides anew
+        (lambda cfg: _decision(cfg, MAX_SEQ_LEN=2048), None, "other MAX_SEQ_LEN"),  # longer rows: another step cost
+        (lambda cfg: _decision(cfg, SFT_PAD_TO_MULTIPLE=1), None, "other SFT_PAD_TO_MULTIPLE"),  # unpadded: another peak
+        (lambda cfg: _decision(cfg, chosen="float16"), None, "no precision decision"),  # not a CPU precision
+        (lambda cfg: None, None, "no precision decision"),  # a probe without CPU_PRECISION=auto
+        (lambda cfg: "garbage", None, "no precision decision"),
+    ],
+)
+def test_a_recorded_precision_holds_only_for_its_machine_and_settings(tmp_path, record, chosen, why):
+    cfg = resolve_config(["--PROFILE=cpu", f"--OUTPUT_DIR={tmp_path}"])
+    storage.atomic_write_json(Layout.of(cfg).check_env, {"probe": {"cpu_precision": record(cfg)}})
+    found, reason = memory.recorded_precision(cfg)
+    assert found == chosen and why in reason
+
+
+def test_a_damaged_check_env_means_no_recorded_precision(tmp_path):
+    cfg = resolve_config(["--PROFILE=cpu", f"--OUTPUT_DIR={tmp_path}"])
+    Layout.of(cfg).check_env.write_text('{"probe": {"cpu_precision": {"chos', encoding="utf-8")
+    assert memory.recorded_precision(cfg)[0] is None
+
+
+def test_auto_trains_in_the_recorded_precision_not_the_matmul_guess(tmp_path, monkeypatch):
+    from finreason import throughput
+
+    # the matmul peaks say bf16 wins by far; the probe measured real steps and chose float32
+    monkeypatch.setattr(throughput, "measured_peak", lambda name, device="cpu": {"float32": 1e11, "bfloat16": 9e11}[name])
+    cfg = resolve_config(["--PROFILE=cpu", "--CPU_PRECISION=auto", f"--OUTPUT_DIR={tmp_path}"])
+    assert training.training_precision(cfg) == "bfloat16"  # nothing recorded yet: the matmul peaks decide
+    storage.atomic_write_json(Layout.of(cfg).check_env, {"probe": {"cpu_precision": _decision(cfg, chosen="float32")}})
+    assert training.training_precision(cfg) == "float32"
+    assert training.hardware_arguments(cfg)["bf16"] is False
+
+
+@pytest.mark.parametrize(
+    ("tokens", "multiple", "padded"),
+    [
+        (117, 32, 128),  # up to the next multiple
+        (128, 32, 128),  # already a multiple: unchanged
+        (523, 32, 544),  # the longest gold-mode row of the cpu profile
+        (117, 1, 117),  # 1: no padding
+    ],
+)
+def test_padded_length(tokens, multiple, padded):
+    assert memory.padded_length(tokens, multiple) == padded
+
+
+@pytest.mark.slow
+def test_a_probe_phase_the_kernel_killed_ran_out_of_memory():
+    import os
+
+    # what the out-of-memory killer does to the phase's process: it dies without a word
+    found = memory._in_fresh_process(os.abort)
+    assert found["out_of_memory"] and found["killed"] and found["step_s"] is None
+    assert "does not fit: SFT ran out of memory" in memory.verdict(
+        {"capacity_gb": 8.0, "peak_memory_gb": found["peak_memory_gb"], "sft": found,
+         "grpo": {"peak_memory_gb": 1.0, "out_of_memory": False}})

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from finreason import throughput, training
+from finreason import memory, throughput, training
 
 
 def test_matmul_weights_are_the_models_linear_layers(tiny_loaded):
@@ -73,3 +73,5 @@ def test_step_log_records_throughput(tmp_path, monkeypatch, tiny_loaded, args, s
         flops = throughput.step_flops(shape, tokens, 2, tokens if sampled else 0)
         assert entry["mfu"] == pytest.approx(flops / 3.0 / peaks[precision], abs=1e-4)
         assert entry["precision"] == precision
+        # the memory held after the step: growth from step to step shows in the log
+        assert entry["memory_gb"] == pytest.approx(memory.resident_gb(), rel=0.5)

@@ -19,7 +19,7 @@ import pytest
 from finreason import models, storage, training
 from finreason.configuration import ConfigError, resolve_config
 from finreason.layout import Layout
-from helpers import load_script, run_script
+from helpers import load_script, run_script, tiny_overrides
 
 SFT = load_script("04_train_sft.py")
 GRPO = load_script("05_train_grpo.py")
@@ -172,11 +172,12 @@ def test_step_log_keeps_the_newest_entry_per_step(tmp_path):
         ("auto", {"float32": 1e11, "bfloat16": 0.2e11}, False),  # emulated bf16
     ],
 )
-def test_hardware_arguments_on_cpu(monkeypatch, precision, peaks, bf16):
+def test_hardware_arguments_on_cpu(monkeypatch, tmp_path, precision, peaks, bf16):
     from finreason import throughput
 
     monkeypatch.setattr(throughput, "measured_peak", lambda name, device="cpu": peaks[name])
-    cfg = resolve_config(["--PROFILE=cpu", f"--CPU_PRECISION={precision}"])
+    # an empty OUTPUT_DIR: no probe decision recorded, so auto falls back to the matmul peaks
+    cfg = resolve_config(["--PROFILE=cpu", f"--CPU_PRECISION={precision}", f"--OUTPUT_DIR={tmp_path}"])
     hardware = training.hardware_arguments(cfg)
     assert hardware["use_cpu"] and hardware["bf16"] is bf16 and not hardware["fp16"]
     assert training.training_precision(cfg) == ("bfloat16" if bf16 else "float32")
@@ -191,6 +192,8 @@ def test_hardware_arguments_on_cpu(monkeypatch, precision, peaks, bf16):
         (["--SFT_TRL_ARGS=use_liger_kernel=true"], {"sft": {"use_liger_kernel": True}}),  # booleans as TRL's scripts read them
         (["--GRPO_TRL_ARGS=top_p=0.9,max_grad_norm=2"], {"grpo": {"top_p": 0.9, "max_grad_norm": 2.0}}),
         (["--GRPO_TRL_ARGS=top_p=0.9"], {"sft": {"top_p": None}}),  # each stage reads only its own options
+        (["--SFT_PAD_TO_MULTIPLE=32"], {"sft": {"pad_to_multiple_of": 32}}),  # a few recurring lengths (cpu memory)
+        (["--SFT_PAD_TO_MULTIPLE=1"], {"sft": {"pad_to_multiple_of": None}}),  # 1: to the batch's longest row, TRL's default
     ],
 )
 def test_trl_args_reach_the_trainer_config(tmp_path, overrides, expected):
@@ -210,6 +213,7 @@ def test_trl_args_reach_the_trainer_config(tmp_path, overrides, expected):
         ("--SFT_TRL_ARGS=learning_rate=1e-3", "set by --SFT_LEARNING_RATE"),  # a constant covers it: one place to set it
         ("--GRPO_TRL_ARGS=temperature=0.5", "set by --GRPO_TEMPERATURE"),
         ("--SFT_TRL_ARGS=bf16=true", "set by --COMPUTE_DTYPE (GPU) or CPU_PRECISION"),  # precision is the probe's decision
+        ("--SFT_TRL_ARGS=pad_to_multiple_of=8", "set by --SFT_PAD_TO_MULTIPLE"),  # the constant the probe projects memory with
         ("--SFT_TRL_ARGS=max_grad_norm=big", "invalid float value: 'big'"),  # TRL's field type
         ("--SFT_TRL_ARGS=lr_scheduler_type=bogus", "invalid choice: 'bogus'"),  # TRL's choices
         ("--GRPO_TRL_ARGS=auto_find_batch_size=true", "GRPOConfig refuses it: auto_find_batch_size is not supported"),  # __post_init__
@@ -639,3 +643,29 @@ def test_stale_weights(tmp_path, grpo_started_from, sft_sha, stale):
         (sft / "config.json").write_text("{}")
         storage.atomic_write_json(sft / models.TRAINING_SUMMARY, {"weights_sha256": sft_sha})
     assert ("grpo" in training.stale_weights(where)) is stale
+
+
+@pytest.mark.parametrize(
+    "multiple",
+    [
+        16,  # every batch a multiple of 16: a handful of shapes recur whatever the rows' lengths
+        1,  # TRL's default: each batch exactly as long as its longest row
+    ],
+)
+def test_sft_batches_are_padded_to_the_multiple(tiny_qwen2_dir, tmp_path, multiple):
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    from finreason import memory
+
+    cfg = resolve_config(tiny_overrides(tiny_qwen2_dir, tmp_path / "out", "--SFT_BATCH_SIZE=1", f"--SFT_PAD_TO_MULTIPLE={multiple}"))
+    tokenizer = models.load_tokenizer(cfg)
+    tokenizer.padding_side = "right"
+    rows = [{"prompt": "What is 2 + 2? " * repeat, "completion": "Answer: 4"} for repeat in (1, 3, 7, 12)]
+    trainer = SFTTrainer(model=models.load_model(cfg, trainable=True).model, processing_class=tokenizer,
+                         args=training.sft_config(cfg, Layout.of(cfg), max_steps=1), train_dataset=Dataset.from_list(rows))
+    found = sorted(batch["input_ids"].shape[1] for batch in trainer.get_train_dataloader())
+    real = sorted(len(row["input_ids"]) for row in trainer.train_dataset)
+    assert len(set(real)) == 4  # four different lengths go in
+    assert found == [memory.padded_length(n, multiple) for n in real]
+    assert all(n % multiple == 0 for n in found)
