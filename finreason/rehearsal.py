@@ -95,6 +95,8 @@ KEPT = {
 }
 # Every step works on local folders; no process should spend seconds asking a hub that is not there.
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+# The rehearsal is the CPU's: `gpu_check.sh --cpu` on a GPU machine must not move its steps to the GPU.
+CPU_ONLY_ENV = {"CUDA_VISIBLE_DEVICES": ""}
 # the merged folder is the float32 merge rounded to float16: logits within this of the float32 source
 FLOAT16_LOGITS = 2e-3
 # the adapter on the NF4 base may differ from the merged folder by what NF4 costs the base, this much more
@@ -135,8 +137,8 @@ def steps(model: Path, out: Path, cfg_args: Sequence[str], requirements: str | N
 
 
 def child_env() -> dict[str, str]:
-    """Offline, and this checkout's finreason and config first, wherever the package is installed."""
-    return {**os.environ, **OFFLINE_ENV, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    """Offline, on the CPU, and this checkout's finreason and config first, wherever the package is installed."""
+    return {**os.environ, **OFFLINE_ENV, **CPU_ONLY_ENV, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
 
 
 def run_step(name: str, command: list[str], log: Path) -> dict[str, Any]:
