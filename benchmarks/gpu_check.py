@@ -424,8 +424,9 @@ class Check:
                 step.detail = f"{sum(bool(row.get('ok')) for row in checks)} of {len(checks)} checks passed" + (
                     f"; failed: {', '.join(failed)}" if failed else "")
             for row in result.get("steps", []):
+                # on the CPU the table's peak is resident memory (finreason.measure's, per step)
                 self.add(f"  {row['name']}", "rehearsal step", status=row["status"], seconds=row.get("seconds"),
-                         peak_rss_gb=row.get("peak_rss_gb"))
+                         peak_rss_gb=row.get("peak_rss_gb"), peak_memory_gb=row.get("peak_rss_gb"))
 
         return self.guarded(step, action)
 
