@@ -34,10 +34,9 @@ from typing import Any
 
 import streamlit as st
 
-from finreason import console, evaluation, export, generation, models, programs, prompts, questions, retrieval, scoring, stats, training, uploads
+from finreason import console, evaluation, generation, models, programs, prompts, questions, retrieval, scoring, serving, stats, uploads
 from finreason.configuration import Config, ConfigError, config_tokens, parse_args, resolve_config
 from finreason.data import DataError, load_from_config
-from finreason.layout import TRAINED_STAGES, Layout
 
 ENV_ARGS = "FINREASON_ARGS"
 EXAMPLE_SPLIT = "test"
@@ -52,13 +51,6 @@ def app_argv() -> list[str]:
     """Overrides from FINREASON_ARGS when set, else the arguments after ``--``."""
     env = os.environ.get(ENV_ARGS)
     return shlex.split(env) if env is not None else list(sys.argv[1:])
-
-
-def weights_candidates(cfg: Config) -> list[tuple[str, str]]:
-    """(stage, folder) of the trained weights present, best (latest stage) first."""
-    where = Layout.of(cfg)
-    found = [(stage, where.weights(stage)) for stage in reversed(TRAINED_STAGES)]
-    return [(stage, str(folder)) for stage, folder in found if folder is not None]
 
 
 @st.cache_resource(show_spinner="Loading the model (first time only)…", max_entries=2)
@@ -87,22 +79,10 @@ def trained_evidence(folder: str | None) -> str | None:
 
 
 def load_best_model(cfg: Config) -> tuple[models.LoadedModel, str, list[str]]:
-    """The best trained weights that load (GRPO, then SFT), else the base model; notes say what was skipped."""
+    """The model finreason.serving chooses (exported, else the best trained weights that load,
+    else the base), through the cached loader; notes say what was skipped."""
     key = tuple(sorted(cfg.snapshot().items()))
-    exported = export.exported_from(cfg.MODEL_NAME)
-    if exported:
-        # a model 08_export.py wrote already holds its trained weights: nothing goes on top
-        return _load_model(cfg, key, None, 0.0), f"exported {str(exported.get('stage')).upper()} model, merged", []
-    # weights trained from since-replaced weights still load, with a warning saying so
-    notes = [f"{stage.upper()} weights are stale: {reason}" for stage, reason in training.stale_weights(Layout.of(cfg)).items()]
-    for stage, folder in weights_candidates(cfg):
-        try:
-            loaded = _load_model(cfg, key, folder, _mtime(folder))
-        except models.ModelError as error:
-            notes.append(f"{stage.upper()} weights at {folder} skipped: {error}")
-            continue
-        return loaded, f"{stage.upper()} {loaded.info.get('weights_kind')} ({folder})", notes
-    return _load_model(cfg, key, None, 0.0), "base model, no trained weights (train them with 04_train_sft.py)", notes
+    return serving.load_best(cfg, lambda weights: _load_model(cfg, key, weights, _mtime(weights)))
 
 
 @st.cache_resource(show_spinner="Loading FinQA…")

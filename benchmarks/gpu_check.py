@@ -23,11 +23,14 @@ Steps, each in its own process; a failed step is recorded and the others still r
 Other --KEY=value overrides go to every probe and script after the check's own settings, so they
 win (--PROFILE=t4 would make every probe a t4 one); --OUTPUT_DIR (or --out-dir) is the output root.
 
---cpu runs the same steps with a tiny model (hidden 64, 2 layers) and tiny settings on the CPU, one
-probe (cpu profile, no cap) and no tests unless --tests, so CI keeps this script working. Its
-numbers say nothing about any GPU.
+--cpu runs the rtx4060 rehearsal instead (finreason.rehearsal: the rtx4060 profile as it is, NF4
+QLoRA through 00 --probe, 03, 02, 04, 05, 06, 07 and 08 and the app's model loading, on a tiny random
+Qwen2 with Qwen2.5's tokenizer, only what a CPU cannot do changed and sizes scaled down), one row per
+rehearsal step, and no tests unless --tests. tests/test_rehearsal.py runs exactly this, so the script
+carried to a GPU machine and CI exercise one path. Its numbers say nothing about any GPU.
 
-Time: --budget-s (default 450, so the whole command stays under 8 minutes). A step starts only
+Time: --budget-s (default 450, so the whole command stays under 8 minutes; 900 with --cpu, whose
+rehearsal's expected time, REHEARSAL_S, is its measured time on 2 shared cores). A step starts only
 when its expected time (below) fits in what is left, else it is reported as skipped; a running
 step is stopped when the budget runs out and counts as failed. Expected seconds per step on one
 H100-class GPU are ESTIMATES, not measurements (this script was written on a machine without a
@@ -71,6 +74,7 @@ from pathlib import Path
 from typing import Any
 
 from finreason import configuration, console, data, memory, storage
+from finreason import rehearsal as rehearsal_module
 from finreason.errors import FinReasonError
 from finreason.layout import Layout
 from finreason.provenance import package_versions, provenance
@@ -85,20 +89,15 @@ TRAINING_PACKAGES = {
     "safetensors", "huggingface-hub", "sympy", "numpy", "rank-bm25",
 }
 SHAPE_OF = {"rtx4060": "qwen2.5-1.5b", "t4": "qwen2.5-1.5b", "a100": "qwen2.5-3b"}
+# the rtx4060 rehearsal (--cpu): 277 s measured on 2 cores (README, "Rehearsing the RTX 4060 path on the CPU")
+REHEARSAL_S = 280
 # Expected seconds per step (the docstring's table); a step starts only when this fits the budget.
 EXPECTED_S = {
     "gpu": {"build qwen2.5-1.5b": 25, "build qwen2.5-3b": 40, "probe rtx4060": 60, "probe t4": 60, "probe a100": 90,
             "03": 15, "04": 35, "05": 50, "06": 35, "tests": 35},
-    "cpu": {"build tiny": 15, "probe cpu": 30, "03": 10, "04": 20, "05": 20, "06": 15, "tests": 30},
+    "cpu": {"rehearsal": REHEARSAL_S, "tests": 30},
 }
-# --cpu: the smallest settings that still run every code path (LoRA on retrieved evidence, as the
-# GPU profiles train) in seconds per step on two cores.
-TINY_SETTINGS = (
-    "--FINETUNE=lora", "--EVIDENCE_MODE=retrieved", "--PROMPT_TOKEN_BUDGET=96",
-    "--FEW_SHOT_EXAMPLE=false", "--MAX_SEQ_LEN=512", "--SFT_BATCH_SIZE=1", "--SFT_GRAD_ACCUM=1",
-    "--NUM_GENERATIONS=2", "--GRPO_BATCH_SIZE=2", "--GRPO_GRAD_ACCUM=1", "--GRPO_MAX_NEW_TOKENS=6",
-    "--MAX_NEW_TOKENS=6", "--EVAL_BATCH_SIZE=2", "--BOOTSTRAP_SAMPLES=50", "--LORA_R=4", "--LORA_ALPHA=8",
-)
+DEFAULT_BUDGET_S = {"gpu": 450.0, "cpu": 900.0}
 # Every step works on local folders; no process should spend seconds asking a hub that is not there.
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
 # A process group of its own, so a step that runs out of time is stopped with all its children;
@@ -114,7 +113,7 @@ NOTES_GPU = [
     "models have random weights of the real shapes: memory and speed are real, answers are noise",
 ]
 NOTE_BACKGROUND = "the 3B model was built in the background during the first probes, whose times may include a little contention"
-NOTES_CPU = ["--cpu mode: a tiny random model on the CPU with tiny settings; these numbers say nothing about any GPU"]
+NOTES_CPU = ["--cpu mode: the rtx4060 rehearsal (finreason.rehearsal) on a tiny random model on the CPU; these numbers say nothing about any GPU"]
 
 
 class GpuCheckError(FinReasonError):
@@ -172,6 +171,7 @@ class Check:
         self.logs = self.scratch / "logs"
         self.models = self.scratch / "models"
         self.step_log = self.scratch / "steps.jsonl"
+        self.rehearsal_dir = self.scratch / "rehearsal"
         self.steps: list[Step] = []
         self.device: dict[str, Any] = {"name": "cpu"} if args.cpu else {"name": None}
         self.background: dict[str, Running] = {}
@@ -275,10 +275,9 @@ class Check:
     # --- the steps ------------------------------------------------------------------------------
 
     def build_command(self, shape: str) -> list[str]:
-        gpu = self.mode == "gpu"
+        # GPU mode only: --cpu's rehearsal builds its own tiny model
         return [sys.executable, "-m", "finreason.random_models", "--shape", shape, "--out", str(self.models / shape),
-                "--tokenizer", "qwen2.5" if gpu else "auto", "--device", "cuda" if gpu else "cpu",
-                "--dtype", "bfloat16" if gpu else "float32", "--seed", str(self.cfg.SEED)]
+                "--tokenizer", "qwen2.5", "--device", "cuda", "--dtype", "bfloat16", "--seed", str(self.cfg.SEED)]
 
     def build(self, shape: str, background: bool = False) -> Step:
         step = self.add(f"build {shape}", "build")
@@ -373,9 +372,9 @@ class Check:
 
     def pipeline(self, model: Path) -> None:
         """03 -> 04 -> 05 -> 06 through the scripts, in a folder of their own; a step whose input
-        step failed is skipped."""
+        step failed is skipped. GPU mode only (--cpu runs the rehearsal)."""
         out = self.scratch / "pipeline"
-        base = ["--PROFILE=rtx4060"] if self.mode == "gpu" else ["--PROFILE=cpu", *TINY_SETTINGS]
+        base = ["--PROFILE=rtx4060"]
         try:
             profile_cfg = configuration.resolve_config([*base, *self.passthrough])
             # two SFT steps need two optimizer batches of rows; one GRPO step one generation batch of questions
@@ -408,6 +407,28 @@ class Check:
             self.guarded(step, lambda step, script=script, key=key: self.run(step, [sys.executable, *script, *overrides], self.expected(key)))
             if step.status != "ok":
                 broken = f"needs {name}, which was {step.status}"
+
+    def rehearsal(self) -> Step:
+        """The rtx4060 rehearsal (finreason.rehearsal) as one step, then a row per step it ran."""
+        step = self.add("rehearsal rtx4060", "rehearsal")
+
+        def action(step: Step) -> None:
+            command = [sys.executable, "-m", "finreason.rehearsal", "--out", str(self.rehearsal_dir),
+                       "--requirements", str(self.requirements_file()), *self.passthrough]
+            (self.rehearsal_dir / rehearsal_module.RESULT).unlink(missing_ok=True)
+            self.run(step, command, self.expected("rehearsal"))
+            result = storage.read_json_object(self.rehearsal_dir / rehearsal_module.RESULT)
+            checks = result.get("checks") or []
+            failed = [row["check"] for row in checks if not row.get("ok")]
+            if result:
+                step.detail = f"{sum(bool(row.get('ok')) for row in checks)} of {len(checks)} checks passed" + (
+                    f"; failed: {', '.join(failed)}" if failed else "")
+            for row in result.get("steps", []):
+                # on the CPU the table's peak is resident memory (finreason.measure's, per step)
+                self.add(f"  {row['name']}", "rehearsal step", status=row["status"], seconds=row.get("seconds"),
+                         peak_rss_gb=row.get("peak_rss_gb"), peak_memory_gb=row.get("peak_rss_gb"))
+
+        return self.guarded(step, action)
 
     def tests(self) -> Step:
         step = self.add("pytest -m cuda", "tests")
@@ -463,8 +484,10 @@ class Check:
             running.handle.close()
             self.skip(running.step, "stopped: the check ended before it was needed")
         self.background.clear()
-        if not self.args.keep_models and self.models.exists():
-            shutil.rmtree(self.models)
+        if not self.args.keep_models:
+            for folder in (self.models, self.rehearsal_dir / "model"):
+                if folder.exists():
+                    shutil.rmtree(folder)
         if self.mode == "gpu" and not self.device.get("name"):
             import torch
 
@@ -523,7 +546,7 @@ def table(check: Check) -> str:
         rows.append((step.name, cell(step.cap_gb, 0) if step.cap_gb else "-", cell(step.peak_memory_gb), cell(step.sft_step_s),
                      cell(step.grpo_step_s), cell(step.projected_h), cell(step.seconds, 0), status))
     device = check.device.get("name") or "unknown device"
-    title = ("GPU check in --cpu mode (tiny model on the CPU; peak GiB = peak resident memory)" if check.mode == "cpu"
+    title = ("GPU check in --cpu mode (the rtx4060 rehearsal on a tiny model on the CPU; peak GiB = peak resident memory)" if check.mode == "cpu"
              else f"GPU check on {device} (peak GiB = PyTorch's peak reserved GPU memory)")
     notes = [f"note: {note}" for note in check.notes()]
     return "\n".join([title, "", console.table(rows, header, left=("step", "status")), "", *notes])
@@ -533,11 +556,11 @@ def table(check: Check) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--cpu", action="store_true", help="tiny model, tiny settings, on the CPU (CI)")
+    parser.add_argument("--cpu", action="store_true", help="the rtx4060 rehearsal on a tiny model on the CPU (CI)")
     parser.add_argument("--skip-tests", action="store_true", help="do not run pytest -m cuda")
     parser.add_argument("--tests", action="store_true", help="with --cpu: run pytest -m cuda too (its tests skip without CUDA)")
     parser.add_argument("--no-3b", action="store_true", help="skip the Qwen2.5-3B model and the a100 probe")
-    parser.add_argument("--budget-s", type=float, default=450.0, help="seconds for all steps together (default 450)")
+    parser.add_argument("--budget-s", type=float, default=None, help="seconds for all steps together (default 450; 900 with --cpu)")
     parser.add_argument("--keep-models", action="store_true", help="keep the random weights for a rerun (GBs on a GPU run)")
     parser.add_argument("--out-dir", metavar="DIR", help="the output root (same as --OUTPUT_DIR=DIR); results go to DIR/bench/")
 
@@ -550,6 +573,8 @@ def main(argv: list[str] | None = None) -> int:
     # the user's --KEY=value go to every probe and script after the check's own settings (so they win);
     # OUTPUT_DIR is the check's, since each step needs a folder of its own
     passthrough = [token for token in configuration.config_tokens(argv)[0] if not token.startswith("--OUTPUT_DIR=")]
+    if args.budget_s is None:
+        args.budget_s = DEFAULT_BUDGET_S["cpu" if args.cpu else "gpu"]
     if args.budget_s <= 0:
         raise GpuCheckError(f"--budget-s must be a positive number of seconds, got {args.budget_s:g}")
     if not args.cpu and not configuration.cuda_available():
@@ -561,10 +586,7 @@ def main(argv: list[str] | None = None) -> int:
     _LOG.info("%s mode, budget %.0f s, results in %s", check.mode, args.budget_s, check.where.bench_result(NAME))
     try:
         if args.cpu:
-            check.build("tiny")
-            tiny = check.models / "tiny"
-            check.probe("cpu", tiny, None, settings=TINY_SETTINGS)
-            check.pipeline(tiny)
+            check.rehearsal()
             if args.tests and not args.skip_tests:
                 check.tests()
         else:

@@ -7,7 +7,8 @@ error exit), ``errors``, ``layout`` (where everything lives under OUTPUT_DIR), `
 program language), ``scoring`` (the one correctness check), ``scorefile``, ``prompts``
 (evidence + chat messages + SFT targets), ``trainset`` (training rows), ``uploads``;
 ``models`` (the loader), ``generation``, ``evaluation`` (the one evaluation entry), ``stats``,
-``analysis`` and ``report``; ``rewards``, ``difficulty``, ``training``, ``memory``, ``measure``.
+``analysis`` and ``report``; ``rewards``, ``difficulty``, ``training``, ``memory``, ``measure``;
+``serving`` (the model the app serves), ``rehearsal`` (the rtx4060 profile on the CPU).
 """
 
 __version__ = "0.1.0"

@@ -450,6 +450,21 @@ def _load_transformers(cfg: Any, model_path: str, device: str):
         raise ModelError(f"cannot load {model_path}: {str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
 
 
+def keep_nf4_trainable_on_cpu(model: Any) -> int:
+    """Turn off bitsandbytes' CPU inference repacking in every NF4 layer of a model that will
+    train; returns how many layers. On a CPU with AVX512-BF16, bitsandbytes (0.50) repacks a
+    Linear4bit's weights for its inference kernel the first time the layer runs in eval mode
+    without gradients, and never back: a model that samples and then trains (the difficulty
+    filter and GRPO's own generation) would then train through the inference kernel, which adds
+    the bias in place on a tensor autograd tracks (RuntimeError: a view of a leaf Variable...)."""
+    layers = 0
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+            layers += 1
+    return layers
+
+
 def _attach_adapter(model: Any, adapter: str, base_name: str, trainable: bool) -> Any:
     from peft import PeftModel
     from safetensors import SafetensorError
@@ -497,6 +512,8 @@ def load_model(cfg: Any, weights: str | os.PathLike | None = None, trainable: bo
                 use_gradient_checkpointing=bool(cfg.GRADIENT_CHECKPOINTING),
                 gradient_checkpointing_kwargs={"use_reentrant": False},
             )
+        if trainable and cfg.LOAD_IN_4BIT and device == "cpu":
+            keep_nf4_trainable_on_cpu(model)
         if adapter:
             model = _attach_adapter(model, adapter, base_name, trainable)
             loader = "peft"

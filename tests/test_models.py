@@ -342,3 +342,32 @@ def test_disk_full_during_the_gguf_conversion_is_one_line(tmp_path, monkeypatch,
     assert exit_info.value.code == 1 and "Traceback" not in err
     assert err.splitlines()[-1].startswith("02_zero_shot_baseline.py: error: no space left on device")
     assert list((tmp_path / "models").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("trainable", "repacking"),
+    [
+        (True, False),  # a model that samples, then trains (the difficulty filter, GRPO): never the inference kernel
+        (False, None),  # evaluation only: bitsandbytes keeps its fast CPU inference path (None: whatever this CPU has)
+    ],
+)
+def test_nf4_model_samples_then_trains_on_cpu(tiny_qwen2_dir, tmp_path, trainable, repacking):
+    """Found by the rtx4060 rehearsal: on a CPU with AVX512-BF16, bitsandbytes repacked the NF4
+    weights for inference during the difficulty filter's sampling, and GRPO's first training step
+    then failed in the inference kernel (RuntimeError: a view of a leaf Variable ... in-place)."""
+    import torch
+    from bitsandbytes.functional import has_avx512bf16
+
+    cfg = resolve_config(tiny_overrides(tiny_qwen2_dir, tmp_path, "--LOAD_IN_4BIT=true", "--LORA_R=2", "--LORA_ALPHA=4"))
+    loaded = models.load_model(cfg, trainable=trainable)
+    if trainable:
+        ids = loaded.tokenizer("Program: divide(1, 2)", return_tensors="pt")["input_ids"]
+        loaded.model.eval()
+        with torch.no_grad():
+            loaded.model.generate(input_ids=ids, max_new_tokens=2, do_sample=False)
+        loaded.model.train()
+        loaded.model(input_ids=ids, labels=ids).loss.backward()
+        grads = [p.grad for name, p in loaded.model.named_parameters() if "lora_" in name]
+        assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+    flags = {module.support_avx512bf16_for_cpu for module in loaded.model.modules() if hasattr(module, "support_avx512bf16_for_cpu")}
+    assert flags == {has_avx512bf16() if repacking is None else repacking}
