@@ -53,7 +53,8 @@ def main(argv=None) -> dict:
         raise DemoError(f"--clone-dir {clone} is not empty: name a new folder")
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=clone, check=True, capture_output=True, text=True).stdout.strip()
-    steps_log = clone.parent / f"{clone.name}.pipeline.jsonl"
+    # beside what the demo writes (git-ignored there), so it goes with the clone
+    steps_log = clone / "outputs" / "pipeline_steps.jsonl"
     try:
         # the command, measured from outside: wall time and the peak of its process tree
         env = {**os.environ, "FINREASON_PIPELINE_LOG": str(steps_log)}
