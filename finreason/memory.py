@@ -350,7 +350,7 @@ def _run_sft_phase(values: dict[str, Any], profile_note: str, rows: list[dict[st
             train_dataset=Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in cycled]),
             callbacks=[timer],
         )
-        trainer.train()
+        training.train(trainer, None)
         return times
 
     try:
@@ -494,7 +494,7 @@ def probe(cfg: Any, sft_steps: int = 2, cap_gb: float | None = None) -> dict[str
                 train_dataset=Dataset.from_list([{k: r[k] for k in ("id", "prompt", "gold", "table")} for r in prompts]),
                 callbacks=[timer],
             )
-            trainer.train()
+            training.train(trainer, None)
             return times
 
         result["grpo"] = _phase("GRPO", peak, run_grpo)

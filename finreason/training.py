@@ -442,11 +442,37 @@ def last_checkpoint(folder: str | os.PathLike, remove_incomplete: bool = True) -
     return None
 
 
+def score_labelled_positions_only() -> None:
+    """Make TRL's fused LM head score only the positions that have a label, on a CPU too.
+
+    TRL 1.16 compacts to the labelled positions only where Triton runs (CUDA, XPU); elsewhere it
+    scores every position so that a compiler (Neuron) keeps one tile shape. On a CPU in eager
+    mode there is nothing to recompile, and the head's 49,152-word softmax, its entropy and its
+    backward then run over every prompt position too: ~85% of an SFT row is prompt, and the head
+    took 1.23 s of a 448-token row in bf16 against 0.19 s for 64 positions (README, "Where an SFT
+    step's time went"). The loss, its gradients and the logged metrics are the same either way
+    (tests/test_training.py). Patches TRL's module-level switch, once; a TRL without it fails
+    the test that pins this, not a training run."""
+    from trl.trainer import utils as trl_utils
+
+    scores_all = getattr(trl_utils, "_use_triton", None)
+    if scores_all is None or getattr(scores_all, "labelled_positions_only", False):
+        return
+
+    def compact_on_cpu(device: Any) -> bool:
+        return device.type == "cpu" or scores_all(device)
+
+    compact_on_cpu.labelled_positions_only = True
+    trl_utils._use_triton = compact_on_cpu
+
+
 def train(trainer: Any, resume: str | None) -> Any:
-    """``trainer.train()``, resuming from ``resume`` (``prepare_run``'s checkpoint) when given;
+    """``trainer.train()``, resuming from ``resume`` (``prepare_run``'s checkpoint) when given,
+    with the LM head scoring labelled positions only (``score_labelled_positions_only``);
     returns TRL's result."""
     if resume:
         _LOG.info("resuming from %s", resume)
+    score_labelled_positions_only()
     return trainer.train(resume_from_checkpoint=resume)
 
 

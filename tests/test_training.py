@@ -257,6 +257,61 @@ def test_target_modules_keep_the_present_ones(tiny_qwen2_dir, wanted, expected):
         assert models.target_modules(skeleton, wanted) == expected
 
 
+@pytest.mark.parametrize(
+    "autocast",
+    [
+        False,  # float32 training
+        True,  # bf16 autocast, the cpu profile's choice where the probe finds it faster
+    ],
+)
+def test_the_lm_head_scores_only_labelled_positions_with_the_same_loss(monkeypatch, autocast):
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from trl.trainer import utils as trl_utils
+
+    # restored after the test, so other tests see TRL as shipped until they train
+    monkeypatch.setattr(trl_utils, "_use_triton", trl_utils._use_triton)
+    scored = []
+    chunked = trl_utils._ChunkedLogProbFunction
+
+    class CountingHead:
+        @staticmethod
+        def apply(hidden, *args):
+            scored.append(hidden.shape[0])
+            return chunked.apply(hidden, *args)
+
+    monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", CountingHead)
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True))
+    trl_utils.add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))
+    input_ids = torch.randint(0, 300, (2, 12))
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, -2:] = 0  # right padding, as SFT pads
+    labels = input_ids.clone()
+    labels[0, :8] = -100  # prompt of 8 tokens, completion of 4
+    labels[1, :5] = -100  # prompt of 5, completion of 5, 2 padding
+    labels[1, -2:] = -100
+
+    def loss_and_gradients():
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, fused_lm_head=True)
+        out.loss.backward()
+        return out, {name: p.grad.clone() for name, p in model.named_parameters()}
+
+    every, every_grads = loss_and_gradients()
+    training.score_labelled_positions_only()
+    training.score_labelled_positions_only()  # a second call must not wrap the switch twice
+    labelled, labelled_grads = loss_and_gradients()
+    assert scored == [2 * 11, 4 + 5]  # every shifted position, then only those with a next-token label
+    assert torch.allclose(every.loss, labelled.loss, atol=1e-6)
+    assert torch.equal(every.is_top1, labelled.is_top1)
+    assert torch.allclose(every.entropy, labelled.entropy, atol=1e-5)
+    for name, grad in every_grads.items():
+        assert torch.allclose(grad, labelled_grads[name], atol=1e-5), name
+
+
 # --- SFT ---------------------------------------------------------------------------------------
 
 
