@@ -234,6 +234,35 @@ def generate_one_at_a_time(loaded: Any, prompts: Sequence[str], max_new_tokens: 
     return texts
 
 
+
+def generate_with_library(loaded: Any, prompts: Sequence[str], max_new_tokens: int, batch_size: int) -> list[str]:
+    """Reference: transformers' own batched ``model.generate`` (left padding, greedy), the
+    library's way of doing what ``generate`` does by hand; benchmarks/batched_generation.py
+    measures the two against each other on the same batches."""
+    import torch
+
+    model, tokenizer = loaded.model, loaded.tokenizer
+    stops = stop_token_ids(tokenizer, model)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(stops)
+    token_lists = [tokenizer(prompt, add_special_tokens=False)["input_ids"] for prompt in prompts]
+    texts: list[str] = []
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(token_lists), batch_size):
+            batch = token_lists[start:start + batch_size]
+            width = max(len(tokens) for tokens in batch)
+            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, tokens in enumerate(batch):
+                input_ids[row, width - len(tokens):] = torch.tensor(tokens, dtype=torch.long)
+                attention_mask[row, width - len(tokens):] = 1
+            out = model.generate(
+                input_ids=input_ids.to(model.device), attention_mask=attention_mask.to(model.device),
+                max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops, pad_token_id=pad_id,
+            )
+            texts.extend(_decode_rows(tokenizer, out[:, width:].tolist(), set(stops)))
+    return texts
+
 def vllm_usable(cfg: Any) -> bool:
     """vLLM only when asked for, installed, and a GPU is present; never an error otherwise."""
     if not cfg.USE_VLLM or importlib.util.find_spec("vllm") is None:

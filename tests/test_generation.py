@@ -11,6 +11,8 @@ def test_generate_batched_equals_one_at_a_time(tiny_loaded, tiny_cfg, dev_exampl
     single = generation.generate_one_at_a_time(tiny_loaded, texts, 10)
     batched = generation.generate(tiny_loaded, texts, 10, batch_size=4, progress=False)
     assert batched == single
+    # the library's batched generate, the reference benchmarks/batched_generation.py times against
+    assert generation.generate_with_library(tiny_loaded, texts, 10, batch_size=4) == single
     assert generation.generate(tiny_loaded, [], 10, batch_size=4) == []
 
 
