@@ -78,6 +78,19 @@ def _shared_prefix_length(token_lists: Sequence[Sequence[int]]) -> int:
     return length if length >= MIN_SHARED_PREFIX else 0
 
 
+def _left_padded(token_lists: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any]:
+    """(input ids, attention mask) of the rows padded on the left to the longest."""
+    import torch
+
+    width = max(len(tokens) for tokens in token_lists)
+    input_ids = torch.full((len(token_lists), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(token_lists), width), dtype=torch.long)
+    for row, tokens in enumerate(token_lists):
+        input_ids[row, width - len(tokens):] = torch.tensor(tokens, dtype=torch.long)
+        mask[row, width - len(tokens):] = 1
+    return input_ids, mask
+
+
 def _decode(
     model: Any,
     token_lists: list[list[int]],
@@ -114,13 +127,7 @@ def _decode(
             use_cache=True, logits_to_keep=1, **{cache_argument: cache},
         )
         cache.batch_repeat_interleave(len(token_lists))
-    suffixes = [tokens[prefix:] for tokens in token_lists]
-    width = max(len(tokens) for tokens in suffixes)
-    input_ids = torch.full((len(suffixes), width), pad_id, dtype=torch.long)
-    suffix_mask = torch.zeros((len(suffixes), width), dtype=torch.long)
-    for row, tokens in enumerate(suffixes):
-        input_ids[row, width - len(tokens):] = torch.tensor(tokens, dtype=torch.long)
-        suffix_mask[row, width - len(tokens):] = 1
+    input_ids, suffix_mask = _left_padded([tokens[prefix:] for tokens in token_lists], pad_id)
     input_ids, suffix_mask = input_ids.to(device), suffix_mask.to(device)
     # the left padding sits between the shared prefix and each row's own tokens: masked out, and
     # positions continue from the prefix as if it were not there
@@ -249,13 +256,8 @@ def generate_with_library(loaded: Any, prompts: Sequence[str], max_new_tokens: i
     model.eval()
     with torch.inference_mode():
         for start in range(0, len(token_lists), batch_size):
-            batch = token_lists[start:start + batch_size]
-            width = max(len(tokens) for tokens in batch)
-            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, tokens in enumerate(batch):
-                input_ids[row, width - len(tokens):] = torch.tensor(tokens, dtype=torch.long)
-                attention_mask[row, width - len(tokens):] = 1
+            input_ids, attention_mask = _left_padded(token_lists[start:start + batch_size], pad_id)
+            width = input_ids.shape[1]
             out = model.generate(
                 input_ids=input_ids.to(model.device), attention_mask=attention_mask.to(model.device),
                 max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops, pad_token_id=pad_id,

@@ -267,10 +267,12 @@ def test_target_modules_keep_the_present_ones(tiny_qwen2_dir, wanted, expected):
 def test_the_lm_head_scores_only_labelled_positions_with_the_same_loss(monkeypatch, autocast):
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
+    from trl.kernels import chunked_logprob
     from trl.trainer import utils as trl_utils
 
-    # restored after the test, so other tests see TRL as shipped until they train
-    monkeypatch.setattr(trl_utils, "_use_triton", trl_utils._use_triton)
+    # TRL's switch as shipped (an earlier test's training may have replaced it in this process);
+    # monkeypatch puts back whatever was there after the test
+    monkeypatch.setattr(trl_utils, "_use_triton", chunked_logprob._use_triton)
     scored = []
     chunked = trl_utils._ChunkedLogProbFunction
 
