@@ -32,7 +32,7 @@ import argparse
 import gc
 import logging
 
-from finreason import configuration, console, data, evaluation, models, outputlock, training
+from finreason import configuration, console, data, evaluation, models, outputlock, storage, training
 from finreason.layout import Layout
 
 _LOG = logging.getLogger("sft")
@@ -159,12 +159,8 @@ def _method(cfg) -> str:
 
 def _read_manifest_data(where: Layout) -> dict | None:
     """The data description 03_format_data.py recorded for these rows (None if unreadable)."""
-    import json
-
-    try:
-        return json.loads(where.data_manifest.read_text(encoding="utf-8")).get("provenance", {}).get("data")
-    except (OSError, ValueError, AttributeError):
-        return None
+    recorded = storage.read_json_object(where.data_manifest).get("provenance")
+    return recorded.get("data") if isinstance(recorded, dict) else None
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ Writes nothing (the model conversion cache under OUTPUT_DIR/models/ on first use
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shlex
@@ -34,7 +33,7 @@ from typing import Any
 
 import streamlit as st
 
-from finreason import console, evaluation, generation, models, programs, prompts, questions, retrieval, scoring, serving, stats, uploads
+from finreason import console, evaluation, generation, models, programs, prompts, questions, retrieval, scoring, serving, stats, storage, uploads
 from finreason.configuration import Config, ConfigError, config_tokens, parse_args, resolve_config
 from finreason.data import DataError, load_from_config
 
@@ -70,10 +69,9 @@ def trained_evidence(folder: str | None) -> str | None:
     training_summary.json records it; None when unknown."""
     if folder is None:
         return None
-    try:
-        summary = json.loads((Path(folder) / models.TRAINING_SUMMARY).read_text(encoding="utf-8"))
-        mode, retriever = summary.get("evidence_mode"), summary.get("retriever")
-    except (OSError, ValueError, AttributeError):
+    summary = storage.read_json_object(Path(folder) / models.TRAINING_SUMMARY)
+    mode, retriever = summary.get("evidence_mode"), summary.get("retriever")
+    if not isinstance(mode, str) or not mode:
         return None
     return prompts.evidence_label(mode, retriever if isinstance(retriever, dict) else None) if mode else None
 

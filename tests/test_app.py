@@ -414,3 +414,28 @@ def _listening(port: int) -> bool:
 
     with socket.socket() as client:
         return client.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.mark.parametrize(
+    "summary, label",
+    [
+        ({"evidence_mode": "gold"}, "GOLD facts only"),  # the weights were trained on gold facts: the page says so
+        ({"evidence_mode": "retrieved", "retriever": {"retriever": "learned", "top_k": 3}}, "retrieved evidence"),
+        ({"evidence_mode": ""}, None),  # no mode recorded: unknown, not guessed
+        ({"evidence_mode": ["gold"]}, None),  # a damaged record is unknown, not a crash
+        ([1, 2], None),  # not an object
+        ("{not json", None),  # not JSON
+        (None, None),  # no training_summary.json at all
+    ],
+)
+def test_trained_evidence_reads_the_summary_or_says_unknown(tmp_path, summary, label):
+    from finreason import models
+    from helpers import load_script
+
+    app_module = load_script("app.py")
+    if summary is not None:
+        text = summary if isinstance(summary, str) else json.dumps(summary)
+        (tmp_path / models.TRAINING_SUMMARY).write_text(text, encoding="utf-8")
+    found = app_module.trained_evidence(str(tmp_path))
+    assert found == label if label is None else label in found
+    assert app_module.trained_evidence(None) is None
