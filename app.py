@@ -73,7 +73,7 @@ def trained_evidence(folder: str | None) -> str | None:
     mode, retriever = summary.get("evidence_mode"), summary.get("retriever")
     if not isinstance(mode, str) or not mode:
         return None
-    return prompts.evidence_label(mode, retriever if isinstance(retriever, dict) else None) if mode else None
+    return prompts.evidence_label(mode, retriever if isinstance(retriever, dict) else None)
 
 
 def load_best_model(cfg: Config) -> tuple[models.LoadedModel, str, list[str]]:

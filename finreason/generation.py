@@ -16,7 +16,7 @@ import inspect
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 _LOG = logging.getLogger(__name__)
@@ -56,6 +56,11 @@ def stop_token_ids(tokenizer: Any, model: Any = None) -> list[int]:
     elif isinstance(configured, (list, tuple)):
         ids.update(int(token) for token in configured)
     return sorted(ids)
+
+
+def _pad_id(tokenizer: Any, stops: Iterable[int]) -> int:
+    """The tokenizer's pad token, else a stop token: padding is masked out either way."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(stops)
 
 
 def _decode_rows(tokenizer: Any, rows: Sequence[Sequence[int]], stops: set[int]) -> list[str]:
@@ -182,7 +187,7 @@ def _run(loaded: Any, prompts: Sequence[str], max_new_tokens: int, batch_size: i
     model, tokenizer = loaded.model, loaded.tokenizer
     limit_threads()
     stops = set(stop_token_ids(tokenizer, model))
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(stops)
+    pad_id = _pad_id(tokenizer, stops)
     # the chat template already wrote every special token the model expects
     token_lists = [tokenizer(prompt, add_special_tokens=False)["input_ids"] for prompt in prompts]
     order = sorted(range(len(prompts)), key=lambda index: -len(token_lists[index]))
@@ -241,7 +246,6 @@ def generate_one_at_a_time(loaded: Any, prompts: Sequence[str], max_new_tokens: 
     return texts
 
 
-
 def generate_with_library(loaded: Any, prompts: Sequence[str], max_new_tokens: int, batch_size: int) -> list[str]:
     """Reference: transformers' own batched ``model.generate`` (left padding, greedy), the
     library's way of doing what ``generate`` does by hand; benchmarks/batched_generation.py
@@ -250,7 +254,7 @@ def generate_with_library(loaded: Any, prompts: Sequence[str], max_new_tokens: i
 
     model, tokenizer = loaded.model, loaded.tokenizer
     stops = stop_token_ids(tokenizer, model)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(stops)
+    pad_id = _pad_id(tokenizer, stops)
     token_lists = [tokenizer(prompt, add_special_tokens=False)["input_ids"] for prompt in prompts]
     texts: list[str] = []
     model.eval()
@@ -264,6 +268,7 @@ def generate_with_library(loaded: Any, prompts: Sequence[str], max_new_tokens: i
             )
             texts.extend(_decode_rows(tokenizer, out[:, width:].tolist(), set(stops)))
     return texts
+
 
 def vllm_usable(cfg: Any) -> bool:
     """vLLM only when asked for, installed, and a GPU is present; never an error otherwise."""

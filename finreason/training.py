@@ -450,7 +450,7 @@ def score_labelled_positions_only() -> None:
     mode there is nothing to recompile, and the head's 49,152-word softmax, its entropy and its
     backward then run over every prompt position too: ~85% of an SFT row is prompt, and the head
     took 1.23 s of a 448-token row in bf16 against 0.19 s for 64 positions (README, "Where an SFT
-    step's time went"). The loss, its gradients and the logged metrics are the same either way
+    step's time went on a CPU"). The loss, its gradients and the logged metrics are the same either way
     (tests/test_training.py). Patches TRL's module-level switch, once; a TRL without it fails
     the test that pins this, not a training run."""
     from trl.trainer import utils as trl_utils

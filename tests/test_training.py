@@ -304,7 +304,9 @@ def test_the_lm_head_scores_only_labelled_positions_with_the_same_loss(monkeypat
 
     every, every_grads = loss_and_gradients()
     training.score_labelled_positions_only()
-    training.score_labelled_positions_only()  # a second call must not wrap the switch twice
+    switch = trl_utils._use_triton
+    training.score_labelled_positions_only()
+    assert trl_utils._use_triton is switch  # a second call leaves the switch as it is, not wrapped twice
     labelled, labelled_grads = loss_and_gradients()
     assert scored == [2 * 11, 4 + 5]  # every shifted position, then only those with a next-token label
     assert torch.allclose(every.loss, labelled.loss, atol=1e-6)
