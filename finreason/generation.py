@@ -1,12 +1,14 @@
-"""Text generation for evaluation, the difficulty filter, the fixed-set reward and the app.
+"""Text generation for evaluation, the difficulty filter, pass@k and the app.
 
-``generate`` is greedy decoding and ``sample`` draws several completions per prompt at a
-temperature, both through one KV-cache loop of our own (``_decode``): prompts sorted by length so
-a batch carries little padding, left-padded, the system prompt that every prompt shares run once
-per batch and copied to every row, each prompt prefilled once however many samples it gets, and
-rows that reached end of turn dropped from the batch at once. Greedy answers match one-at-a-time
-``model.generate`` (``generate_one_at_a_time``; checked in the tests and
-benchmarks/batched_generation.py). vLLM (GPU only, opt-in) is here too.
+``generate`` is greedy decoding through transformers' batched ``model.generate`` (prompts sorted
+by length so a batch carries little padding, left-padded); its answers match one prompt at a time
+(``generate_one_at_a_time``; checked in the tests and benchmarks/batched_generation.py). ``sample``
+draws several completions per prompt at a temperature through a KV-cache loop of our own
+(``_sample_batch``): the system prompt every prompt shares runs once per batch, each prompt is
+prefilled once however many samples it gets, and rows that reached end of turn leave the batch at
+once. The library copies a prompt per sample before its prefill and decodes finished rows to the
+end: on the cpu profile ``sample`` took half the library's time, where greedy decoding by hand
+gained nothing (README, "batched generation"). vLLM (GPU only, opt-in) is here too.
 """
 
 from __future__ import annotations
@@ -96,18 +98,18 @@ def _left_padded(token_lists: Sequence[Sequence[int]], pad_id: int) -> tuple[Any
     return input_ids, mask
 
 
-def _decode(
+def _sample_batch(
     model: Any,
     token_lists: list[list[int]],
     pad_id: int,
     stops: set[int],
     max_new_tokens: int,
-    repeats: int = 1,
-    temperature: float = 0.0,
-    generator: Any = None,
+    repeats: int,
+    temperature: float,
+    generator: Any,
 ) -> list[list[int]]:
-    """New tokens for one left-padded batch: ``repeats`` rows per prompt (prompt-major order),
-    greedy when ``temperature`` is 0, else sampled; finished rows leave the KV cache at once."""
+    """New tokens for one left-padded batch, ``repeats`` sampled rows per prompt (prompt-major
+    order); finished rows leave the KV cache at once."""
     import torch
     from transformers import DynamicCache
 
@@ -116,8 +118,6 @@ def _decode(
     cache = DynamicCache(config=model.config)  # rows are dropped from it in place
 
     def pick(logits: Any) -> Any:
-        if temperature <= 0:
-            return logits.argmax(-1)
         probabilities = torch.softmax(logits.float() / temperature, dim=-1)
         return torch.multinomial(probabilities, 1, generator=generator).squeeze(-1)
 
@@ -142,12 +142,11 @@ def _decode(
         input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
         **{cache_argument: cache},
     )
-    logits, last_position = out.logits[:, -1, :], positions[:, -1]
-    if repeats > 1:
-        # each prompt was prefilled once; its samples share that prefill
-        cache.batch_repeat_interleave(repeats)
-        logits, mask = logits.repeat_interleave(repeats, 0), mask.repeat_interleave(repeats, 0)
-        last_position = last_position.repeat_interleave(repeats, 0)
+    # each prompt was prefilled once; its samples share that prefill
+    cache.batch_repeat_interleave(repeats)
+    logits = out.logits[:, -1, :].repeat_interleave(repeats, 0)
+    mask = mask.repeat_interleave(repeats, 0)
+    last_position = positions[:, -1].repeat_interleave(repeats, 0)
     next_tokens = pick(logits)
     rows = len(token_lists) * repeats
     generated: list[list[int]] = [[] for _ in range(rows)]
@@ -176,9 +175,19 @@ def _decode(
     return generated
 
 
-def _run(loaded: Any, prompts: Sequence[str], max_new_tokens: int, batch_size: int, repeats: int, temperature: float,
-         seed: int, progress: bool, label: str) -> list[list[str]]:
-    """``repeats`` completions per prompt, in prompt order; batches hold ``batch_size`` rows."""
+def _tokenized(tokenizer: Any, prompts: Sequence[str]) -> list[list[int]]:
+    # the chat template already wrote every special token the model expects
+    return [tokenizer(prompt, add_special_tokens=False)["input_ids"] for prompt in prompts]
+
+
+def _longest_first(token_lists: Sequence[Sequence[int]]) -> list[int]:
+    """Prompt indices longest first, so each batch holds prompts of similar length: little padding."""
+    return sorted(range(len(token_lists)), key=lambda index: -len(token_lists[index]))
+
+
+def generate(loaded: Any, prompts: Sequence[str], max_new_tokens: int, batch_size: int, progress: bool = True) -> list[str]:
+    """Greedy completions (new tokens only, up to end of turn) for rendered chat prompts, in order:
+    transformers' batched ``model.generate`` over left-padded batches of similar length."""
     import torch
     from tqdm.auto import tqdm
 
@@ -186,12 +195,51 @@ def _run(loaded: Any, prompts: Sequence[str], max_new_tokens: int, batch_size: i
         return []
     model, tokenizer = loaded.model, loaded.tokenizer
     limit_threads()
+    stops = stop_token_ids(tokenizer, model)
+    pad_id = _pad_id(tokenizer, stops)
+    token_lists = _tokenized(tokenizer, prompts)
+    order = _longest_first(token_lists)
+    texts: list[str] = [""] * len(prompts)
+    was_training = model.training
+    model.eval()
+    bar = tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not progress, file=sys.stderr)
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                chunk = order[start:start + batch_size]
+                input_ids, attention_mask = _left_padded([token_lists[index] for index in chunk], pad_id)
+                out = model.generate(
+                    input_ids=input_ids.to(model.device), attention_mask=attention_mask.to(model.device),
+                    max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops, pad_token_id=pad_id,
+                )
+                decoded = _decode_rows(tokenizer, out[:, input_ids.shape[1]:].tolist(), set(stops))
+                for index, text in zip(chunk, decoded):
+                    texts[index] = text
+                bar.update(len(chunk))
+    finally:
+        bar.close()
+        model.train(was_training)
+    return texts
+
+
+def sample(loaded: Any, prompts: Sequence[str], num_samples: int, max_new_tokens: int, temperature: float,
+           batch_size: int, seed: int, progress: bool = True, label: str = "sample") -> list[list[str]]:
+    """``num_samples`` completions per prompt at ``temperature`` > 0 (no top-k/top-p, as GRPO
+    samples), in prompt order; a batch holds ``max(batch_size, num_samples)`` rows."""
+    import torch
+    from tqdm.auto import tqdm
+
+    if not prompts:
+        return []
+    if temperature <= 0:
+        raise ValueError(f"sampling needs a temperature above 0, got {temperature}; greedy decoding is generate()")
+    model, tokenizer = loaded.model, loaded.tokenizer
+    limit_threads()
     stops = set(stop_token_ids(tokenizer, model))
     pad_id = _pad_id(tokenizer, stops)
-    # the chat template already wrote every special token the model expects
-    token_lists = [tokenizer(prompt, add_special_tokens=False)["input_ids"] for prompt in prompts]
-    order = sorted(range(len(prompts)), key=lambda index: -len(token_lists[index]))
-    per_batch = max(1, batch_size // repeats)
+    token_lists = _tokenized(tokenizer, prompts)
+    order = _longest_first(token_lists)
+    per_batch = max(1, max(batch_size, num_samples) // num_samples)
     results: list[list[str]] = [[] for _ in prompts]
     was_training = model.training
     model.eval()
@@ -200,31 +248,18 @@ def _run(loaded: Any, prompts: Sequence[str], max_new_tokens: int, batch_size: i
         with torch.inference_mode():
             for start in range(0, len(order), per_batch):
                 chunk = order[start:start + per_batch]
-                generator = None
-                if temperature > 0:
-                    # seeded per batch: the same prompts sample the same way on every run
-                    generator = torch.Generator(device=model.device).manual_seed(int(seed) + start)
-                rows = _decode(model, [token_lists[index] for index in chunk], pad_id, stops, max_new_tokens,
-                               repeats, temperature, generator)
+                # seeded per batch: the same prompts sample the same way on every run
+                generator = torch.Generator(device=model.device).manual_seed(int(seed) + start)
+                rows = _sample_batch(model, [token_lists[index] for index in chunk], pad_id, stops, max_new_tokens,
+                                     num_samples, temperature, generator)
                 texts = _decode_rows(tokenizer, rows, stops)
                 for position, index in enumerate(chunk):
-                    results[index] = texts[position * repeats:(position + 1) * repeats]
+                    results[index] = texts[position * num_samples:(position + 1) * num_samples]
                 bar.update(len(chunk))
     finally:
         bar.close()
         model.train(was_training)
     return results
-
-
-def generate(loaded: Any, prompts: Sequence[str], max_new_tokens: int, batch_size: int, progress: bool = True) -> list[str]:
-    """Greedy completions (new tokens only, up to end of turn) for rendered chat prompts, in order."""
-    return [texts[0] for texts in _run(loaded, prompts, max_new_tokens, batch_size, 1, 0.0, 0, progress, "generate")]
-
-
-def sample(loaded: Any, prompts: Sequence[str], num_samples: int, max_new_tokens: int, temperature: float,
-           batch_size: int, seed: int, progress: bool = True, label: str = "sample") -> list[list[str]]:
-    """``num_samples`` completions per prompt at ``temperature`` (no top-k/top-p, as GRPO samples)."""
-    return _run(loaded, prompts, max_new_tokens, max(batch_size, num_samples), num_samples, temperature, seed, progress, label)
 
 
 def generate_one_at_a_time(loaded: Any, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
@@ -246,28 +281,33 @@ def generate_one_at_a_time(loaded: Any, prompts: Sequence[str], max_new_tokens: 
     return texts
 
 
-def generate_with_library(loaded: Any, prompts: Sequence[str], max_new_tokens: int, batch_size: int) -> list[str]:
-    """Reference: transformers' own batched ``model.generate`` (left padding, greedy), the
-    library's way of doing what ``generate`` does by hand; benchmarks/batched_generation.py
-    measures the two against each other on the same batches."""
+def sample_with_library(loaded: Any, prompts: Sequence[str], num_samples: int, max_new_tokens: int, temperature: float,
+                        batch_size: int, seed: int) -> list[list[str]]:
+    """Reference for ``sample``: transformers' batched ``model.generate`` with
+    ``num_return_sequences`` (left padding, no top-k/top-p); the library copies each prompt
+    ``num_samples`` times before its prefill, where ``sample`` prefills it once."""
     import torch
 
     model, tokenizer = loaded.model, loaded.tokenizer
     stops = stop_token_ids(tokenizer, model)
     pad_id = _pad_id(tokenizer, stops)
-    token_lists = [tokenizer(prompt, add_special_tokens=False)["input_ids"] for prompt in prompts]
-    texts: list[str] = []
+    token_lists = _tokenized(tokenizer, prompts)
+    per_batch = max(1, batch_size // num_samples)
+    results: list[list[str]] = []
     model.eval()
     with torch.inference_mode():
-        for start in range(0, len(token_lists), batch_size):
-            input_ids, attention_mask = _left_padded(token_lists[start:start + batch_size], pad_id)
+        for start in range(0, len(token_lists), per_batch):
+            torch.manual_seed(int(seed) + start)
+            input_ids, attention_mask = _left_padded(token_lists[start:start + per_batch], pad_id)
             width = input_ids.shape[1]
             out = model.generate(
                 input_ids=input_ids.to(model.device), attention_mask=attention_mask.to(model.device),
-                max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops, pad_token_id=pad_id,
+                max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
+                num_return_sequences=num_samples, eos_token_id=stops, pad_token_id=pad_id,
             )
-            texts.extend(_decode_rows(tokenizer, out[:, width:].tolist(), set(stops)))
-    return texts
+            texts = _decode_rows(tokenizer, out[:, width:].tolist(), set(stops))
+            results.extend(texts[row * num_samples:(row + 1) * num_samples] for row in range(len(texts) // num_samples))
+    return results
 
 
 def vllm_usable(cfg: Any) -> bool:
