@@ -1,11 +1,11 @@
 """What a finished training stage records beside its weights: ``training_summary.json``.
 
-One typed record, ``TrainingRecord``, read and written only here. 04_train_sft.py and
-05_train_grpo.py write it when they save (``training.save_stage``; 04 adds its closing
-evaluation), 08_export.py writes one into the folder it exports; the loader, the app, the
-rehearsal's checks and 08 read it. The file's name and keys are the ones older versions wrote,
-so their folders load: a missing key reads as None, a value of the wrong type too (a damaged
-record is unknown, not a crash), and keys this version does not know are kept as they were.
+One typed record, ``TrainingRecord``: 04_train_sft.py and 05_train_grpo.py write it when they
+save (``training.save_stage``; 04 adds its closing evaluation), and the loader, the app, the
+rehearsal's checks and the stale-weights check read it. 08_export.py writes the same file into
+the folder it exports (``exported_from`` is its key). The file's name and keys are the ones older
+versions wrote, so their folders load: a missing key reads as None, a value of the wrong type
+too (a damaged record is unknown, not a crash), and keys this version does not know are kept.
 """
 
 from __future__ import annotations
