@@ -34,14 +34,9 @@ import logging
 
 from finreason import configuration, console, data, evaluation, models, outputlock, storage, training
 from finreason.layout import Layout
+from finreason.training_record import TrainingRecord
 
 _LOG = logging.getLogger("sft")
-CARD_KEYS = (
-    "MODEL_NAME", "FINETUNE", "LOAD_IN_4BIT", "COMPUTE_DTYPE", "CPU_PRECISION", "EVIDENCE_MODE", "SFT_TARGET", "MAX_SEQ_LEN",
-    "PROMPT_TOKEN_BUDGET", "LORA_R", "LORA_ALPHA", "LORA_DROPOUT", "LORA_TARGET_MODULES", "SFT_TRAIN_LIMIT",
-    "SFT_BATCH_SIZE", "SFT_GRAD_ACCUM", "SFT_LEARNING_RATE", "SFT_EPOCHS", "SFT_MAX_STEPS",
-    "GRADIENT_CHECKPOINTING", "SFT_PAD_TO_MULTIPLE", "SFT_TRL_ARGS", "SEED",
-)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,13 +57,17 @@ def run(args: argparse.Namespace, cfg) -> dict:
     # data: validated before anything heavy is imported or loaded
     rows = data.first(training.load_rows(where.sft_train, training.SFT_FIELDS), cfg.SFT_TRAIN_LIMIT)
 
-    # TRL's config, SFT_TRL_ARGS included: a field TRL refuses stops the run before the model loads
-    sft_args = training.sft_config(cfg, where)
+    # precision: decided once, for TRL's config, the run's identity and its record
     precision, why = training.precision_decision(cfg)
     _LOG.info("training precision: %s (%s)", precision, why)
 
-    # tokenizer: rows longer than MAX_SEQ_LEN would be truncated through their Program/Answer lines
-    tokenizer = models.load_tokenizer(cfg)
+    # TRL's config, SFT_TRL_ARGS included: a field TRL refuses stops the run before the model loads
+    sft_args = training.sft_config(cfg, where, precision)
+
+    # tokenizer: the base model's, from the local folder the model loads from too; rows longer
+    # than MAX_SEQ_LEN would be truncated through their Program/Answer lines
+    base_path = models.resolve_model_path(cfg.MODEL_NAME, cfg.OUTPUT_DIR)
+    tokenizer = models.load_tokenizer(cfg, base_path)
     rows, too_long = training.split_by_length(rows, tokenizer, cfg.MAX_SEQ_LEN)
     if too_long:
         _LOG.warning("skipped %d rows longer than MAX_SEQ_LEN=%d tokens (e.g. %s); raise MAX_SEQ_LEN or lower "
@@ -87,7 +86,7 @@ def run(args: argparse.Namespace, cfg) -> dict:
 
     # model: FINETUNE=lora: the base (NF4 when LOAD_IN_4BIT) with fresh LoRA weights on the
     # LORA_TARGET_MODULES it has; FINETUNE=full: every weight of the base
-    loaded = models.load_model(cfg, trainable=True)
+    loaded = models.load_model(cfg, trainable=True, base_path=base_path, tokenizer=tokenizer)
     # SFTTrainer pads on the right for training; save_stage restores the generation-side padding
     tokenizer.padding_side = "right"
 
@@ -96,8 +95,7 @@ def run(args: argparse.Namespace, cfg) -> dict:
     from trl import SFTTrainer
 
     # resume only the same run: same constants, rows and base weights (else start afresh, saying why)
-    identity = training.run_identity(cfg, "sft", CARD_KEYS, rows, models.weights_fingerprint(loaded.info["model_path"]),
-                                     precision)
+    identity = training.run_identity(cfg, "sft", rows, models.weights_fingerprint(base_path), precision)
     resume = training.prepare_run(where, "sft", identity, args.fresh)
     trainer = SFTTrainer(
         model=loaded.model,
@@ -116,39 +114,38 @@ def run(args: argparse.Namespace, cfg) -> dict:
     # rank takes part in the save (ZeRO-3/FSDP gather the weights), the main process writes
     main_process = trainer.is_world_process_zero()
     losses = [entry["loss"] for entry in training.read_step_log(where.step_log("sft")) if "loss" in entry] if main_process else []
-    bundle_note = _read_manifest_data(where) if main_process else None
-    summary = training.save_stage(trainer, tokenizer, cfg, "sft", {
-        "train_rows": len(rows),
-        "skipped_too_long": too_long,
-        "train_data": str(where.sft_train),
-        "global_step": result.global_step,
-        "resumed_from": resume,
-        "first_loss": losses[0] if losses else None,
-        "final_loss": losses[-1] if losses else result.training_loss,
-        "train_runtime_s": result.metrics.get("train_runtime"),
-        "trainable_parameters": trainable,
-        "precision": precision,
-        "model_info": loaded.info,
-    }, facts={
+    final_loss = losses[-1] if losses else result.training_loss
+    record = training.save_stage(trainer, tokenizer, cfg, TrainingRecord(
+        stage="sft",
+        train_data=str(where.sft_train),
+        train_rows=len(rows),
+        skipped_too_long=too_long,
+        global_step=result.global_step,
+        resumed_from=resume,
+        first_loss=losses[0] if losses else None,
+        final_loss=final_loss,
+        train_runtime_s=result.metrics.get("train_runtime"),
+        trainable_parameters=trainable,
+        precision=precision,
+        model_info=loaded.info,
+    ), card={
         "base model": cfg.MODEL_NAME,
         "method": _method(cfg) + " SFT with TRL SFTTrainer, loss on completion tokens only",
         "training data": f"{where.sft_train} ({len(rows)} rows; {cfg.SFT_TARGET} targets)",
         "optimizer steps": result.global_step,
         "precision": precision,
-        "final training loss": losses[-1] if losses else result.training_loss,
-    }, card_keys=CARD_KEYS, data=bundle_note)
-    if not main_process:
+        "final training loss": final_loss,
+    }, data=_read_manifest_data(where) if main_process else None)
+    if record is None:
         return {}
 
     # evaluate: what 06_evaluate.py --stage sft runs (EVAL_SPLIT, EVAL_LIMIT), on the saved weights
     if not args.no_eval:
         del trainer, loaded
         gc.collect()
-        evaluated = evaluation.run_stage(cfg, "sft")
-        training.add_evaluation(summary["weights"], evaluated)
-        _LOG.info("evaluation: %s", training.evaluation_text(evaluated))
-        summary["evaluation"] = evaluated
-    return summary
+        record = training.add_evaluation(record, evaluation.run_stage(cfg, "sft"))
+        _LOG.info("evaluation: %s", training.evaluation_text(record.evaluation))
+    return record.as_dict()
 
 
 def _method(cfg) -> str:

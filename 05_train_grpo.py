@@ -34,14 +34,9 @@ import logging
 
 from finreason import configuration, console, data, difficulty, generation, models, outputlock, rewards, training
 from finreason.layout import Layout
+from finreason.training_record import TrainingRecord
 
 _LOG = logging.getLogger("grpo")
-CARD_KEYS = (
-    "MODEL_NAME", "FINETUNE", "LOAD_IN_4BIT", "COMPUTE_DTYPE", "CPU_PRECISION", "EVIDENCE_MODE", "GRPO_TRAIN_LIMIT",
-    "NUM_GENERATIONS", "GRPO_MAX_NEW_TOKENS", "GRPO_TEMPERATURE", "GRPO_LEARNING_RATE", "GRPO_BETA",
-    "GRPO_LOSS_TYPE", "GRPO_BATCH_SIZE", "GRPO_GRAD_ACCUM", "GRPO_MAX_STEPS", "REWARD_CORRECT_WEIGHT",
-    "REWARD_FORMAT_WEIGHT", "REWARD_MAX_ERROR_SHARE", "DIFFICULTY_FILTER", "DIFFICULTY_MAX_CANDIDATES", "GRPO_TRL_ARGS", "SEED",
-)
 SHOWN_PER_STEP = (
     "reward", "rewards/correctness_reward/mean", "correctness_mixed_group_share", "rewards/format_reward/mean", "loss",
     "rewards/correctness_reward/errors", "rewards/format_reward/errors",
@@ -68,11 +63,13 @@ def run(args: argparse.Namespace, cfg) -> dict:
     sft_fingerprint = models.weights_fingerprint(sft_weights)
     _LOG.info("%d candidate questions from %s", len(rows), where.grpo_train)
 
-    # TRL's config, GRPO_TRL_ARGS included: a field TRL refuses stops the run before the model loads
-    use_vllm = generation.vllm_usable(cfg)
-    grpo_args = training.grpo_config(cfg, where, use_vllm)
+    # precision: decided once, for TRL's config, the run's identity and its record
     precision, why = training.precision_decision(cfg)
     _LOG.info("training precision: %s (%s)", precision, why)
+
+    # TRL's config, GRPO_TRL_ARGS included: a field TRL refuses stops the run before the model loads
+    use_vllm = generation.vllm_usable(cfg)
+    grpo_args = training.grpo_config(cfg, where, use_vllm, precision)
 
     # seed
     from transformers import set_seed
@@ -102,7 +99,7 @@ def run(args: argparse.Namespace, cfg) -> dict:
     from trl import GRPOTrainer
 
     # resume only the same run: same constants, prompts (after the filter) and SFT weights
-    identity = training.run_identity(cfg, "grpo", CARD_KEYS, train_rows, sft_fingerprint, precision)
+    identity = training.run_identity(cfg, "grpo", train_rows, sft_fingerprint, precision)
     resume = training.prepare_run(where, "grpo", identity, args.fresh)
     trainer = GRPOTrainer(
         model=loaded.model,
@@ -121,32 +118,35 @@ def run(args: argparse.Namespace, cfg) -> dict:
     steps = [step_brief(entry) for entry in training.read_step_log(where.step_log("grpo")) if "reward" in entry]
     first, last = (steps[0], steps[-1]) if steps else (None, None)
     mixed = [step["correctness_mixed_group_share"] for step in steps if step["correctness_mixed_group_share"] is not None]
-    return training.save_stage(trainer, loaded.tokenizer, cfg, "grpo", {
-        "sft_weights": str(sft_weights),
-        "sft_weights_sha256": sft_fingerprint,
-        "train_data": str(where.grpo_train),
-        "candidates": len(rows),
-        "train_rows": len({row["id"] for row in train_rows}),
-        "difficulty_filter": {k: v for k, v in filter_report.items() if k not in ("kept_ids", "counts")},
-        "global_step": result.global_step,
-        "resumed_from": resume,
-        "train_runtime_s": result.metrics.get("train_runtime"),
-        "use_vllm": use_vllm,
-        "precision": precision,
-        "steps": steps,
-        "mixed_group_share": sum(mixed) / len(mixed) if mixed else None,
-        "reward_errors": {"raised": reward_errors.raised, "evaluated": reward_errors.evaluated, "first": reward_errors.first},
-    }, facts={
+    questions = len({row["id"] for row in train_rows})
+    record = training.save_stage(trainer, loaded.tokenizer, cfg, TrainingRecord(
+        stage="grpo",
+        sft_weights=str(sft_weights),
+        sft_weights_sha256=sft_fingerprint,
+        train_data=str(where.grpo_train),
+        candidates=len(rows),
+        train_rows=questions,
+        difficulty_filter={k: v for k, v in filter_report.items() if k not in ("kept_ids", "counts")},
+        global_step=result.global_step,
+        resumed_from=resume,
+        train_runtime_s=result.metrics.get("train_runtime"),
+        use_vllm=use_vllm,
+        precision=precision,
+        steps=steps,
+        mixed_group_share=sum(mixed) / len(mixed) if mixed else None,
+        reward_errors={"raised": reward_errors.raised, "evaluated": reward_errors.evaluated, "first": reward_errors.first},
+    ), card={
         "base model": cfg.MODEL_NAME,
         "method": f"GRPO (TRL GRPOTrainer, loss {cfg.GRPO_LOSS_TYPE}, beta {cfg.GRPO_BETA}) continuing the SFT weights",
         "started from": f"{sft_weights} (sha256 {sft_fingerprint[:16]})",
-        "training prompts": f"{len({row['id'] for row in train_rows})} of {len(rows)} candidates ({filter_report.get('decision')})",
+        "training prompts": f"{questions} of {len(rows)} candidates ({filter_report.get('decision')})",
         "optimizer steps": result.global_step,
         "precision": precision,
         "mean correctness, first -> last step": _pair(first, last, "correctness"),
         "groups with mixed correctness (mean over steps)": f"{sum(mixed) / len(mixed):.3f}" if mixed else "n/a",
         "reward evaluations that raised": f"{reward_errors.raised} of {reward_errors.evaluated}",
-    }, card_keys=CARD_KEYS)
+    })
+    return {} if record is None else record.as_dict()
 
 
 def step_brief(entry: dict) -> dict:

@@ -33,9 +33,10 @@ from typing import Any
 
 import streamlit as st
 
-from finreason import console, evaluation, generation, models, programs, prompts, questions, retrieval, scoring, serving, stats, storage, uploads
+from finreason import console, evaluation, generation, models, programs, prompts, questions, retrieval, scoring, serving, stats, uploads
 from finreason.configuration import Config, ConfigError, config_tokens, parse_args, resolve_config
 from finreason.data import DataError, load_from_config
+from finreason.training_record import TrainingRecord
 
 ENV_ARGS = "FINREASON_ARGS"
 EXAMPLE_SPLIT = "test"
@@ -69,11 +70,10 @@ def trained_evidence(folder: str | None) -> str | None:
     training_summary.json records it; None when unknown."""
     if folder is None:
         return None
-    summary = storage.read_json_object(Path(folder) / models.TRAINING_SUMMARY)
-    mode, retriever = summary.get("evidence_mode"), summary.get("retriever")
-    if not isinstance(mode, str) or not mode:
+    record = TrainingRecord.read(folder)
+    if not record.evidence_mode:
         return None
-    return prompts.evidence_label(mode, retriever if isinstance(retriever, dict) else None)
+    return prompts.evidence_label(record.evidence_mode, record.retriever)
 
 
 def load_best_model(cfg: Config) -> tuple[models.LoadedModel, str, list[str]]:

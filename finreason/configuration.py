@@ -17,7 +17,7 @@ import re
 import shutil
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,61 @@ class Config:
 
     def __repr__(self) -> str:
         return f"Config({self._values!r})"
+
+
+# --- constants read as a group -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class StageSettings:
+    """The settings each trainer has its own copy of, named alike: SFT_BATCH_SIZE, GRPO_BATCH_SIZE, ..."""
+
+    group: str
+    batch_size: int
+    grad_accum: int
+    learning_rate: float
+    max_steps: int
+    trl_args: str
+
+    def constant(self, setting: str) -> str:
+        """The constant ``setting`` is read from, for messages: ``constant("batch_size")`` -> "SFT_BATCH_SIZE"."""
+        if setting not in _GROUP_SETTINGS:
+            raise AttributeError(f"StageSettings has no setting {setting!r}")
+        return f"{self.group}_{setting.upper()}"
+
+
+_GROUP_SETTINGS = tuple(spec.name for spec in fields(StageSettings) if spec.name != "group")
+
+
+def stage_settings(cfg: Config, group: str) -> StageSettings:
+    """The ``group``'s ("SFT", "GRPO") copy of the settings every trainer has."""
+    return StageSettings(group, **{name: getattr(cfg, f"{group}_{name.upper()}") for name in _GROUP_SETTINGS})
+
+
+@dataclass(frozen=True)
+class Shaping:
+    """The constants a trainer's weights depend on: every constant of its ``groups`` (by prefix, so a
+    new SFT_* constant counts without a change here) and the ``shared`` ones it reads."""
+
+    groups: tuple[str, ...]
+    shared: tuple[str, ...]
+
+
+# what decides whether a killed run may resume (<stage>/run.json) and what its model card lists;
+# SAVE_STEPS is left out on purpose (checkpoints more or less often train the same weights), and
+# the prompt settings 03 applies are in the training rows' hash instead
+_EVERY_TRAINER = ("SEED", "MODEL_NAME", "LOAD_IN_4BIT", "COMPUTE_DTYPE", "FINETUNE", "CPU_PRECISION", "EVIDENCE_MODE")
+SHAPED_BY = {
+    "sft": Shaping(groups=("LORA", "SFT"), shared=(*_EVERY_TRAINER, "PROMPT_TOKEN_BUDGET", "MAX_SEQ_LEN", "GRADIENT_CHECKPOINTING")),
+    # GRPO continues the SFT weights (their LoRA shape included), whose SHA-256 its identity holds
+    "grpo": Shaping(groups=("GRPO", "REWARD", "DIFFICULTY"), shared=(*_EVERY_TRAINER, "NUM_GENERATIONS")),
+}
+
+
+def training_settings(cfg: Config, stage: str) -> dict[str, Any]:
+    """The constants ``stage``'s weights depend on (``SHAPED_BY``) with their values, in config.py's order."""
+    shaping = SHAPED_BY[stage]
+    prefixes = tuple(f"{group}_" for group in shaping.groups)
+    return {key: getattr(cfg, key) for key in cfg if key in shaping.shared or key.startswith(prefixes)}
 
 
 # --- allowed values ----------------------------------------------------------------------------

@@ -32,6 +32,8 @@ from typing import Any
 from finreason import gguf_files, layout, storage
 from finreason.errors import FinReasonError
 from finreason.storage import atomic_folder, file_sha256
+# TRAINING_SUMMARY stays importable from here, where the loader's readers have always found it
+from finreason.training_record import TRAINING_SUMMARY, TrainingRecord  # noqa: F401
 
 SMOLLM2_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -41,8 +43,6 @@ HUB_PROBE_TIMEOUT_S = 3.0
 HUB_ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "tokenizer*"]
 DONE_MARKER = ".finreason_converted"
 DTYPES = ("bfloat16", "float16", "float32")
-# what the loader reads a trained stage's base model from (written by training.save_stage)
-TRAINING_SUMMARY = "training_summary.json"
 _LOG = logging.getLogger(__name__)
 
 
@@ -298,7 +298,7 @@ def trained_base(folder: Path) -> str:
         if not isinstance(config, dict):
             raise ModelError(f"weights {folder}: {layout.ADAPTER_MARKER} is not a JSON object")
         return str(config.get("base_model_name_or_path") or "")
-    return str(storage.read_json_object(folder / TRAINING_SUMMARY).get("base_model") or "")
+    return TrainingRecord.read(folder).base_model or ""
 
 
 def check_weights(weights: str, base_name: str, base_path: str) -> dict[str, Any]:
@@ -478,13 +478,16 @@ def _attach_adapter(model: Any, adapter: str, base_name: str, trainable: bool) -
         raise ModelError(f"adapter {adapter} does not fit {base_name}: {str(error).splitlines()[0]}") from None
 
 
-def load_model(cfg: Any, weights: str | os.PathLike | None = None, trainable: bool = False) -> LoadedModel:
+def load_model(cfg: Any, weights: str | os.PathLike | None = None, trainable: bool = False, *,
+               base_path: str | None = None, tokenizer: Any = None) -> LoadedModel:
     """The base model (+ NF4), with a stage's trained ``weights`` (adapter or whole-model folder)
-    when given; ``trainable`` gives the weights to train (see module docstring)."""
+    when given; ``trainable`` gives the weights to train (see module docstring). A caller that
+    already resolved the base (``resolve_model_path``) and loaded its tokenizer passes them on, so
+    neither is done twice."""
     import torch
 
     base_name = cfg.MODEL_NAME
-    base_path = resolve_model_path(base_name, cfg.OUTPUT_DIR)
+    base_path = base_path or resolve_model_path(base_name, cfg.OUTPUT_DIR)
     if weights and Path(weights).suffix.lower() == ".gguf":
         # an exported (or any) GGUF of a whole model: converted once, then loaded as a model folder
         weights = resolve_model_path(str(weights), cfg.OUTPUT_DIR)
@@ -523,7 +526,7 @@ def load_model(cfg: Any, weights: str | os.PathLike | None = None, trainable: bo
             model = get_peft_model(model, lora_config(cfg, model))
             loader = "peft"
     # the tokenizer always comes from the base, so every stage sees byte-identical prompts
-    tokenizer = load_tokenizer(cfg, base_path)
+    tokenizer = load_tokenizer(cfg, base_path) if tokenizer is None else tokenizer
     if not trainable:
         model.eval()
     info = {

@@ -49,6 +49,7 @@ from finreason import configuration, console, storage
 from finreason.errors import FinReasonError
 from finreason.layout import Layout
 from finreason.provenance import package_versions
+from finreason.training_record import TrainingRecord
 
 _LOG = logging.getLogger("rehearsal")
 ROOT = Path(__file__).resolve().parent.parent
@@ -186,29 +187,29 @@ def check_outputs(cfg: Any, checks: Checks) -> None:
                   and (prompt.get("retriever") or {}).get("top_k") == 5, {"sft_target": manifest.get("sft_target"), "prompt": prompt})
 
     sft = where.weights("sft")
-    sft_summary = read(sft / "training_summary.json") if sft else {}
-    info = sft_summary.get("model_info") or {}
+    sft_record = TrainingRecord.read(sft) if sft else TrainingRecord()
+    info = sft_record.model_info or {}
     checks.ensure("04 trained an adapter on the 4-bit base", sft is not None and sft.name == "adapter" and info.get("quantization") == "nf4"
-                  and info.get("finetune") == "lora" and sft_summary.get("global_step") == cfg.SFT_MAX_STEPS,
+                  and info.get("finetune") == "lora" and sft_record.global_step == cfg.SFT_MAX_STEPS,
                   {"weights": str(sft), "quantization": info.get("quantization"), "finetune": info.get("finetune"),
-                   "global_step": sft_summary.get("global_step")})
+                   "global_step": sft_record.global_step})
     card = (sft / "README.md").read_text(encoding="utf-8") if sft and (sft / "README.md").is_file() else ""
     checks.ensure("04's model card says NF4 and LoRA", "QLoRA (NF4 base)" in card and "| LOAD_IN_4BIT | True |" in card
                   and "| FINETUNE | lora |" in card, "QLoRA (NF4 base), LOAD_IN_4BIT True, FINETUNE lora" if card else "no card")
 
     grpo = where.weights("grpo")
-    grpo_summary = read(grpo / "training_summary.json") if grpo else {}
+    grpo_record = TrainingRecord.read(grpo) if grpo else TrainingRecord()
     checks.ensure("05 continued the SFT adapter with GRPO", grpo is not None and grpo.name == "adapter"
-                  and grpo_summary.get("sft_weights_sha256") == sft_summary.get("weights_sha256")
-                  and grpo_summary.get("global_step") == cfg.GRPO_MAX_STEPS and bool(grpo_summary.get("steps")),
-                  {"weights": str(grpo), "from_sft": str(grpo_summary.get("sft_weights_sha256"))[:16],
-                   "global_step": grpo_summary.get("global_step"), "difficulty_filter": (grpo_summary.get("difficulty_filter") or {}).get("decision")})
+                  and grpo_record.sft_weights_sha256 == sft_record.weights_sha256
+                  and grpo_record.global_step == cfg.GRPO_MAX_STEPS and bool(grpo_record.steps),
+                  {"weights": str(grpo), "from_sft": str(grpo_record.sft_weights_sha256)[:16],
+                   "global_step": grpo_record.global_step, "difficulty_filter": (grpo_record.difficulty_filter or {}).get("decision")})
 
     stages = {}
     for stage, weights in (("zero_shot", None), ("sft", sft), ("grpo", grpo)):
         summary = read(where.eval_summary(stage))
         made_with = (summary.get("provenance") or {}).get("weights_sha256")
-        expected = read(weights / "training_summary.json").get("weights_sha256") if weights else None
+        expected = TrainingRecord.read(weights).weights_sha256 if weights else None
         stages[stage] = summary.get("n") == cfg.EVAL_LIMIT and made_with == expected
     checks.ensure("02, 04 and 06 evaluated every stage with its own weights", all(stages.values()), stages)
     report = where.root / "report.md"

@@ -4,12 +4,14 @@ Input checks that run before any model loads, the TRL configs (``sft_config``, `
 with the fields that depend on the hardware, checkpoint resumption (only by the same run:
 ``run_identity``, ``prepare_run``), TensorBoard and the step log (one format and file name,
 ``step_log.jsonl``, for both trainers), and ``save_stage``: a finished stage's weights (adapter
-or whole model), tokenizer, SHA-256, ``training_summary.json`` and model card, written together
-the same way by both scripts; ``stale_weights`` names weights trained from since-replaced ones.
+or whole model), tokenizer, SHA-256, its ``TrainingRecord`` (``training_summary.json``) and model
+card, written together the same way by both scripts; ``stale_weights`` names weights trained from
+since-replaced ones.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -17,14 +19,15 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from finreason import layout, prompts, retrieval, stats, storage
+from finreason import configuration, layout, models, prompts, retrieval, stats, storage
 from finreason.errors import FinReasonError
 from finreason.layout import Layout
 from finreason.provenance import provenance
+from finreason.training_record import TrainingRecord
 
 _LOG = logging.getLogger(__name__)
 
@@ -150,8 +153,9 @@ def precision_decision(cfg: Any) -> tuple[str, str]:
     return tuple(broadcast_object_list([choice, why], from_process=0))
 
 
-def hardware_arguments(cfg: Any) -> dict[str, Any]:
-    """TrainingArguments fields that depend on the device and COMPUTE_DTYPE.
+def hardware_arguments(cfg: Any, precision: str | None = None) -> dict[str, Any]:
+    """TrainingArguments fields that depend on the device and the run's ``precision``
+    (``precision_decision``'s; decided here when not given).
 
     TRL's configs default ``bf16=True`` whenever fp16 is off, which fails on a CPU-only
     machine without ``use_cpu``; so precision is always set explicitly here.
@@ -159,12 +163,13 @@ def hardware_arguments(cfg: Any) -> dict[str, Any]:
     import torch
 
     cuda = torch.cuda.is_available()
+    precision = precision or training_precision(cfg)
     return {
         "use_cpu": not cuda,
         # on a CPU, bf16 means autocast over the float32 weights (CPU_PRECISION; the optimizer
         # keeps updating float32 weights, so small updates are not rounded away)
-        "bf16": cfg.COMPUTE_DTYPE == "bfloat16" if cuda else training_precision(cfg) == "bfloat16",
-        "fp16": cuda and cfg.COMPUTE_DTYPE == "float16",
+        "bf16": precision == "bfloat16",
+        "fp16": cuda and precision == "float16",
         # 8-bit AdamW keeps two bytes of optimizer state per trained weight instead of eight: on the
         # 8 GB card it is paged out of VRAM; on a CPU (no paging there) it is what keeps full
         # fine-tuning of the 135M model under 4 GiB in float32. Plain AdamW only without bitsandbytes.
@@ -194,29 +199,29 @@ _HARDWARE_CONSTANTS = {
 }
 
 
-def _trl_config(config_class: Any, cfg: Any, where: Layout, stage: str, changes: dict[str, Any],
+def _trl_config(config_class: Any, cfg: Any, where: Layout, stage: str, precision: str | None, changes: dict[str, Any],
                 constants: Mapping[str, str], derived: Mapping[str, str] | None = None, **fields: Any) -> Any:
-    """A TRL config for ``stage``: its batch, accumulation, rate and steps (both trainers' constants
-    follow one naming: SFT_BATCH_SIZE, GRPO_BATCH_SIZE, ...), the fields set from the ``constants``
-    named (field: constant), ``fields`` (those ``derived`` maps are computed from the constant it
-    names), the hardware arguments, the stage's ``*_TRL_ARGS`` (checked by TRL's own parser), then
-    ``changes`` (the memory probe's overrides)."""
-    prefix = stage.upper()
+    """A TRL config for ``stage``: its batch, accumulation, rate and steps (its
+    ``configuration.stage_settings``), the fields set from the ``constants`` named (field:
+    constant), ``fields`` (those ``derived`` maps are computed from the constant it names), the
+    hardware arguments, the stage's ``*_TRL_ARGS`` (checked by TRL's own parser), then ``changes``
+    (the memory probe's overrides)."""
+    group = configuration.stage_settings(cfg, stage.upper())
     covered = {
-        "output_dir": "OUTPUT_DIR", "per_device_train_batch_size": f"{prefix}_BATCH_SIZE",
-        "gradient_accumulation_steps": f"{prefix}_GRAD_ACCUM", "learning_rate": f"{prefix}_LEARNING_RATE",
-        "max_steps": f"{prefix}_MAX_STEPS", **_HARDWARE_CONSTANTS, **constants, **(derived or {}),
+        "output_dir": "OUTPUT_DIR", "per_device_train_batch_size": group.constant("batch_size"),
+        "gradient_accumulation_steps": group.constant("grad_accum"), "learning_rate": group.constant("learning_rate"),
+        "max_steps": group.constant("max_steps"), **_HARDWARE_CONSTANTS, **constants, **(derived or {}),
     }
-    options = trl_options(config_class, getattr(cfg, f"{prefix}_TRL_ARGS"), f"{prefix}_TRL_ARGS", covered)
+    options = trl_options(config_class, group.trl_args, group.constant("trl_args"), covered)
     values = {
         "output_dir": str(where.checkpoints(stage)),
-        "per_device_train_batch_size": getattr(cfg, f"{prefix}_BATCH_SIZE"),
-        "gradient_accumulation_steps": getattr(cfg, f"{prefix}_GRAD_ACCUM"),
-        "learning_rate": getattr(cfg, f"{prefix}_LEARNING_RATE"),
-        "max_steps": getattr(cfg, f"{prefix}_MAX_STEPS"),
+        "per_device_train_batch_size": group.batch_size,
+        "gradient_accumulation_steps": group.grad_accum,
+        "learning_rate": group.learning_rate,
+        "max_steps": group.max_steps,
         **{field: getattr(cfg, constant) for field, constant in constants.items()},
         **fields,
-        **hardware_arguments(cfg),
+        **hardware_arguments(cfg, precision),
         **options,
         **changes,
     }
@@ -226,7 +231,7 @@ def _trl_config(config_class: Any, cfg: Any, where: Layout, stage: str, changes:
         # TRL's and transformers' own checks (__post_init__): a combination they refuse
         if not options:
             raise
-        raise TrainingInputError(f"--{prefix}_TRL_ARGS={getattr(cfg, f'{prefix}_TRL_ARGS')}: "
+        raise TrainingInputError(f"--{group.constant('trl_args')}={group.trl_args}: "
                                  f"{config_class.__name__} refuses it: {str(error).splitlines()[0]}") from None
 
 
@@ -268,14 +273,15 @@ def _has_bitsandbytes() -> bool:
     return importlib.util.find_spec("bitsandbytes") is not None
 
 
-def sft_config(cfg: Any, where: Layout, **changes: Any) -> Any:
+def sft_config(cfg: Any, where: Layout, precision: str | None = None, **changes: Any) -> Any:
     """TRL SFTConfig for prompt-completion rows: TRL masks the prompt tokens out of the labels
-    (completion_only_loss), so only the assistant's answer is learned. ``changes`` override
-    fields (the memory probe runs a few steps without saving)."""
+    (completion_only_loss), so only the assistant's answer is learned. ``precision``: the run's
+    (decided here when not given). ``changes`` override fields (the memory probe runs a few steps
+    without saving)."""
     from trl import SFTConfig
 
     return _trl_config(
-        SFTConfig, cfg, where, "sft", changes,
+        SFTConfig, cfg, where, "sft", precision, changes,
         {"num_train_epochs": "SFT_EPOCHS", "max_length": "MAX_SEQ_LEN"},
         {"pad_to_multiple_of": "SFT_PAD_TO_MULTIPLE"},
         # TRL's collator pads on the right, after truncation to max_length; None: to the longest row
@@ -287,15 +293,16 @@ def sft_config(cfg: Any, where: Layout, **changes: Any) -> Any:
     )
 
 
-def grpo_config(cfg: Any, where: Layout, use_vllm: bool, **changes: Any) -> Any:
-    """TRL GRPOConfig from the GRPO_* constants; ``changes`` override fields."""
+def grpo_config(cfg: Any, where: Layout, use_vllm: bool, precision: str | None = None, **changes: Any) -> Any:
+    """TRL GRPOConfig from the GRPO_* constants; ``precision`` as for ``sft_config``; ``changes``
+    override fields."""
     from trl import GRPOConfig
 
     from finreason import rewards
 
     _, weights = rewards.reward_functions(cfg)
     return _trl_config(
-        GRPOConfig, cfg, where, "grpo", changes,
+        GRPOConfig, cfg, where, "grpo", precision, changes,
         {"num_generations": "NUM_GENERATIONS", "max_completion_length": "GRPO_MAX_NEW_TOKENS",
          "temperature": "GRPO_TEMPERATURE", "beta": "GRPO_BETA", "loss_type": "GRPO_LOSS_TYPE"},
         {"scale_rewards": "GRPO_LOSS_TYPE", "reward_weights": "REWARD_CORRECT_WEIGHT and REWARD_FORMAT_WEIGHT",
@@ -343,16 +350,14 @@ def require_same_on_every_process(ids: Sequence[str], what: str) -> None:
         _LOG.info("the same %d %s on all %d processes (sha256 %s)", len(set(ids)), what, state.num_processes, digest[:12])
 
 
-def run_identity(cfg: Any, stage: str, keys: Iterable[str], rows: Sequence[Mapping[str, Any]], start_sha256: str,
-                 precision: str) -> dict[str, Any]:
-    """What shapes a stage's weights: the ``keys`` constants (the model card's), the precision that
-    computes (CPU_PRECISION=auto resolves per machine), the process count (it sets the effective
-    batch), the SHA-256 of the training rows as trained on, and the starting weights' SHA-256 (the
-    base model's for SFT, the SFT weights' for GRPO). Checkpoints and the step log are reused only
-    by the same run."""
+def run_identity(cfg: Any, stage: str, rows: Sequence[Mapping[str, Any]], start_sha256: str, precision: str) -> dict[str, Any]:
+    """What shapes a stage's weights: the constants it depends on (``configuration.training_settings``,
+    also the model card's), the precision that computes (CPU_PRECISION=auto resolves per machine),
+    the process count (it sets the effective batch), the SHA-256 of the training rows as trained
+    on, and the starting weights' SHA-256 (the base model's for SFT, the SFT weights' for GRPO).
+    Checkpoints and the step log are reused only by the same run."""
     rows_text = json.dumps(list(rows), sort_keys=True, ensure_ascii=False, default=str)
-    settings = {key: getattr(cfg, key) for key in keys if key in cfg}
-    settings.update(precision=precision, processes=process_state().num_processes)
+    settings = {**configuration.training_settings(cfg, stage), "precision": precision, "processes": process_state().num_processes}
     return {
         "stage": stage,
         # as run.json reads them back (tuples as lists), so the same run compares equal
@@ -563,28 +568,26 @@ def save_stage(
     trainer: Any,
     tokenizer: Any,
     cfg: Any,
-    stage: str,
-    summary: dict[str, Any],
-    facts: Mapping[str, Any],
-    card_keys: Iterable[str],
+    trained: TrainingRecord,
+    card: Mapping[str, Any],
     data: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Save a trained stage: weights (an adapter, or the whole model when every weight trained)
-    under <stage>/adapter or <stage>/model, the tokenizer (left padding, as generation uses it),
-    ``training_summary.json`` (``summary`` + weights hash + provenance) and README.md (TRL's
-    model card, extended with ``facts`` and the ``card_keys`` constants).
+) -> TrainingRecord | None:
+    """Save a trained stage (``trained.stage``): weights (an adapter, or the whole model when every
+    weight trained) under <stage>/adapter or <stage>/model, the tokenizer (left padding, as
+    generation uses it), its record (``trained`` completed with the weights, their hash and
+    provenance) and README.md (TRL's model card, extended with ``card`` and the constants the
+    stage depends on).
 
     All four are written to ``<stage>/.saving`` and renamed into place together, so a kill
     leaves the old set or the new one, never a mix. Weights of the other kind are moved to
     ``<stage>/archive/`` (named in the log), not deleted. Every rank calls this (ZeRO-3/FSDP
     gather the weights from all of them inside ``save_model``); only the main process writes
-    the rest, and it alone gets the summary back ({} elsewhere)."""
+    the rest, and it alone gets the record back (None elsewhere)."""
     from peft import PeftModel
-
-    from finreason import models
 
     state = process_state()
     where = Layout.of(cfg)
+    stage = trained.stage
     kind = layout.ADAPTER if isinstance(trainer.model, PeftModel) else layout.MODEL
     folder = where.weights_dir(stage, kind)
     staging = where.saving(stage)
@@ -594,28 +597,27 @@ def save_stage(
     trainer.save_model(str(staging))
     state.wait_for_everyone()
     if not state.is_main_process:
-        return {}
+        return None
     try:
         tokenizer.padding_side = "left"
         tokenizer.save_pretrained(str(staging))
-        summary = {
-            "stage": stage,
-            "weights": str(folder),
-            "weights_kind": kind,
-            "weights_sha256": models.weights_fingerprint(staging),
-            "base_model": cfg.MODEL_NAME,
-            "evidence_mode": cfg.EVIDENCE_MODE,
-            "retriever": retrieval.used_by(cfg),
-            **summary,
-            "provenance": provenance(cfg, data=dict(data) if data else None, model=cfg.MODEL_NAME),
-        }
-        storage.atomic_write_json(staging / models.TRAINING_SUMMARY, summary)
-        storage.atomic_write_text(staging / "README.md", model_card(trainer, cfg, stage, summary, facts, card_keys))
+        record = dataclasses.replace(
+            trained,
+            weights=str(folder),
+            weights_kind=kind,
+            weights_sha256=models.weights_fingerprint(staging),
+            base_model=cfg.MODEL_NAME,
+            evidence_mode=cfg.EVIDENCE_MODE,
+            retriever=retrieval.used_by(cfg),
+            provenance=provenance(cfg, data=dict(data) if data else None, model=cfg.MODEL_NAME),
+        )
+        record.write(staging)
+        storage.atomic_write_text(staging / "README.md", model_card(trainer, cfg, record, card))
         storage.install_folder(staging, folder)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    _LOG.info("%s %s saved to %s (sha256 %s)", stage.upper(), kind, folder, summary["weights_sha256"][:16])
+    _LOG.info("%s %s saved to %s (sha256 %s)", stage.upper(), kind, folder, record.weights_sha256[:16])
     other = where.weights_dir(stage, layout.MODEL if kind == layout.ADAPTER else layout.ADAPTER)
     if other.exists():
         archived = where.weights_archive(stage) / f"{other.name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -624,39 +626,38 @@ def save_stage(
         _LOG.warning("%s: the previous %s weights (%s) were moved to %s; the new %s replaces them", stage, other.name, other, archived, kind)
     for later, reason in stale_weights(where).items():
         _LOG.warning("%s weights are now stale: %s", later.upper(), reason)
-    return summary
+    return record
 
 
 def stale_weights(where: Layout) -> dict[str, str]:
     """Stages whose weights were trained from weights that have since been replaced, with why
-    (GRPO continues the SFT weights: its summary records their SHA-256)."""
-    from finreason import models
-
+    (GRPO continues the SFT weights: its record holds their SHA-256)."""
     found = where.weights("grpo")
     if found is None:
         return {}
-    started_from = storage.read_json_object(found / models.TRAINING_SUMMARY).get("sft_weights_sha256")
+    started_from = TrainingRecord.read(found).sft_weights_sha256
     sft = where.weights("sft")
-    now = storage.read_json_object(sft / models.TRAINING_SUMMARY).get("weights_sha256") if sft else None
+    now = TrainingRecord.read(sft).weights_sha256 if sft else None
     if not started_from or started_from == now:
         return {}
     current = f"the SFT weights are now {now[:12]}" if now else "there are no SFT weights now"
     return {"grpo": f"trained from SFT weights {started_from[:12]}, but {current}: rerun 05_train_grpo.py"}
 
 
-def model_card(trainer: Any, cfg: Any, stage: str, summary: Mapping[str, Any], facts: Mapping[str, Any], card_keys: Iterable[str]) -> str:
+def model_card(trainer: Any, cfg: Any, record: TrainingRecord, card: Mapping[str, Any]) -> str:
     """TRL's model card for the trainer (``create_model_card``), then what FinReason adds: the
-    evidence mode, the facts of this training and the constants that shaped it."""
+    evidence mode, the ``card`` facts of this training and the constants that shaped it."""
     from huggingface_hub import ModelCard
 
+    stage = record.stage
     trainer.create_model_card(model_name=f"finreason-{stage}", dataset_name="FinQA", tags=["finreason", "finqa", stage])
     card_path = Path(trainer.args.output_dir) / "README.md"
     base = ModelCard.load(card_path).content if card_path.is_file() else f"# finreason-{stage}\n"
     lines = ["", "## FinReason", "", "| | |", "|---|---|"]
-    rows = {"evidence": prompts.evidence_label(cfg.EVIDENCE_MODE, summary.get("retriever")), "weights sha256": summary["weights_sha256"][:16], **facts}
+    rows = {"evidence": prompts.evidence_label(cfg.EVIDENCE_MODE, record.retriever), "weights sha256": record.weights_sha256[:16], **card}
     lines += [f"| {key} | {_cell(value)} |" for key, value in rows.items()]
     lines += ["", "### Training config", "", "| constant | value |", "|---|---|"]
-    lines += [f"| {key} | {_cell(getattr(cfg, key))} |" for key in card_keys if key in cfg]
+    lines += [f"| {key} | {_cell(value)} |" for key, value in configuration.training_settings(cfg, stage).items()]
     lines += ["", "Full provenance (config snapshot, package versions, data source): `training_summary.json`.", ""]
     return base.rstrip() + "\n" + "\n".join(lines)
 
@@ -668,24 +669,25 @@ def _cell(value: Any) -> str:
 
 
 def evaluation_brief(evaluation_summary: Mapping[str, Any]) -> dict[str, Any]:
-    """The fields of an evaluation summary that a model folder records (training_summary.json)."""
+    """The fields of an evaluation summary that a model folder records (its ``TrainingRecord.evaluation``)."""
     return {key: evaluation_summary.get(key) for key in (
         "stage", "split", "evidence_mode", "retriever", "n", "execution_accuracy", "execution_accuracy_ci95",
         "lenient_accuracy", "program_accuracy", "no_answer_rate", "records")}
 
 
-def add_evaluation(folder: str | os.PathLike, evaluation_summary: Mapping[str, Any]) -> None:
-    """Record a finished stage's evaluation beside its weights: in training_summary.json and as a
-    line of the model card (the evaluation runs after the weights are saved, on the saved weights)."""
-    from finreason import models
+def add_evaluation(record: TrainingRecord, evaluation_summary: Mapping[str, Any]) -> TrainingRecord:
+    """Record a finished stage's evaluation beside its installed weights (``record.weights``): in
+    its record and as a line of the model card; returns the record with it.
 
-    folder = Path(folder)
-    brief = evaluation_brief(evaluation_summary)
-    summary_path = folder / models.TRAINING_SUMMARY
-    summary = json.loads(summary_path.read_text(encoding="utf-8"))
-    storage.atomic_write_json(summary_path, {**summary, "evaluation": brief})
+    A second write, after ``save_stage``'s, on purpose: the evaluation runs on the installed weights
+    (what 06_evaluate.py evaluates, so its results name that folder and 06 finds them done), and
+    the weights are never in place without their record and card while it runs."""
+    folder = Path(record.weights)
+    record = dataclasses.replace(record, evaluation=evaluation_brief(evaluation_summary))
+    record.write(folder)
     card = (folder / "README.md").read_text(encoding="utf-8")
-    storage.atomic_write_text(folder / "README.md", card.rstrip() + f"\n\n**Evaluation:** {evaluation_text(brief)}.\n")
+    storage.atomic_write_text(folder / "README.md", card.rstrip() + f"\n\n**Evaluation:** {evaluation_text(record.evaluation)}.\n")
+    return record
 
 
 def evaluation_text(brief: Mapping[str, Any] | None) -> str:

@@ -6,7 +6,9 @@ from pathlib import Path
 import pytest
 
 import config
-from finreason.configuration import RULES, Config, ConfigError, default_constants, parse_args, resolve_config
+from finreason.configuration import (
+    RULES, SHAPED_BY, Config, ConfigError, StageSettings, default_constants, parse_args, resolve_config, stage_settings, training_settings,
+)
 
 
 @pytest.mark.parametrize(
@@ -200,3 +202,58 @@ def test_range_error_is_one_line_exit_2(capsys):
 def test_profile_note_says_how_the_profile_was_chosen():
     assert resolve_config(["--PROFILE=cpu"]).profile_note == "chosen with --PROFILE"
     assert resolve_config([]).profile_note.startswith("auto:")
+
+
+@pytest.mark.parametrize(
+    "overrides, group, expected",
+    [
+        (["--SFT_BATCH_SIZE=3", "--SFT_TRL_ARGS=max_grad_norm=0.5"], "SFT",  # the group's own constants, overrides applied
+         StageSettings("SFT", batch_size=3, grad_accum=8, learning_rate=1e-4, max_steps=-1, trl_args="max_grad_norm=0.5")),
+        (["--GRPO_MAX_STEPS=7"], "GRPO",  # the other trainer's copy, never SFT's
+         StageSettings("GRPO", batch_size=1, grad_accum=4, learning_rate=1e-5, max_steps=7, trl_args="")),
+    ],
+)
+def test_stage_settings_read_a_group(overrides, group, expected):
+    found = stage_settings(resolve_config(["--PROFILE=cpu", *overrides]), group)
+    assert found == expected
+    assert found.constant("batch_size") == f"{group}_BATCH_SIZE" and found.constant("trl_args") == f"{group}_TRL_ARGS"
+    with pytest.raises(AttributeError, match="no setting 'batch'"):
+        found.constant("batch")  # a typo is an error, not a constant that does not exist
+
+
+@pytest.mark.parametrize(
+    "stage, expected",
+    [
+        # what decides whether a killed SFT run may resume, and its model card's table (as before SHAPED_BY)
+        ("sft", {"MODEL_NAME", "FINETUNE", "LOAD_IN_4BIT", "COMPUTE_DTYPE", "CPU_PRECISION", "EVIDENCE_MODE", "SFT_TARGET",
+                 "MAX_SEQ_LEN", "PROMPT_TOKEN_BUDGET", "LORA_R", "LORA_ALPHA", "LORA_DROPOUT", "LORA_TARGET_MODULES",
+                 "SFT_TRAIN_LIMIT", "SFT_BATCH_SIZE", "SFT_GRAD_ACCUM", "SFT_LEARNING_RATE", "SFT_EPOCHS", "SFT_MAX_STEPS",
+                 "GRADIENT_CHECKPOINTING", "SFT_PAD_TO_MULTIPLE", "SFT_TRL_ARGS", "SEED"}),
+        # the same for GRPO: its own constants, the rewards and the filter, not the LoRA shape (the SFT weights' hash holds it)
+        ("grpo", {"MODEL_NAME", "FINETUNE", "LOAD_IN_4BIT", "COMPUTE_DTYPE", "CPU_PRECISION", "EVIDENCE_MODE", "GRPO_TRAIN_LIMIT",
+                  "NUM_GENERATIONS", "GRPO_MAX_NEW_TOKENS", "GRPO_TEMPERATURE", "GRPO_LEARNING_RATE", "GRPO_BETA",
+                  "GRPO_LOSS_TYPE", "GRPO_BATCH_SIZE", "GRPO_GRAD_ACCUM", "GRPO_MAX_STEPS", "REWARD_CORRECT_WEIGHT",
+                  "REWARD_FORMAT_WEIGHT", "REWARD_MAX_ERROR_SHARE", "DIFFICULTY_FILTER", "DIFFICULTY_MAX_CANDIDATES",
+                  "GRPO_TRL_ARGS", "SEED"}),
+    ],
+)
+def test_training_settings_are_what_a_run_is_resumed_by(stage, expected):
+    cfg = resolve_config(["--PROFILE=cpu"])
+    found = training_settings(cfg, stage)
+    assert set(found) == expected
+    assert list(found) == [key for key in cfg if key in expected]  # config.py's order, as the model card lists them
+    assert found == {key: getattr(cfg, key) for key in expected}
+
+
+@pytest.mark.parametrize(
+    "added, stages",
+    [
+        ("SFT_WARMUP_RATIO", {"sft"}),  # a new constant of a trainer's group counts without another change
+        ("LORA_BIAS", {"sft"}),
+        ("REWARD_LENGTH_WEIGHT", {"grpo"}),
+        ("EVAL_NEW_KNOB", set()),  # nobody trains with an evaluation setting
+    ],
+)
+def test_a_new_group_constant_is_part_of_the_run_by_its_name(added, stages):
+    cfg = Config({**resolve_config(["--PROFILE=cpu"]).snapshot(), added: 0.1})
+    assert {stage for stage in SHAPED_BY if added in training_settings(cfg, stage)} == stages

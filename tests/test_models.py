@@ -112,6 +112,18 @@ def test_local_folder_loads_with_left_padding(tiny_loaded, tiny_qwen2_dir):
     assert tiny_loaded.tokenizer.convert_tokens_to_ids("<|im_end|>") in generation.stop_token_ids(tiny_loaded.tokenizer)
 
 
+def test_a_resolved_base_and_its_tokenizer_are_not_loaded_again(tiny_cfg, tiny_qwen2_dir, monkeypatch):
+    tokenizer = models.load_tokenizer(tiny_cfg, str(tiny_qwen2_dir))
+
+    def again(*args, **kwargs):
+        raise AssertionError("resolved or loaded a second time")
+
+    monkeypatch.setattr(models, "resolve_model_path", again)
+    monkeypatch.setattr(models, "load_tokenizer", again)
+    loaded = models.load_model(tiny_cfg, base_path=str(tiny_qwen2_dir), tokenizer=tokenizer)
+    assert loaded.tokenizer is tokenizer and loaded.info["model_path"] == str(tiny_qwen2_dir)
+
+
 @pytest.mark.parametrize(
     "make, message",
     [

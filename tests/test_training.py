@@ -12,13 +12,15 @@ import json
 import math
 import shutil
 from pathlib import Path
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
 
-from finreason import models, storage, training
+from finreason import configuration, models, storage, training
 from finreason.configuration import ConfigError, resolve_config
 from finreason.layout import Layout
+from finreason.training_record import TrainingRecord
 from helpers import load_script, run_script, tiny_overrides
 
 SFT = load_script("04_train_sft.py")
@@ -234,6 +236,24 @@ def test_bad_trl_args_stop_sft_before_the_model_loads(tmp_path, no_model_load, c
     assert err.strip().splitlines()[-1].startswith(f"{script}: error: --") and message in err.strip().splitlines()[-1]
 
 
+@pytest.mark.parametrize(
+    ("precision", "bf16"),
+    [
+        ("float32", False),  # the run's decision is taken as given ...
+        ("bfloat16", True),  # ... whatever CPU_PRECISION would decide again
+    ],
+)
+def test_trainer_configs_take_the_runs_precision_without_deciding_again(tmp_path, monkeypatch, precision, bf16):
+    def decide_again(cfg):
+        raise AssertionError("the precision was decided a second time")
+
+    monkeypatch.setattr(training, "precision_decision", decide_again)
+    cfg = resolve_config(["--PROFILE=cpu", "--CPU_PRECISION=auto", f"--OUTPUT_DIR={tmp_path}"])
+    where = Layout.of(cfg)
+    assert training.sft_config(cfg, where, precision).bf16 is bf16
+    assert training.grpo_config(cfg, where, False, precision).bf16 is bf16
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("wanted", "expected"),
@@ -404,7 +424,7 @@ def test_changed_settings_start_afresh_instead_of_relabelling(sft_run, tiny_qwen
     cfg = resolve_config(common_args(out, tiny_qwen2_dir, "--SFT_MAX_STEPS=2", *extra))
     recorded = json.loads((out / "sft" / "run.json").read_text(encoding="utf-8"))
     precision = {"precision": training.training_precision(cfg), "processes": 1}
-    assert recorded["settings"] == {**{key: getattr(cfg, key) for key in SFT.CARD_KEYS}, **precision}
+    assert recorded["settings"] == {**configuration.training_settings(cfg, "sft"), **precision}
 
 
 @pytest.mark.slow
@@ -602,6 +622,84 @@ def test_correct_counts_resume_exactly_as_an_uninterrupted_run(tiny_cfg, tmp_pat
     assert sorted(r["id"] for r in storage.read_jsonl(killed)) == [row["id"] for row in rows]  # nothing twice
 
 
+# --- the record beside the weights (training_summary.json) ---------------------------------------
+
+COMMON_KEYS = ["stage", "weights", "weights_kind", "weights_sha256", "base_model", "evidence_mode", "retriever"]
+SFT_RECORD = TrainingRecord(
+    stage="sft", weights="out/sft/model", weights_kind="model", weights_sha256="s" * 64, base_model="base",
+    evidence_mode="gold", retriever=None, train_data="out/data/sft_train.jsonl", train_rows=6, skipped_too_long=["a"],
+    global_step=2, resumed_from=None, first_loss=None, final_loss=1.5, train_runtime_s=3.0, trainable_parameters=10,
+    precision="float32", model_info={"loader": "plain"}, provenance={"config": {"SEED": 42}},
+)
+GRPO_RECORD = TrainingRecord(
+    stage="grpo", weights="out/grpo/adapter", weights_kind="adapter", weights_sha256="g" * 64, base_model="base",
+    evidence_mode="retrieved", retriever={"retriever": "learned", "top_k": 3}, sft_weights="out/sft/adapter",
+    sft_weights_sha256="s" * 64, train_data="out/data/grpo_train.jsonl", candidates=4, train_rows=2,
+    difficulty_filter={"decision": "filtered"}, global_step=1, resumed_from="ckpt", train_runtime_s=None, use_vllm=False,
+    precision="bfloat16", steps=[{"step": 1, "mean_reward": 0.5}], mixed_group_share=None,
+    reward_errors={"raised": 0, "evaluated": 4, "first": None}, provenance={},
+)
+
+
+@pytest.mark.parametrize(
+    ("record", "keys"),
+    [
+        # 04's file: its own keys (nulls included), no GRPO ones, no evaluation before one ran
+        (SFT_RECORD, [*COMMON_KEYS, "train_data", "train_rows", "skipped_too_long", "global_step", "resumed_from",
+                      "first_loss", "final_loss", "train_runtime_s", "trainable_parameters", "precision", "model_info", "provenance"]),
+        # 04's file after its closing evaluation
+        (replace(SFT_RECORD, evaluation={"n": 2}), [*COMMON_KEYS, "train_data", "train_rows", "skipped_too_long", "global_step",
+                                                    "resumed_from", "first_loss", "final_loss", "train_runtime_s",
+                                                    "trainable_parameters", "precision", "model_info", "provenance", "evaluation"]),
+        # 05's file, in the order 05 always wrote it
+        (GRPO_RECORD, [*COMMON_KEYS, "sft_weights", "sft_weights_sha256", "train_data", "candidates", "train_rows",
+                       "difficulty_filter", "global_step", "resumed_from", "train_runtime_s", "use_vllm", "precision",
+                       "steps", "mixed_group_share", "reward_errors", "provenance"]),
+        # 08's merged folder: where it came from, and a key this version does not know, kept
+        (replace(GRPO_RECORD, exported_from={"stage": "grpo"}, extra={"added_later": [1]}),
+         [*COMMON_KEYS, "sft_weights", "sft_weights_sha256", "train_data", "candidates", "train_rows", "difficulty_filter",
+          "global_step", "resumed_from", "train_runtime_s", "use_vllm", "precision", "steps", "mixed_group_share",
+          "reward_errors", "exported_from", "provenance", "added_later"]),
+    ],
+)
+def test_training_record_round_trips_with_the_keys_each_writer_wrote(tmp_path, record, keys):
+    record.write(tmp_path)
+    on_disk = json.loads((tmp_path / models.TRAINING_SUMMARY).read_text(encoding="utf-8"))
+    assert list(on_disk) == keys
+    assert TrainingRecord.read(tmp_path) == record
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (None, TrainingRecord()),  # no file: an empty record, every field None
+        ("{not json", TrainingRecord()),  # torn or hand-damaged: unknown, not a crash
+        ("[1, 2]", TrainingRecord()),  # JSON, but not an object
+        ('{"base_model": "base"}', TrainingRecord(base_model="base")),  # an old file with few keys: the rest read as None
+        ('{"sft_weights_sha256": "aa"}', TrainingRecord(sft_weights_sha256="aa")),  # a stage's key without the stage
+        ('{"global_step": "2", "evidence_mode": ["gold"], "retriever": "bm25"}', TrainingRecord()),  # wrong types read as None
+        ('{"use_vllm": 1, "global_step": true}', TrainingRecord()),  # a number is not a boolean, nor a boolean a count
+        ('{"final_loss": 2, "first_loss": 2.5}', TrainingRecord(final_loss=2, first_loss=2.5)),  # an integer is a fine float
+        ('{"stage": "sft", "renamed_later": {"x": 1}}', TrainingRecord(stage="sft", extra={"renamed_later": {"x": 1}})),  # unknown key kept
+    ],
+)
+def test_training_record_reads_old_and_damaged_files(tmp_path, text, expected):
+    if text is not None:
+        (tmp_path / models.TRAINING_SUMMARY).write_text(text, encoding="utf-8")
+    assert TrainingRecord.read(tmp_path) == expected
+
+
+def test_adding_the_evaluation_rewrites_the_record_and_the_card(tmp_path):
+    record = replace(SFT_RECORD, weights=str(tmp_path))
+    record.write(tmp_path)
+    (tmp_path / "README.md").write_text("# card\n", encoding="utf-8")
+    evaluated = {"stage": "sft", "split": "dev", "n": 2, "execution_accuracy": 0.5, "evidence_mode": "gold", "not_recorded": 1}
+    updated = training.add_evaluation(record, evaluated)
+    assert TrainingRecord.read(tmp_path) == updated == replace(record, evaluation=training.evaluation_brief(evaluated))
+    card = (tmp_path / "README.md").read_text(encoding="utf-8")
+    assert card.startswith("# card\n\n**Evaluation:** 50.0% strict on 2 dev examples, GOLD facts only") and card.endswith(".\n")
+
+
 # --- resume only the same run; what a killed save leaves is cleaned up (no model needed) ----------
 
 
@@ -658,7 +756,7 @@ def test_prepare_run_resumes_only_the_same_run(tmp_path, caplog, recorded, fresh
 def test_run_identity_records_precision_and_processes(tiny_cfg, monkeypatch, earlier, later, named):
     def identity_of(precision, processes):
         monkeypatch.setattr(training, "process_state", lambda: SimpleNamespace(num_processes=processes))
-        return json.loads(json.dumps(training.run_identity(tiny_cfg, "sft", ("SEED",), [{"id": "a"}], "w" * 64, precision)))
+        return json.loads(json.dumps(training.run_identity(tiny_cfg, "sft", [{"id": "a"}], "w" * 64, precision)))
 
     changes = training.identity_changes(identity_of(*earlier), identity_of(*later))
     assert changes == ([named] if named else [])
