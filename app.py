@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shlex
 import sys
 from collections.abc import Mapping, Sequence
@@ -91,8 +90,8 @@ def _load_examples(_cfg: Config, cfg_key: tuple) -> list[Any]:
 # --- answering -------------------------------------------------------------------------------
 
 def reasoning_text(completion: str) -> str:
-    """What the model wrote before its Program:/Answer: lines."""
-    match = re.search(r"(?im)^[\s*_`#>-]*(program|answer)\s*[*_`]*\s*:", completion)
+    """What the model wrote before its Program:/Answer: lines (the labels the scorer reads)."""
+    match = scoring.LINE_START_MARKER.search(completion)
     return (completion[: match.start()] if match else completion).strip()
 
 

@@ -143,7 +143,9 @@ class Verdict:
 _DECOR = r"[ \t*_`#>\-•]*"
 # One character class between label and colon keeps matching linear (no nested quantifiers).
 _LABEL_TAIL = r"[ \t*_`]*[:：]"
-_LINE_START_MARKER = re.compile(
+# A label at the start of a line; public because the app cuts the shown reasoning at the first
+# one, so the page and the verdict agree on where the Program/Answer lines begin.
+LINE_START_MARKER = re.compile(
     r"(?im)^" + _DECOR + r"(?P<label>(?:final\s+)?(?:program|answer))" + _LABEL_TAIL
 )
 _MID_LINE_MARKER = re.compile(
@@ -168,7 +170,7 @@ class _Marker:
 
 def _markers(text: str) -> list[_Marker]:
     found: dict[int, _Marker] = {}
-    for pattern in (_LINE_START_MARKER, _MID_LINE_MARKER):
+    for pattern in (LINE_START_MARKER, _MID_LINE_MARKER):
         for match in pattern.finditer(text):
             kind = "program" if "program" in match.group("label").lower() else "answer"
             # "Final Answer:" also matches as "Answer:"; one marker per value, the earliest label.
@@ -221,7 +223,7 @@ def _value(text: str, marker: _Marker, next_label: int) -> str:
         line, line_end = _line(text, position)
         candidate = line.strip().strip(_WRAPPERS).strip()
         if candidate:
-            return "" if _LINE_START_MARKER.match(line) else candidate
+            return "" if LINE_START_MARKER.match(line) else candidate
         position = line_end + 1
     return ""
 

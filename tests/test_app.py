@@ -439,3 +439,26 @@ def test_trained_evidence_reads_the_summary_or_says_unknown(tmp_path, summary, l
     found = app_module.trained_evidence(str(tmp_path))
     assert found == label if label is None else label in found
     assert app_module.trained_evidence(None) is None
+
+
+@pytest.mark.parametrize(
+    "completion, reasoning",
+    [
+        ("From the table.\nProgram: add(1, 2)\nAnswer: 3", "From the table."),  # the taught format
+        ("Because.\n**Answer**: 5", "Because."),  # markdown around the label
+        ("Because.\nFinal Answer: 5", "Because."),  # differed: the scorer reads "Final Answer:", the app's own pattern showed it as reasoning
+        ("Because.\nFinal Program: add(1, 2)", "Because."),  # differed the same way for "Final Program:"
+        ("Because.\n• Answer: 5", "Because."),  # differed: a bullet the scorer allows
+        ("Because.\nAnswer： 5", "Because."),  # differed: a full-width colon the scorer allows
+        ("Because.\nAnswer\n: 5", "Because.\nAnswer\n: 5"),  # differed: a colon on the next line is no label to the scorer
+        ("No labels at all.", "No labels at all."),  # everything is reasoning
+    ],
+)
+def test_reasoning_stops_where_the_scorer_reads_a_label(completion, reasoning):
+    from finreason import scoring
+    from helpers import load_script
+
+    assert load_script("app.py").reasoning_text(completion) == reasoning
+    parsed = scoring.parse_completion(completion)
+    # the page cuts the reasoning exactly where the verdict found its Program/Answer line
+    assert (reasoning != completion.strip()) == bool(parsed.program or parsed.answer_text)

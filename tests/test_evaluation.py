@@ -213,3 +213,25 @@ def test_a_changed_tolerance_rescores_stored_completions(tiny_loaded, tiny_cfg, 
     assert summary["generated_this_run"] == 0 and summary["lenient_accuracy"] == 1.0 and summary["rel_tol"] == 0.9
     assert all(r["lenient"] and r["rel_tol"] == 0.9 for r in read(path))
     assert "lenient accuracy (90% tol.)" in evaluation.format_summary(summary)
+
+
+@pytest.mark.parametrize(
+    "pair, rule, line",
+    [
+        ({"a": "zero_shot", "b": "sft", "a_only": 1, "b_only": 5, "p_value": 0.21875}, None,
+         "McNemar zero_shot vs sft: only zero_shot right 1, only sft right 5, exact p = 0.2188"),  # FinQA stages pair one verdict
+        ({"a": "sft", "b": "grpo", "a_only": 2, "b_only": 0, "p_value": 0.5}, "tolerant",
+         "McNemar (tolerant) sft vs grpo: only sft right 2, only grpo right 0, exact p = 0.5000"),  # a question file pairs two, so the line names which
+        ({"a": "sft", "b": "grpo", "a_only": 0, "b_only": 0, "p_value": None}, "strict",
+         "McNemar (strict) sft vs grpo: only sft right 0, only grpo right 0, exact p = -"),  # no discordant pair: no p-value
+    ],
+)
+def test_one_mcnemar_line_for_both_comparisons(pair, rule, line):
+    assert evaluation.mcnemar_line(pair, rule) == line
+    # each comparison prints that very line: FinQA stages' as it is, a question file's indented under its rule
+    if rule is None:
+        assert line in evaluation.format_comparison({"shared_ids": 6, "stages": [], "pairs": [pair]}).splitlines()
+    else:
+        other = "strict" if rule == "tolerant" else "tolerant"
+        table = {"questions_file": "own.jsonl", "shared_ids": 6, rule: {"stages": [], "pairs": [pair]}, other: {"stages": [], "pairs": []}}
+        assert f"  {line}" in evaluation.format_question_comparison(table).splitlines()
