@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from finreason import generation, retrieval, stats, storage
+from finreason import generation, retrieval, retriever_labels, stats, storage
 from finreason.errors import FinReasonError
 from finreason.layout import STAGES, TRAINED_BY, Layout
 from finreason.provenance import provenance
@@ -58,7 +58,7 @@ def run_fingerprint(loaded: Any, cfg: Any, split: str | None) -> str:
         "split": split,
         "evidence_mode": cfg.EVIDENCE_MODE,
         "budget": cfg.PROMPT_TOKEN_BUDGET,
-        "retriever": {key: value for key, value in retrieval.describe(cfg).items() if key not in ("cache", "label")},
+        "retriever": {key: value for key, value in retrieval.describe_in_use(cfg).items() if key not in ("cache", "label")},
         "few_shot": cfg.FEW_SHOT_EXAMPLE,
         "max_new_tokens": cfg.MAX_NEW_TOKENS,
         "system_prompt": hashlib.sha256(prompts.system_prompt_from_cfg(cfg).encode()).hexdigest(),
@@ -343,7 +343,7 @@ def answer_questions(loaded: Any, found: Any, cfg: Any, stage: str, *, path: Pat
         # batches finish longest prompt first; the finished file reads in the question file's order
         chosen_ids = {question.id for question in chosen}
         storage.write_jsonl(path, [*final, *(record for key, record in done.items() if key not in chosen_ids)])
-    retriever = retrieval.describe(cfg)
+    retriever = retrieval.describe_in_use(cfg)
     summary = questions.summarize(final, found, cfg.BOOTSTRAP_SAMPLES, cfg.SEED)
     summary.update(
         stage=stage,
@@ -465,7 +465,7 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     retriever = summary.get("retriever")
     mode = summary.get("evidence_mode") or "retrieved"
     if mode == "retrieved" and isinstance(retriever, Mapping):
-        mode = f"retrieved ({retrieval.short_label(retriever)})"
+        mode = f"retrieved ({retriever_labels.short_label(retriever)})"
     return "\n".join([
         f"[{summary.get('stage', 'eval')}] split {summary.get('split')}, {mode} evidence: n={summary['n']}",
         f"  execution accuracy (strict) {pct(summary['execution_accuracy'])}  95% CI [{pct(strict_low)}, {pct(strict_high)}]",
