@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from finreason import export, gguf_files, models, prompts
+from finreason import export, gguf_files, llama_cpp_source, models, prompts
 from finreason.configuration import resolve_config
 from helpers import PROJECT_ROOT, run_script, tiny_overrides
 
@@ -186,8 +186,8 @@ def tiny_llama_dir(tmp_path_factory, smollm2_tokenizer) -> Path:
 @pytest.fixture(scope="module")
 def converter():
     try:
-        return export.converter_dir()
-    except export.ExportError as error:
+        return llama_cpp_source.converter_dir()
+    except llama_cpp_source.ConverterError as error:
         pytest.skip(f"llama.cpp's converter cannot be had here: {error}")
 
 
@@ -244,7 +244,7 @@ def test_lora_through_08_export_keeps_the_logits_and_06_reads_the_artefacts(tiny
     base = models.load_model(cfg.replace(FINETUNE="full"))
     assert (torch_logits(base.model, ids) - expected).abs().max() > 50 * TOLERANCE["merged"]  # the adapter matters
 
-    verify = "2" if export.llama_cpp_available() else "0"  # the verification needs llama.cpp's runtime
+    verify = "2" if llama_cpp_source.llama_cpp_available() else "0"  # the verification needs llama.cpp's runtime
     with pytest.raises(SystemExit) as exit_info:
         run_script("08_export.py", ["--weights", str(adapter), "--verify", verify, "--quiet",
                                     "--converter-cache", str(Path(converter).parent), *overrides])
@@ -310,7 +310,7 @@ def fake_converter(tmp_path) -> Path:
     folder = tmp_path / "converter"
     folder.mkdir()
     (folder / "convert_hf_to_gguf.py").write_text(FAKE_CONVERTER)
-    (folder / export.CONVERTER_MARKER).write_text("{}\n")
+    (folder / llama_cpp_source.CONVERTER_MARKER).write_text("{}\n")
     return folder
 
 
@@ -320,7 +320,7 @@ def test_a_failed_export_leaves_the_previous_export_whole(tiny_llama_dir, tmp_pa
     cfg = resolve_config(tiny_overrides(tiny_llama_dir, out, "--EVIDENCE_MODE=gold"))
     adapter = random_adapter(tiny_llama_dir, tmp_path / "adapter")
     plan = export.ExportPlan(cfg=cfg, stage="sft", weights=adapter, out=out / "export", verify=0, converter_cache=str(fake_converter))
-    monkeypatch.setattr(export, "converter_dir", lambda cache: Path(cache))
+    monkeypatch.setattr(llama_cpp_source, "converter_dir", lambda cache: Path(cache))
     export.run_export(plan, progress=False)
     first = {path.relative_to(plan.out): path.read_bytes() for path in plan.out.rglob("*") if path.is_file()}
     recorded = json.loads((plan.out / export.MERGED / models.TRAINING_SUMMARY).read_text())
