@@ -419,9 +419,8 @@ class _Reference:
 
 @dataclass
 class _Artefacts:
-    """What the export wrote into its staging folder, before the verification."""
+    """The GGUFs' header facts by file name, and whether the Modelfile carries a ChatML template."""
 
-    merged_dir: Path
     ggufs: dict[str, dict[str, Any]]
     chatml: bool
 
@@ -443,7 +442,7 @@ def _export_into(plan: ExportPlan, work: Path, progress: bool) -> dict[str, Any]
         merged_dir = _write_merged(plan, loaded, work, summary, system_prompt, bar)
         del loaded  # the float32 source is not needed again: free its memory before the conversions
         artefacts = _write_ggufs_and_modelfile(plan, converter, merged_dir, work, tokenizer, system_prompt, bar)
-        rows = []
+        rows: list[dict[str, Any]] = []
         if reference is not None:
             rows = verify(plan, reference.examples, reference.rendered, reference.answers, work, artefacts.ggufs, tokenizer, bar)
             bar.update()
@@ -527,7 +526,7 @@ def _write_ggufs_and_modelfile(plan: ExportPlan, converter: Path, merged_dir: Pa
         _LOG.warning("the chat template is not ChatML: the Modelfile leaves TEMPLATE to Ollama's reading of the GGUF metadata")
     storage.atomic_write_text(work / MODELFILE, modelfile_text(Q8_0, system_prompt, chatml, plan.cfg.MAX_NEW_TOKENS, plan.cfg.MAX_SEQ_LEN))
     bar.update()
-    return _Artefacts(merged_dir, ggufs, chatml)
+    return _Artefacts(ggufs, chatml)
 
 
 def _export_record(plan: ExportPlan, summary: Mapping[str, Any], system_prompt: str, artefacts: _Artefacts, tokenizer: Any,

@@ -364,3 +364,47 @@ def test_a_previous_export_is_restored_when_a_kill_fell_between_the_renames(tmp_
     (replaced / export.EXPORT_JSON).write_text("{}")
     export.clean_leftovers(out)
     assert (out / export.EXPORT_JSON).exists() and not replaced.exists()
+
+
+# --- llama.cpp's converter from the sdist ---------------------------------------------------------
+
+
+def _sdist(path: Path, members: dict[str, str]) -> Path:
+    """A llama-cpp-python-like source archive holding ``members`` (name -> text)."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tar:
+        for name, text in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(text.encode())
+            tar.addfile(info, io.BytesIO(text.encode()))
+    return path
+
+
+VENDOR = "llama_cpp_python-0.3.36/vendor/llama.cpp/"
+
+
+@pytest.mark.parametrize(
+    "members, kept, error",
+    [
+        ({VENDOR + "convert_hf_to_gguf.py": "#", VENDOR + "gguf-py/gguf/__init__.py": "", VENDOR + "ggml/src/ggml.c": "",
+          "llama_cpp_python-0.3.36/setup.py": ""},
+         {"convert_hf_to_gguf.py", "gguf-py/gguf/__init__.py"}, None),  # only the converter's parts, not llama.cpp's C sources
+        ({VENDOR + "README.md": ""}, None, "has no vendor/llama.cpp/convert_hf_to_gguf.py"),  # an sdist without the converter
+        ({VENDOR + "convert_hf_to_gguf.py": "#", "other-1.0/setup.py": ""}, None, "is not a llama-cpp-python source archive"),  # two roots
+    ],
+)
+def test_only_the_converter_is_extracted_from_the_sdist(tmp_path, members, kept, error):
+    archive = _sdist(tmp_path / "llama_cpp_python-0.3.36.tar.gz", members)
+    target = tmp_path / "cache" / "0.3.36"
+    if error:
+        with pytest.raises(llama_cpp_source.ConverterError, match=error):
+            llama_cpp_source.extract_converter(archive, target)
+        assert not target.exists()  # nothing half-extracted where converter_dir would take it
+        return
+    llama_cpp_source.extract_converter(archive, target)
+    assert {str(path.relative_to(target)) for path in target.rglob("*") if path.is_file()} == kept | {llama_cpp_source.CONVERTER_MARKER}
+    assert llama_cpp_source.converter_dir(tmp_path / "cache") == target  # cached: no download
+    record = llama_cpp_source.converter_record(target)
+    assert record["archive"] == archive.name and record["source"].startswith(f"llama-cpp-python=={llama_cpp_source.LLAMA_CPP_PYTHON} sdist")
