@@ -275,6 +275,8 @@ class _Seen:
 
 # --- the features, each named where it is computed ---------------------------------------------
 
+# Each feature reads the document ``d`` (a ``_Document``) and the fact ``f`` (a ``_Seen``); the short
+# names keep the table one feature a line.
 _Feature = Callable[[_Document, _Seen], Any]
 
 _FEATURES: tuple[tuple[str, _Feature], ...] = (
