@@ -211,7 +211,7 @@ def check_embedded_model(report: Report, cfg) -> None:
 
 
 def check_memory(report: Report, cfg) -> None:
-    shape, source = memory.model_shape(cfg)
+    shape, source = memory.configured_model_shape(cfg)
     gb = memory.estimate_gb(cfg, shape)
     report.values["memory_estimate_gb"] = gb
     report.values["model_shape"] = {**shape, "source": source}

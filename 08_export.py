@@ -36,7 +36,7 @@ import argparse
 import logging
 import sys
 
-from finreason import configuration, console, export, outputlock
+from finreason import configuration, console, export, llama_cpp_source, outputlock
 from finreason.layout import TRAINED_STAGES, Layout
 
 _LOG = logging.getLogger("export")
@@ -48,8 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verify", type=configuration.non_negative, default=20, metavar="N",
                         help="dev questions to answer with every artefact (default 20; 0 = no verification)")
     parser.add_argument("--dtype", choices=export.DTYPES, default="float16", help="16-bit type of the merged folder (default float16, as the F16 GGUF)")
-    parser.add_argument("--converter-cache", default=export.CONVERTER_CACHE, metavar="DIR",
-                        help=f"where llama.cpp's converter is cached (default {export.CONVERTER_CACHE})")
+    parser.add_argument("--converter-cache", default=llama_cpp_source.CONVERTER_CACHE, metavar="DIR",
+                        help=f"where llama.cpp's converter is cached (default {llama_cpp_source.CONVERTER_CACHE})")
 
 
 def main(argv=None) -> int:

@@ -32,7 +32,7 @@ from typing import Any
 
 import streamlit as st
 
-from finreason import console, evaluation, generation, models, programs, prompts, questions, retrieval, scoring, serving, stats, uploads
+from finreason import console, document_facts, evaluation, generation, models, programs, prompts, questions, retrieval, retriever_labels, scoring, serving, stats, uploads
 from finreason.configuration import Config, ConfigError, config_tokens, parse_args, resolve_config
 from finreason.data import DataError, load_from_config
 from finreason.training_record import TrainingRecord
@@ -109,7 +109,7 @@ def answer(loaded: models.LoadedModel, cfg: Config, example: Any, gold: Any, mod
         except programs.ProgramError as error:
             trace_error = str(error)
     return {
-        "evidence": evidence, "retriever": retrieval.describe(cfg.replace(EVIDENCE_MODE=mode)), "completion": completion, "verdict": verdict, "steps": steps,
+        "evidence": evidence, "retriever": retrieval.describe_in_use(cfg.replace(EVIDENCE_MODE=mode)), "completion": completion, "verdict": verdict, "steps": steps,
         "trace_error": trace_error, "gold": gold, "rel_tol": float(cfg.LENIENT_REL_TOL), "prompt_tokens": len(tokenizer(prompt)["input_ids"]),
     }
 
@@ -135,7 +135,7 @@ def evidence_frame(table: Sequence[Sequence[str]], rows: Sequence[int], gold_ids
 def fact_rows(example: Any, evidence: prompts.Evidence, gold_ids: set[str]) -> tuple[dict[str, list], dict[str, list]]:
     """The ranker's kept facts (rank, score, text) and the gold facts it missed, as st.dataframe columns."""
     rank = {fact_id: position + 1 for position, fact_id in enumerate(evidence.ranking)}
-    facts = {fact.id: fact for fact in retrieval.facts_of(example)}
+    facts = {fact.id: fact for fact in document_facts.facts_of(example)}
 
     def text_of(fact_id: str) -> str:
         fact = facts.get(fact_id)
@@ -369,7 +369,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         st.header("Settings")
         st.write(f"Profile: `{cfg.PROFILE}`")
         st.write(f"Weights: {model_label}")
-        st.write(f"Evidence for FinQA examples: {prompts.evidence_label(cfg.EVIDENCE_MODE, retrieval.describe(cfg, fit=False))}")
+        st.write(f"Evidence for FinQA examples: {prompts.evidence_label(cfg.EVIDENCE_MODE, retrieval.describe(cfg))}")
         st.write(f"Answer tokens: {cfg.MAX_NEW_TOKENS} · evidence budget: {cfg.PROMPT_TOKEN_BUDGET} tokens")
         st.caption("Change with `python app.py --KEY=value`.")
 
@@ -392,7 +392,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         evidence_mode = "retrieved"
         if cfg.EVIDENCE_MODE == "gold":
             st.info("Your own table has no gold facts: the prompt uses retrieved evidence "
-                    f"({retrieval.short_label(retrieval.describe(cfg.replace(EVIDENCE_MODE='retrieved'), fit=False))}), "
+                    f"({retriever_labels.short_label(retrieval.describe(cfg.replace(EVIDENCE_MODE='retrieved')))}), "
                     "not the gold-facts setting the FinQA examples use.")
         if not st.button("Answer", type="primary", key="ask_upload", disabled=raw["too_large"]) or raw["too_large"]:
             return

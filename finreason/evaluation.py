@@ -34,7 +34,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple, Protocol
 
-from finreason import console, data, equivalence, generation, models, programs, prompts, questions, retrieval, scoring, stats, storage
+from finreason import console, data, equivalence, generation, models, programs, prompts, questions, retrieval, retriever_labels, scoring, stats, storage
 from finreason.errors import FinReasonError
 from finreason.layout import STAGES, TRAINED_BY, Layout
 from finreason.provenance import provenance
@@ -62,7 +62,7 @@ def run_fingerprint(loaded: Any, cfg: Any, split: str | None) -> str:
         "split": split,
         "evidence_mode": cfg.EVIDENCE_MODE,
         "budget": cfg.PROMPT_TOKEN_BUDGET,
-        "retriever": {key: value for key, value in retrieval.describe(cfg).items() if key not in ("cache", "label")},
+        "retriever": {key: value for key, value in retrieval.describe_in_use(cfg).items() if key not in ("cache", "label")},
         "few_shot": cfg.FEW_SHOT_EXAMPLE,
         "max_new_tokens": cfg.MAX_NEW_TOKENS,
         "system_prompt": hashlib.sha256(prompts.system_prompt_from_cfg(cfg).encode()).hexdigest(),
@@ -249,7 +249,7 @@ class QuestionKind:
                                        self.cfg.LENIENT_REL_TOL)
 
     def summarize(self, records: Sequence[Mapping[str, Any]], loaded: Any) -> dict[str, Any]:
-        retriever = retrieval.describe(self.cfg)
+        retriever = retrieval.describe_in_use(self.cfg)
         summary = questions.summarize(records, self.found, self.cfg.BOOTSTRAP_SAMPLES, self.cfg.SEED)
         summary.update(stage=self.stage, evidence_mode="retrieved", retriever=retriever, rel_tol=self.cfg.LENIENT_REL_TOL,
                        evidence=prompts.evidence_label("retrieved", retriever), model=loaded.info.get("base_model"),
@@ -576,7 +576,7 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     retriever = summary.get("retriever")
     mode = summary.get("evidence_mode") or "retrieved"
     if mode == "retrieved" and isinstance(retriever, Mapping):
-        mode = f"retrieved ({retrieval.short_label(retriever)})"
+        mode = f"retrieved ({retriever_labels.short_label(retriever)})"
     return "\n".join([
         f"[{summary.get('stage', 'eval')}] split {summary.get('split')}, {mode} evidence: n={summary['n']}",
         f"  execution accuracy (strict) {pct(summary['execution_accuracy'])}  95% CI [{pct(strict_low)}, {pct(strict_high)}]",

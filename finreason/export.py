@@ -8,9 +8,9 @@ template, the system prompt FinReason trained with, ``training_summary.json`` (s
 06_evaluate.py read it like any trained model folder) and a model card.
 
 The GGUF files are written by llama.cpp's own converter (``convert_hf_to_gguf.py`` with its own
-``gguf-py``), taken from the llama-cpp-python source distribution on PyPI (its
-``vendor/llama.cpp/``), downloaded once with pip and cached (``converter_dir``), run as a
-subprocess. F16 and Q8_0 are the converter's own output types, so no compiled quantizer is needed.
+``gguf-py``), which ``finreason.llama_cpp_source`` fetches from the llama-cpp-python source
+distribution on PyPI and caches, run as a subprocess. F16 and Q8_0 are the converter's own output
+types, so no compiled quantizer is needed.
 
 ``verify`` answers the same dev questions greedily with the project's prompts and scorer through
 every artefact: the trained weights themselves (the reference), the merged folder (transformers),
@@ -23,36 +23,25 @@ processing included, on the cores this process may use.
 
 from __future__ import annotations
 
-import importlib
-import importlib.metadata
-import json
 import logging
 import os
 import shutil
 import subprocess
 import sys
-import tarfile
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from finreason import console, gguf_files, layout, storage
+from tqdm.auto import tqdm
+
+from finreason import console, data, evaluation, generation, gguf_files, layout, llama_cpp_source, models, prompts, stats, storage, training
 from finreason.errors import FinReasonError
 from finreason.layout import TRAINED_BY, TRAINED_STAGES, Layout
+from finreason.provenance import provenance
 
 _LOG = logging.getLogger(__name__)
-
-# The llama-cpp-python release whose sdist carries the converter (and whose runtime verifies);
-# requirements-export.txt pins the same version.
-LLAMA_CPP_PYTHON = "0.3.36"
-CONVERTER_CACHE = "~/.cache/finreason/llama.cpp"
-CONVERTER_MARKER = ".finreason_converter.json"
-# what the converter needs from the sdist: the script, its model classes, its own gguf package
-CONVERTER_PARTS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/", "LICENSE")
-INSTALL_HINT = f"pip install -r requirements-export.txt (llama-cpp-python=={LLAMA_CPP_PYTHON}; compiles llama.cpp: about 5 min on 2 cores)"
 
 MERGED, F16, Q8_0 = "merged", "model-f16.gguf", "model-q8_0.gguf"
 OUTTYPES = {F16: "f16", Q8_0: "q8_0"}
@@ -82,8 +71,6 @@ def choose_weights(cfg: Any, stage: str | None = None, weights: str | os.PathLik
     else ``stage``'s, else the best trained stage: the highest strict accuracy among stages whose
     evaluation summary was made with the weights now on disk, the later stage on a tie, and the
     latest trained stage when none is evaluated."""
-    from finreason import models
-
     where = Layout.of(cfg)
     if weights:
         folder = Path(weights).expanduser()
@@ -116,8 +103,6 @@ def prompt_config(cfg: Any, weights: Path, explicit: Sequence[str] = ()) -> tupl
     """``cfg`` with the prompt settings the weights were trained with (their training summary's
     config), so the exported system prompt and the verification prompts are the trained ones;
     keys given on the command line (``explicit``) win. Returns (cfg, the keys changed)."""
-    from finreason import models
-
     trained = ((storage.read_json_object(weights / models.TRAINING_SUMMARY).get("provenance") or {}).get("config")) or {}
     changes = {key: trained[key] for key in PROMPT_KEYS if key in trained and key not in explicit and trained[key] != getattr(cfg, key)}
     if changes:
@@ -128,8 +113,6 @@ def prompt_config(cfg: Any, weights: Path, explicit: Sequence[str] = ()) -> tupl
 def stage_evaluation(cfg: Any, stage: str, weights_sha256: str | None) -> dict[str, Any] | None:
     """The stage's evaluation summary in brief (as training.add_evaluation records it), when it
     was made with these very weights; else None."""
-    from finreason import training
-
     summary = storage.read_json_object(Layout.of(cfg).eval_summary(stage))
     if not summary or (summary.get("provenance") or {}).get("weights_sha256") != weights_sha256:
         return None
@@ -139,8 +122,6 @@ def stage_evaluation(cfg: Any, stage: str, weights_sha256: str | None) -> dict[s
 def exported_from(model_path: str | os.PathLike) -> dict[str, Any] | None:
     """What a model folder written by this module was exported from (its training summary's
     ``exported_from``), or None for any other model or name."""
-    from finreason import models
-
     folder = Path(model_path).expanduser()
     if not folder.is_dir():
         return None
@@ -155,14 +136,12 @@ def load_source(cfg: Any, weights: Path) -> Any:
     """The trained weights as the evaluator loads them, but unquantised and in float32: the
     reference the artefacts are compared with, and what is merged (a 4-bit base cannot be
     merged into exactly)."""
-    from finreason import models
-
     return models.load_model(cfg.replace(LOAD_IN_4BIT=False, COMPUTE_DTYPE="float32"), weights=weights)
 
 
 def merged_model(loaded: Any, dtype: str) -> Any:
     """The standalone model in ``dtype``: a PEFT model's adapter merged into its base weights."""
-    import torch
+    import torch  # heavy: 08_export.py --help and the tests of the pure parts do without it
 
     model = loaded.model
     if hasattr(model, "merge_and_unload"):
@@ -176,8 +155,6 @@ def save_merged(model: Any, tokenizer: Any, folder: Path, system_prompt: str, su
     summary into ``folder`` at once (a kill leaves the old folder or none); the summary names the
     folder as ``recorded_as`` (where a staged export will be), by default ``folder``."""
     recorded = str(recorded_as or folder)
-    from finreason import models
-
     config = model.generation_config
     # greedy by default for whoever serves the folder (vLLM, transformers), as FinReason decodes
     config.do_sample = False
@@ -194,52 +171,7 @@ def save_merged(model: Any, tokenizer: Any, folder: Path, system_prompt: str, su
     return folder
 
 
-# --- llama.cpp's converter -------------------------------------------------------------------
-
-
-def converter_dir(cache: str | os.PathLike = CONVERTER_CACHE, version: str = LLAMA_CPP_PYTHON) -> Path:
-    """llama.cpp's converter (script, model classes, gguf-py) from the llama-cpp-python sdist:
-    cached in ``cache``/<version>/, downloaded with pip (PyPI) the first time."""
-    target = Path(cache).expanduser() / version
-    if (target / CONVERTER_MARKER).is_file() and (target / "convert_hf_to_gguf.py").is_file():
-        return target
-    with tempfile.TemporaryDirectory(prefix="finreason-sdist-") as download:
-        _LOG.info("downloading llama-cpp-python==%s's source (~77 MB, once) for llama.cpp's GGUF converter", version)
-        command = [sys.executable, "-m", "pip", "download", f"llama-cpp-python=={version}", "--no-deps",
-                   "--no-binary", ":all:", "--quiet", "--disable-pip-version-check", "-d", download]
-        result = subprocess.run(command, capture_output=True, text=True)
-        archives = sorted(Path(download).glob("llama_cpp_python-*.tar.gz"))
-        if result.returncode != 0 or not archives:
-            reason = (result.stderr.strip().splitlines() or ["no archive"])[-1]
-            raise ExportError(
-                f"llama.cpp's converter is not cached in {target} and `pip download llama-cpp-python=={version} "
-                f"--no-binary :all:` failed ({reason}): run it where PyPI is reachable (make setup-export does)")
-        extract_converter(archives[0], target)
-    return target
-
-
-def extract_converter(archive: Path, target: Path) -> Path:
-    """Unpack only the converter's files from the sdist ``archive`` into ``target``, atomically.
-    Members are plain files and folders under vendor/llama.cpp/ (tarfile's "data" filter refuses
-    links, absolute paths and ``..``)."""
-    with tarfile.open(archive, "r:gz") as tar, storage.atomic_folder(target) as staging:
-        roots = {name.split("/", 1)[0] for name in tar.getnames()}
-        if len(roots) != 1:
-            raise ExportError(f"{archive} is not a llama-cpp-python source archive")
-        prefix = f"{roots.pop()}/vendor/llama.cpp/"
-        members = []
-        for member in tar.getmembers():
-            inner = member.name[len(prefix):] if member.name.startswith(prefix) else None
-            if inner and (member.isfile() or member.isdir()) and any(
-                    inner == part or inner.startswith(part) for part in CONVERTER_PARTS):
-                member.name = inner
-                members.append(member)
-        if not any(member.name == "convert_hf_to_gguf.py" for member in members):
-            raise ExportError(f"{archive} has no vendor/llama.cpp/convert_hf_to_gguf.py")
-        tar.extractall(staging, members=members, filter="data")
-        marker = {"archive": archive.name, "sha256": storage.file_sha256(archive)}
-        (staging / CONVERTER_MARKER).write_text(json.dumps(marker) + "\n", encoding="utf-8")
-    return target
+# --- GGUF -------------------------------------------------------------------------------------
 
 
 def convert_to_gguf(converter: Path, model_dir: Path, out: Path, outtype: str) -> dict[str, Any]:
@@ -327,8 +259,6 @@ class Answers:
 def score(examples: Sequence[Any], completions: Sequence[str], tokenizer: Any, rel_tol: float, seconds: float,
           **extra: Any) -> Answers:
     """Score ``completions`` with the evaluator's own record scoring (scoring.score_completion)."""
-    from finreason import evaluation
-
     records = [evaluation.score_record(example, completion, rel_tol) for example, completion in zip(examples, completions)]
     generated = sum(len(tokenizer(completion, add_special_tokens=False)["input_ids"]) for completion in completions)
     return Answers(list(completions), [record["predicted"] for record in records], [record["strict"] for record in records],
@@ -337,40 +267,16 @@ def score(examples: Sequence[Any], completions: Sequence[str], tokenizer: Any, r
 
 def answer_transformers(loaded: Any, rendered: Sequence[str], max_new_tokens: int) -> tuple[list[str], float]:
     """Greedy completions through the project's generation loop, one question at a time."""
-    from finreason import generation
-
     started = time.perf_counter()
     completions = generation.generate(loaded, rendered, max_new_tokens, batch_size=1, progress=False)
     return completions, time.perf_counter() - started
-
-
-def llama_cpp_available() -> bool:
-    """llama-cpp-python imports and its compiled library loads."""
-    try:
-        importlib.import_module("llama_cpp")
-    except (ImportError, OSError, RuntimeError):
-        return False
-    return True
-
-
-def llama_cpp_build() -> dict[str, Any]:
-    """llama-cpp-python's version and how it was installed: a wheel tagged ``linux_*`` (not
-    manylinux) was compiled on this machine from the sdist."""
-    try:
-        distribution = importlib.metadata.distribution("llama_cpp_python")
-    except importlib.metadata.PackageNotFoundError:
-        return {"version": None}
-    wheel = distribution.read_text("WHEEL") or ""
-    tags = [line.split(":", 1)[1].strip() for line in wheel.splitlines() if line.startswith("Tag:")]
-    return {"version": distribution.version, "wheel_tags": tags,
-            "compiled_here": any("-linux_" in tag for tag in tags)}
 
 
 def answer_llama_cpp(path: Path, token_lists: Sequence[Sequence[int]], stops: set[int], tokenizer: Any,
                      max_new_tokens: int, threads: int) -> tuple[list[str], float, dict[str, Any]]:
     """Greedy completions through llama.cpp (llama-cpp-python) from the same prompt token ids;
     also the share of prompts llama.cpp's own tokenizer turns into the same ids."""
-    from llama_cpp import Llama
+    from llama_cpp import Llama  # optional (requirements-export.txt): only the verification needs it
 
     context = max(len(tokens) for tokens in token_lists) + max_new_tokens + 8
     llm = Llama(model_path=str(path), n_ctx=context, n_threads=threads, n_threads_batch=threads, seed=0, verbose=False)
@@ -396,10 +302,8 @@ def answer_llama_cpp(path: Path, token_lists: Sequence[Sequence[int]], stops: se
 
 def load_gguf_transformers(path: Path, tokenizer: Any) -> Any:
     """A GGUF through transformers' own GGUF loader (dequantised to float32), in memory."""
-    import torch
+    import torch  # heavy, as transformers: only the verification loads a GGUF this way
     from transformers import AutoModelForCausalLM
-
-    from finreason import models
 
     model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
     model.eval()
@@ -435,8 +339,6 @@ def check_target(artefact: str, row: Mapping[str, Any], reference_accuracy: floa
 
 def model_card(summary: Mapping[str, Any], system_prompt: str, cfg: Any, table: str | None) -> str:
     """README.md of the merged folder: what produced it, how to prompt it, how it was verified."""
-    from finreason import prompts, training
-
     source = summary.get("exported_from", {})
     evidence = prompts.evidence_label(summary.get("evidence_mode"), summary.get("retriever"))
     lines = [
@@ -475,7 +377,7 @@ class ExportPlan:
     out: Path
     verify: int = 20
     dtype: str = "float16"
-    converter_cache: str = CONVERTER_CACHE
+    converter_cache: str = llama_cpp_source.CONVERTER_CACHE
     prompt_changes: dict[str, Any] = field(default_factory=dict)
 
 
@@ -506,106 +408,160 @@ def run_export(plan: ExportPlan, progress: bool = True) -> dict[str, Any]:
         return _export_into(plan, work, progress)
 
 
+@dataclass
+class _Reference:
+    """The verification's dev questions, their rendered prompts and the trained weights' answers."""
+
+    examples: list[Any]
+    rendered: list[str]
+    answers: Answers
+
+
+@dataclass
+class _Artefacts:
+    """The GGUFs' header facts by file name, and whether the Modelfile carries a ChatML template."""
+
+    ggufs: dict[str, dict[str, Any]]
+    chatml: bool
+
+
 def _export_into(plan: ExportPlan, work: Path, progress: bool) -> dict[str, Any]:
     """``run_export``'s work, written into ``work``; every path it records is the final one under ``plan.out``."""
-    import torch
-    from tqdm.auto import tqdm
-
-    from finreason import data, generation, models, prompts
-    from finreason.provenance import provenance
-
-    cfg, out = plan.cfg, plan.out
-    if plan.dtype not in DTYPES:
-        raise ExportError(f"--dtype {plan.dtype}: choose one of {', '.join(DTYPES)}")
-    if plan.verify and not llama_cpp_available():
-        raise ExportError(f"verifying the GGUFs needs llama.cpp's runtime: {INSTALL_HINT}; or pass --verify 0")
-    storage.check_writable(out / EXPORT_JSON)
-    torch.manual_seed(cfg.SEED)
-    generation.limit_threads()
+    _check_plan(plan)
+    cfg = plan.cfg
+    _make_deterministic(cfg.SEED)
     steps = ["reference", "merge", "convert", "verify"] if plan.verify else ["merge", "convert"]
     bar = tqdm(total=len(steps), desc="export", unit="step", disable=not progress, file=sys.stderr)
     system_prompt = prompts.system_prompt_from_cfg(cfg)
     try:
-        converter = converter_dir(plan.converter_cache)
+        converter = llama_cpp_source.converter_dir(plan.converter_cache)
         loaded = load_source(cfg, plan.weights)
         tokenizer = loaded.tokenizer
-        examples, rendered, reference = [], [], None
-        if plan.verify:
-            bundle = data.load_from_config(cfg, splits=("dev",), verbose=False)
-            examples = data.first(bundle["dev"], plan.verify)
-            rendered = [prompts.prompt_from_cfg(example, tokenizer, cfg) for example in examples]
-            bar.set_postfix_str("trained weights")
-            completions, seconds = answer_transformers(loaded, rendered, cfg.MAX_NEW_TOKENS)
-            reference = score(examples, completions, tokenizer, cfg.LENIENT_REL_TOL, seconds)
-            bar.update()
-
-        source_summary = storage.read_json_object(plan.weights / models.TRAINING_SUMMARY)
-        if not source_summary.get("evaluation"):
-            source_summary["evaluation"] = stage_evaluation(cfg, plan.stage, loaded.info.get("weights_sha256"))
-        summary = {
-            **{key: value for key, value in source_summary.items() if key not in ("steps", "provenance")},
-            "stage": plan.stage,
-            "weights_kind": layout.MODEL,
-            "base_model": source_summary.get("base_model") or cfg.MODEL_NAME,
-            "evidence_mode": cfg.EVIDENCE_MODE,
-            "exported_from": {
-                "stage": plan.stage, "weights": str(plan.weights), "weights_kind": loaded.info.get("weights_kind"),
-                "weights_sha256": loaded.info.get("weights_sha256"), "dtype": plan.dtype,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-            },
-            "provenance": source_summary.get("provenance"),
-        }
-        bar.set_postfix_str("merge")
-        merged_dir = save_merged(merged_model(loaded, plan.dtype), tokenizer, work / MERGED, system_prompt, summary, out / MERGED)
-        del loaded
-        storage.atomic_write_text(merged_dir / "README.md", model_card(summary, system_prompt, cfg, None))
-        bar.update()
-
-        bar.set_postfix_str("GGUF")
-        ggufs = {name: convert_to_gguf(converter, merged_dir, work / name, outtype) for name, outtype in OUTTYPES.items()}
-        chatml = renders_chatml(tokenizer, system_prompt)
-        if not chatml:
-            _LOG.warning("the chat template is not ChatML: the Modelfile leaves TEMPLATE to Ollama's reading of the GGUF metadata")
-        storage.atomic_write_text(work / MODELFILE, modelfile_text(Q8_0, system_prompt, chatml, cfg.MAX_NEW_TOKENS, cfg.MAX_SEQ_LEN))
-        bar.update()
-
+        reference = _answer_with_trained_weights(plan, loaded, bar) if plan.verify else None
+        summary = _exported_summary(plan, loaded)
+        merged_dir = _write_merged(plan, loaded, work, summary, system_prompt, bar)
+        del loaded  # the float32 source is not needed again: free its memory before the conversions
+        artefacts = _write_ggufs_and_modelfile(plan, converter, merged_dir, work, tokenizer, system_prompt, bar)
         rows: list[dict[str, Any]] = []
-        if plan.verify:
-            rows = verify(plan, examples, rendered, reference, work, ggufs, tokenizer, bar)
+        if reference is not None:
+            rows = verify(plan, reference.examples, reference.rendered, reference.answers, work, artefacts.ggufs, tokenizer, bar)
             bar.update()
     finally:
         bar.close()
+    result = _export_record(plan, summary, system_prompt, artefacts, tokenizer, converter)
+    if reference is not None:
+        result["verification"] = _verification_record(plan, reference, rows)
+        storage.atomic_write_text(merged_dir / "README.md", model_card(summary, system_prompt, cfg, format_table(result)))
+    storage.atomic_write_json(work / EXPORT_JSON, result)
+    return result
 
-    result = {
+
+def _check_plan(plan: ExportPlan) -> None:
+    """Refuse, before anything loads, what the export cannot do as asked."""
+    if plan.dtype not in DTYPES:
+        raise ExportError(f"--dtype {plan.dtype}: choose one of {', '.join(DTYPES)}")
+    if plan.verify and not llama_cpp_source.llama_cpp_available():
+        raise ExportError(f"verifying the GGUFs needs llama.cpp's runtime: {llama_cpp_source.INSTALL_HINT}; or pass --verify 0")
+    storage.check_writable(plan.out / EXPORT_JSON)
+
+
+def _make_deterministic(seed: int) -> None:
+    import torch  # heavy: 08_export.py --help and the tests of the pure parts do without it
+
+    torch.manual_seed(seed)
+    generation.limit_threads()
+
+
+def _answer_with_trained_weights(plan: ExportPlan, loaded: Any, bar: Any) -> _Reference:
+    """The first ``plan.verify`` dev questions answered by the trained weights: what every artefact is compared with."""
+    cfg = plan.cfg
+    bundle = data.load_from_config(cfg, splits=("dev",), verbose=False)
+    examples = data.first(bundle["dev"], plan.verify)
+    rendered = [prompts.prompt_from_cfg(example, loaded.tokenizer, cfg) for example in examples]
+    bar.set_postfix_str("trained weights")
+    completions, seconds = answer_transformers(loaded, rendered, cfg.MAX_NEW_TOKENS)
+    answers = score(examples, completions, loaded.tokenizer, cfg.LENIENT_REL_TOL, seconds)
+    bar.update()
+    return _Reference(examples, rendered, answers)
+
+
+def _exported_summary(plan: ExportPlan, loaded: Any) -> dict[str, Any]:
+    """The merged folder's training summary: the source's, marked as a standalone model with what
+    it was exported from (and the stage's evaluation when it was made with these weights)."""
+    cfg = plan.cfg
+    source_summary = storage.read_json_object(plan.weights / models.TRAINING_SUMMARY)
+    if not source_summary.get("evaluation"):
+        source_summary["evaluation"] = stage_evaluation(cfg, plan.stage, loaded.info.get("weights_sha256"))
+    return {
+        **{key: value for key, value in source_summary.items() if key not in ("steps", "provenance")},
+        "stage": plan.stage,
+        "weights_kind": layout.MODEL,
+        "base_model": source_summary.get("base_model") or cfg.MODEL_NAME,
+        "evidence_mode": cfg.EVIDENCE_MODE,
+        "exported_from": {
+            "stage": plan.stage, "weights": str(plan.weights), "weights_kind": loaded.info.get("weights_kind"),
+            "weights_sha256": loaded.info.get("weights_sha256"), "dtype": plan.dtype,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        },
+        "provenance": source_summary.get("provenance"),
+    }
+
+
+def _write_merged(plan: ExportPlan, loaded: Any, work: Path, summary: Mapping[str, Any], system_prompt: str, bar: Any) -> Path:
+    """The merged 16-bit folder with its model card (the verification table is added once measured)."""
+    bar.set_postfix_str("merge")
+    merged_dir = save_merged(merged_model(loaded, plan.dtype), loaded.tokenizer, work / MERGED, system_prompt, summary, plan.out / MERGED)
+    storage.atomic_write_text(merged_dir / "README.md", model_card(summary, system_prompt, plan.cfg, None))
+    bar.update()
+    return merged_dir
+
+
+def _write_ggufs_and_modelfile(plan: ExportPlan, converter: Path, merged_dir: Path, work: Path, tokenizer: Any,
+                               system_prompt: str, bar: Any) -> _Artefacts:
+    """Both GGUFs from the merged folder, and the Ollama Modelfile for the Q8_0 one."""
+    bar.set_postfix_str("GGUF")
+    ggufs = {name: convert_to_gguf(converter, merged_dir, work / name, outtype) for name, outtype in OUTTYPES.items()}
+    chatml = renders_chatml(tokenizer, system_prompt)
+    if not chatml:
+        _LOG.warning("the chat template is not ChatML: the Modelfile leaves TEMPLATE to Ollama's reading of the GGUF metadata")
+    storage.atomic_write_text(work / MODELFILE, modelfile_text(Q8_0, system_prompt, chatml, plan.cfg.MAX_NEW_TOKENS, plan.cfg.MAX_SEQ_LEN))
+    bar.update()
+    return _Artefacts(ggufs, chatml)
+
+
+def _export_record(plan: ExportPlan, summary: Mapping[str, Any], system_prompt: str, artefacts: _Artefacts, tokenizer: Any,
+                  converter: Path) -> dict[str, Any]:
+    """export.json without its verification: the source, the prompt settings, every artefact and the converter."""
+    cfg, out = plan.cfg, plan.out
+    return {
         "source": {"stage": plan.stage, "weights": str(plan.weights), **summary["exported_from"]},
         "evidence_mode": cfg.EVIDENCE_MODE,
         "prompt_settings": {key: getattr(cfg, key) for key in PROMPT_KEYS},
         "prompt_settings_from_training": plan.prompt_changes,
         "system_prompt": system_prompt,
-        "modelfile": {"path": str(out / MODELFILE), "gguf": Q8_0, "chatml_template": chatml},
+        "modelfile": {"path": str(out / MODELFILE), "gguf": Q8_0, "chatml_template": artefacts.chatml},
         "gguf": {name: {key: value for key, value in facts.items() if key != "chat_template"}
-                 | {"chat_template_kept": facts.get("chat_template") == tokenizer.chat_template} for name, facts in ggufs.items()},
-        "converter": {"source": f"llama-cpp-python=={LLAMA_CPP_PYTHON} sdist (PyPI), vendor/llama.cpp/convert_hf_to_gguf.py",
-                      **storage.read_json_object(converter / CONVERTER_MARKER)},
+                 | {"chat_template_kept": facts.get("chat_template") == tokenizer.chat_template} for name, facts in artefacts.ggufs.items()},
+        "converter": llama_cpp_source.converter_record(converter),
         "verification": None,
         "provenance": provenance(cfg, model=cfg.MODEL_NAME, weights=str(plan.weights)),
     }
-    if plan.verify:
-        result["verification"] = {
-            "n": len(examples), "split": "dev", "max_new_tokens": cfg.MAX_NEW_TOKENS,
-            "decoding": "greedy; the same prompt token ids for every runtime",
-            "tokens_per_s": "generated tokens / wall seconds, one question at a time, prompt processing included",
-            "threads": generation.available_cores(), "llama_cpp_python": llama_cpp_build(),
-            "reference": {"weights": str(plan.weights), "loaded_as": "float32, unquantised",
-                          "strict_accuracy": round(sum(reference.strict) / len(examples), 4),
-                          "tokens_per_s": reference.tokens_per_s, "generated_tokens": reference.generated_tokens},
-            "artefacts": rows,
-            "all_targets_met": all(row["target_met"] for row in rows if "target_met" in row),
-        }
-        table = format_table(result)
-        storage.atomic_write_text(merged_dir / "README.md", model_card(summary, system_prompt, cfg, table))
-    storage.atomic_write_json(work / EXPORT_JSON, result)
-    return result
+
+
+def _verification_record(plan: ExportPlan, reference: _Reference, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """export.json's ``verification``: how the questions were answered, the reference and one row per (artefact, runtime)."""
+    cfg, answers = plan.cfg, reference.answers
+    return {
+        "n": len(reference.examples), "split": "dev", "max_new_tokens": cfg.MAX_NEW_TOKENS,
+        "decoding": "greedy; the same prompt token ids for every runtime",
+        "tokens_per_s": "generated tokens / wall seconds, one question at a time, prompt processing included",
+        "threads": generation.available_cores(), "llama_cpp_python": llama_cpp_source.llama_cpp_build(),
+        "reference": {"weights": str(plan.weights), "loaded_as": "float32, unquantised",
+                      "strict_accuracy": round(sum(answers.strict) / len(reference.examples), 4),
+                      "tokens_per_s": answers.tokens_per_s, "generated_tokens": answers.generated_tokens},
+        "artefacts": rows,
+        "all_targets_met": all(row["target_met"] for row in rows if "target_met" in row),
+    }
 
 
 def verify(plan: ExportPlan, examples: Sequence[Any], rendered: Sequence[str], reference: Answers, work: Path,
@@ -614,8 +570,6 @@ def verify(plan: ExportPlan, examples: Sequence[Any], rendered: Sequence[str], r
     each GGUF through llama.cpp (the target) and transformers' GGUF loader (a second check).
     The artefacts are read from ``work`` (the staged export) and named by their final paths."""
     merged_dir = work / MERGED
-    from finreason import generation, models
-
     cfg = plan.cfg
     rel_tol, max_new = cfg.LENIENT_REL_TOL, cfg.MAX_NEW_TOKENS
     reference_accuracy = sum(reference.strict) / len(examples)
@@ -651,8 +605,6 @@ def verify(plan: ExportPlan, examples: Sequence[Any], rendered: Sequence[str], r
 
 def format_table(result: Mapping[str, Any]) -> str:
     """The verification table (artefact, runtime, size, identical share, strict accuracy, tokens/s)."""
-    from finreason import console, stats
-
     verification = result.get("verification")
     if not verification:
         return "not verified (--verify 0)"

@@ -52,6 +52,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from finreason import throughput
+
 _LOG = logging.getLogger(__name__)
 
 GIB = 1024**3
@@ -90,8 +92,9 @@ PRECISION_SETTINGS = (
 
 # --- the formula --------------------------------------------------------------------------------
 
-def model_shape(cfg: Any) -> tuple[dict[str, float], str]:
-    """Architecture numbers for the estimate: a local config.json when there is one, else the table."""
+def configured_model_shape(cfg: Any) -> tuple[dict[str, float], str]:
+    """Architecture numbers of the model ``cfg`` names, for the estimate: from a local config.json
+    (``throughput.model_shape``) when there is one, else the table, else a guess from the name."""
     name = cfg.MODEL_NAME
     candidates = [Path(name).expanduser(), Path(cfg.OUTPUT_DIR) / "models" / Path(name).name]
     hf_home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub"
@@ -102,15 +105,13 @@ def model_shape(cfg: Any) -> tuple[dict[str, float], str]:
             continue
         try:
             conf = json.loads(config_path.read_text(encoding="utf-8"))
-            hidden, layers, vocab = conf["hidden_size"], conf["num_hidden_layers"], conf["vocab_size"]
-            heads = conf.get("num_attention_heads", 1)
-            kv = conf.get("num_key_value_heads", heads) * conf.get("head_dim", hidden // heads)
-            mlp = conf.get("intermediate_size", 4 * hidden)
+            shape = throughput.model_shape(conf)
         except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
             break
-        per_layer = 2 * hidden * hidden + 2 * hidden * kv + 3 * hidden * mlp
-        params = layers * per_layer + vocab * hidden * (1 if conf.get("tie_word_embeddings", True) else 2)
-        return dict(params=params, hidden=hidden, layers=layers, vocab=vocab, kv=kv, mlp=mlp), str(config_path)
+        hidden, vocab = shape["hidden"], shape["vocab"]
+        # the output head is among the matmul weights; an untied embedding is a second vocab x hidden
+        params = shape["matmul_params"] + (0 if conf.get("tie_word_embeddings", True) else vocab * hidden)
+        return dict(params=params, hidden=hidden, layers=shape["layers"], vocab=vocab, kv=shape["kv_width"], mlp=shape["mlp"]), str(config_path)
     if name in KNOWN_MODELS:
         return KNOWN_MODELS[name], "built-in table"
     match = re.search(r"(\d+(?:\.\d+)?)\s*([BM])\b", name, re.IGNORECASE)

@@ -26,8 +26,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from finreason import retrieval
-from finreason.retrieval import Ranking, rank_by_bm25, report_sentences
+from finreason import retrieval, retriever_labels
+from finreason.document_facts import Ranking, rank_by_bm25, report_sentences
 
 # Every token here is paid in every training step and every prefill, on every profile: the format
 # and the program language are stated once, tersely.
@@ -241,7 +241,7 @@ def evidence_label(mode: str | None, retriever: Mapping[str, Any] | None = None)
     (``retrieval.describe``'s record; results without a mode were retrieved)."""
     label = EVIDENCE_LABELS.get(mode or "retrieved", str(mode))
     if (mode or "retrieved") == "retrieved" and retriever:
-        return f"retrieved evidence ({retrieval.short_label(retriever)})"
+        return f"retrieved evidence ({retriever_labels.short_label(retriever)})"
     return label
 
 

@@ -15,6 +15,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from finreason import retrieval
+
 TRACKED_PACKAGES = (
     "torch", "transformers", "trl", "peft", "bitsandbytes", "datasets", "accelerate",
     "rank-bm25", "lightgbm", "unsloth", "vllm",
@@ -54,8 +56,6 @@ def machine() -> dict[str, Any]:
 
 def provenance(cfg: Any = None, **extra: Any) -> dict[str, Any]:
     """The ``provenance`` object: ``cfg`` is a ``configuration.Config`` (or None)."""
-    from finreason import retrieval
-
     snapshot = cfg.snapshot() if cfg is not None else {}
     return {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -63,7 +63,7 @@ def provenance(cfg: Any = None, **extra: Any) -> dict[str, Any]:
         "seed": snapshot.get("SEED"),
         "profile": snapshot.get("PROFILE"),
         "evidence_mode": snapshot.get("EVIDENCE_MODE"),
-        "retriever": retrieval.describe(cfg, fit=False) if cfg is not None and "RETRIEVER" in snapshot else None,
+        "retriever": retrieval.describe(cfg) if cfg is not None and "RETRIEVER" in snapshot else None,
         "config": snapshot,
         "packages": package_versions(),
         "machine": machine(),

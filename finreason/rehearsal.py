@@ -345,7 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.load_without_bitsandbytes:
         print(json.dumps(load_without_bitsandbytes(args.load_without_bitsandbytes, cfg)))
         return 0
-    from finreason import export
+    from finreason import llama_cpp_source
 
     out = Path(args.out or Path(cfg.OUTPUT_DIR) / "rehearsal").expanduser().resolve()
     extra = [token for token in configuration.config_tokens(argv)[0] if not token.startswith(("--OUTPUT_DIR=", "--MODEL_NAME="))]
@@ -370,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         build = [sys.executable, "-m", "finreason.random_models", "--shape", SHAPE, "--tokenizer", "qwen2.5", "--device", "cpu",
                  "--out", str(model), "--seed", str(run_cfg.SEED)]
         result["steps"].append(run_step("build tiny qwen2.5", build, log))
-    converter_cache = args.converter_cache or export.CONVERTER_CACHE
+    converter_cache = args.converter_cache or llama_cpp_source.CONVERTER_CACHE
     for name, command in steps(model, outputs, cfg_args, args.requirements, converter_cache):
         if any(step["status"] != "ok" for step in result["steps"]):
             result["steps"].append({"name": name, "status": "skipped", "seconds": None, "peak_rss_gb": None})

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from finreason import prompts, retrieval, stats, storage
+from finreason import prompts, retriever_labels, stats, storage
 from finreason.analysis import (
     CATEGORY_DEFINITIONS, CATEGORY_LABELS, StageResult, TrainingLog, accuracy, breakdown, category_table,
 )
@@ -299,7 +299,7 @@ def build_report(
     rows = [{
         "stage": name,
         "evidence": stage.evidence_mode,
-        "retriever": retrieval.short_label(stage.retriever) if stage.evidence_mode == "retrieved" and stage.retriever else "",
+        "retriever": retriever_labels.short_label(stage.retriever) if stage.evidence_mode == "retrieved" and stage.retriever else "",
         "n": stage.n,
         "strict": accuracy(stage, "strict", samples, seed),
         "lenient": accuracy(stage, "lenient", samples, seed),

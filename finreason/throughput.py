@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Mapping
 from typing import Any
 
 # float32 and bfloat16 are what a CPU can train in (the cpu profile's CPU_PRECISION); the
@@ -78,17 +79,26 @@ def choose_cpu_precision(setting: str, peaks: dict[str, float] | None = None) ->
 
 
 def model_shape(model: Any) -> dict[str, int]:
-    """Matmul weights per token and the attention term's factors, from the model's config."""
-    config = getattr(model, "config", None)
+    """A model's architecture numbers from its config: a loaded model's, a transformers config or a
+    config.json's dict. ``matmul_params`` (the weights every token is multiplied by, the output
+    head included) and ``layers`` x ``attention_width`` are what ``step_flops`` counts; the
+    memory estimate reads the rest."""
+    config = getattr(model, "config", model)
     config = config.get_text_config() if hasattr(config, "get_text_config") else config
-    hidden, layers, vocab = config.hidden_size, config.num_hidden_layers, config.vocab_size
-    heads = config.num_attention_heads
-    head_dim = getattr(config, "head_dim", None) or hidden // heads
-    kv = getattr(config, "num_key_value_heads", None) or heads
-    mlp = getattr(config, "intermediate_size", None) or 4 * hidden
+    # a missing required number raises (KeyError or AttributeError); a missing optional one is None
+    if isinstance(config, Mapping):
+        required, optional = config.__getitem__, config.get
+    else:
+        required, optional = functools.partial(getattr, config), lambda name: getattr(config, name, None)
+    hidden, layers, vocab = required("hidden_size"), required("num_hidden_layers"), required("vocab_size")
+    heads = required("num_attention_heads")
+    head_dim = optional("head_dim") or hidden // heads
+    kv = optional("num_key_value_heads") or heads
+    mlp = optional("intermediate_size") or 4 * hidden
     # q and o: hidden x heads*head_dim; k and v: hidden x kv*head_dim; gate, up, down: hidden x mlp
     per_layer = 2 * hidden * heads * head_dim + 2 * hidden * kv * head_dim + 3 * hidden * mlp
-    return {"matmul_params": layers * per_layer + hidden * vocab, "layers": layers, "attention_width": heads * head_dim}
+    return {"matmul_params": layers * per_layer + hidden * vocab, "layers": layers, "attention_width": heads * head_dim,
+            "hidden": hidden, "vocab": vocab, "kv_width": kv * head_dim, "mlp": mlp}
 
 
 def step_flops(shape: dict[str, int], trained_tokens: float, sequences: int, sampled_tokens: float = 0.0) -> float:

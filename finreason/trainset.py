@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from finreason import scoring
 from finreason.programs import TABLE_OPS, ProgramError, cell_to_num, execute, format_value, split_steps, str_to_num, tokenize
 from finreason.prompts import evidence_from_cfg, prompt_from_cfg
-from finreason.retrieval import report_sentences
+from finreason.document_facts import report_sentences
 
 TARGET_STYLES = ("reasoning", "program")
 

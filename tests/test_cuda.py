@@ -130,7 +130,7 @@ class _QwenVocabulary:
 def test_random_model_shapes_are_the_profile_models(shape, model, tmp_path):
     # the memory estimate reads a local config.json: the random model's must describe the real model
     random_models.qwen2_config(random_models.SHAPES[shape], _QwenVocabulary()).save_pretrained(tmp_path)
-    measured, source = memory.model_shape(resolve_config(["--PROFILE=rtx4060", f"--MODEL_NAME={tmp_path}"]))
+    measured, source = memory.configured_model_shape(resolve_config(["--PROFILE=rtx4060", f"--MODEL_NAME={tmp_path}"]))
     assert source.endswith("config.json")
     known = memory.KNOWN_MODELS[model]
     assert {key: measured[key] for key in ("hidden", "layers", "vocab", "kv", "mlp")} == {key: known[key] for key in ("hidden", "layers", "vocab", "kv", "mlp")}

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from finreason import export, gguf_files, models, prompts
+from finreason import export, gguf_files, llama_cpp_source, models, prompts
 from finreason.configuration import resolve_config
 from helpers import PROJECT_ROOT, run_script, tiny_overrides
 
@@ -186,8 +186,8 @@ def tiny_llama_dir(tmp_path_factory, smollm2_tokenizer) -> Path:
 @pytest.fixture(scope="module")
 def converter():
     try:
-        return export.converter_dir()
-    except export.ExportError as error:
+        return llama_cpp_source.converter_dir()
+    except llama_cpp_source.ConverterError as error:
         pytest.skip(f"llama.cpp's converter cannot be had here: {error}")
 
 
@@ -244,7 +244,7 @@ def test_lora_through_08_export_keeps_the_logits_and_06_reads_the_artefacts(tiny
     base = models.load_model(cfg.replace(FINETUNE="full"))
     assert (torch_logits(base.model, ids) - expected).abs().max() > 50 * TOLERANCE["merged"]  # the adapter matters
 
-    verify = "2" if export.llama_cpp_available() else "0"  # the verification needs llama.cpp's runtime
+    verify = "2" if llama_cpp_source.llama_cpp_available() else "0"  # the verification needs llama.cpp's runtime
     with pytest.raises(SystemExit) as exit_info:
         run_script("08_export.py", ["--weights", str(adapter), "--verify", verify, "--quiet",
                                     "--converter-cache", str(Path(converter).parent), *overrides])
@@ -310,7 +310,7 @@ def fake_converter(tmp_path) -> Path:
     folder = tmp_path / "converter"
     folder.mkdir()
     (folder / "convert_hf_to_gguf.py").write_text(FAKE_CONVERTER)
-    (folder / export.CONVERTER_MARKER).write_text("{}\n")
+    (folder / llama_cpp_source.CONVERTER_MARKER).write_text("{}\n")
     return folder
 
 
@@ -320,7 +320,7 @@ def test_a_failed_export_leaves_the_previous_export_whole(tiny_llama_dir, tmp_pa
     cfg = resolve_config(tiny_overrides(tiny_llama_dir, out, "--EVIDENCE_MODE=gold"))
     adapter = random_adapter(tiny_llama_dir, tmp_path / "adapter")
     plan = export.ExportPlan(cfg=cfg, stage="sft", weights=adapter, out=out / "export", verify=0, converter_cache=str(fake_converter))
-    monkeypatch.setattr(export, "converter_dir", lambda cache: Path(cache))
+    monkeypatch.setattr(llama_cpp_source, "converter_dir", lambda cache: Path(cache))
     export.run_export(plan, progress=False)
     first = {path.relative_to(plan.out): path.read_bytes() for path in plan.out.rglob("*") if path.is_file()}
     recorded = json.loads((plan.out / export.MERGED / models.TRAINING_SUMMARY).read_text())
@@ -364,3 +364,47 @@ def test_a_previous_export_is_restored_when_a_kill_fell_between_the_renames(tmp_
     (replaced / export.EXPORT_JSON).write_text("{}")
     export.clean_leftovers(out)
     assert (out / export.EXPORT_JSON).exists() and not replaced.exists()
+
+
+# --- llama.cpp's converter from the sdist ---------------------------------------------------------
+
+
+def _sdist(path: Path, members: dict[str, str]) -> Path:
+    """A llama-cpp-python-like source archive holding ``members`` (name -> text)."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tar:
+        for name, text in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(text.encode())
+            tar.addfile(info, io.BytesIO(text.encode()))
+    return path
+
+
+VENDOR = "llama_cpp_python-0.3.36/vendor/llama.cpp/"
+
+
+@pytest.mark.parametrize(
+    "members, kept, error",
+    [
+        ({VENDOR + "convert_hf_to_gguf.py": "#", VENDOR + "gguf-py/gguf/__init__.py": "", VENDOR + "ggml/src/ggml.c": "",
+          "llama_cpp_python-0.3.36/setup.py": ""},
+         {"convert_hf_to_gguf.py", "gguf-py/gguf/__init__.py"}, None),  # only the converter's parts, not llama.cpp's C sources
+        ({VENDOR + "README.md": ""}, None, "has no vendor/llama.cpp/convert_hf_to_gguf.py"),  # an sdist without the converter
+        ({VENDOR + "convert_hf_to_gguf.py": "#", "other-1.0/setup.py": ""}, None, "is not a llama-cpp-python source archive"),  # two roots
+    ],
+)
+def test_only_the_converter_is_extracted_from_the_sdist(tmp_path, members, kept, error):
+    archive = _sdist(tmp_path / "llama_cpp_python-0.3.36.tar.gz", members)
+    target = tmp_path / "cache" / "0.3.36"
+    if error:
+        with pytest.raises(llama_cpp_source.ConverterError, match=error):
+            llama_cpp_source.extract_converter(archive, target)
+        assert not target.exists()  # nothing half-extracted where converter_dir would take it
+        return
+    llama_cpp_source.extract_converter(archive, target)
+    assert {str(path.relative_to(target)) for path in target.rglob("*") if path.is_file()} == kept | {llama_cpp_source.CONVERTER_MARKER}
+    assert llama_cpp_source.converter_dir(tmp_path / "cache") == target  # cached: no download
+    record = llama_cpp_source.converter_record(target)
+    assert record["archive"] == archive.name and record["source"].startswith(f"llama-cpp-python=={llama_cpp_source.LLAMA_CPP_PYTHON} sdist")

@@ -196,3 +196,29 @@ def test_a_probe_phase_the_kernel_killed_ran_out_of_memory():
     assert "does not fit: SFT ran out of memory" in memory.verdict(
         {"capacity_gb": 8.0, "peak_memory_gb": found["peak_memory_gb"], "sft": found,
          "grpo": {"peak_memory_gb": 1.0, "out_of_memory": False}})
+
+
+SMALL_CONFIG = {"hidden_size": 64, "num_hidden_layers": 2, "vocab_size": 100, "num_attention_heads": 4,
+                "num_key_value_heads": 2, "intermediate_size": 128}
+SMALL_LAYER = 2 * 64 * 64 + 2 * 64 * 32 + 3 * 64 * 128  # q, o; k, v (2 kv heads of 16); gate, up, down
+
+
+@pytest.mark.parametrize(
+    "config, params, kv",
+    [
+        (SMALL_CONFIG, 2 * SMALL_LAYER + 100 * 64, 32),  # tied by default: one vocab x hidden matrix
+        ({**SMALL_CONFIG, "tie_word_embeddings": False}, 2 * SMALL_LAYER + 2 * 100 * 64, 32),  # untied: embedding and head
+        ({**SMALL_CONFIG, "num_key_value_heads": None, "head_dim": None}, 2 * (2 * 64 * 64 + 2 * 64 * 64 + 3 * 64 * 128) + 100 * 64, 64),  # nulls: every head is a kv head of hidden / heads
+    ],
+)
+def test_the_estimate_reads_a_local_config_through_the_one_model_shape(tmp_path, config, params, kv):
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    shape, source = memory.configured_model_shape(resolve_config(["--PROFILE=rtx4060", f"--MODEL_NAME={tmp_path}"]))
+    assert source == str(tmp_path / "config.json")
+    assert shape == {"params": params, "hidden": 64, "layers": 2, "vocab": 100, "kv": kv, "mlp": 128}
+
+
+def test_a_config_without_the_numbers_falls_back_to_the_name():
+    # not a config the shape can be read from: the estimate guesses from the name rather than failing
+    cfg = resolve_config(["--PROFILE=rtx4060", "--MODEL_NAME=/nonexistent/some-3B-model"])
+    assert memory.configured_model_shape(cfg)[1] == "guessed from the name (approximate)"

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from finreason import prompts, retrieval
+from finreason import document_facts, prompts
 from finreason.configuration import resolve_config
 from finreason.data import VENDORED_DIR, load_finqa
 from finreason.scoring import score_completion
@@ -162,7 +162,7 @@ def test_prompt_from_cfg_uses_the_configured_budget(tokenizer, finqa):
     ],
 )
 def test_bm25_terms(text, terms):
-    assert retrieval.bm25_terms(text) == terms
+    assert document_facts.bm25_terms(text) == terms
 
 
 # --- gold evidence (EVIDENCE_MODE=gold) ---------------------------------

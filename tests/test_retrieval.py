@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from finreason import prompts, retrieval
+from finreason import document_facts, prompts, ranker_features, retrieval, retriever_labels
 from finreason.configuration import resolve_config
 from finreason.data import VENDORED_DIR, load_finqa
 from helpers import load_script
@@ -43,7 +44,7 @@ def recall_at_3(ranker, examples):
 
 
 def test_facts_are_every_row_and_sentence_in_finqa_indexing():
-    facts = retrieval.facts_of(toy())
+    facts = document_facts.facts_of(toy())
     assert [fact.id for fact in facts] == ["table_0", "table_1", "table_2", "table_3", "text_0", "text_1", "text_2"]
     revenue = facts[1]
     # a row reads with its column headers, so "2009 revenue" meets the row under the 2009 column
@@ -51,18 +52,47 @@ def test_facts_are_every_row_and_sentence_in_finqa_indexing():
 
 
 def test_features_are_one_finite_row_per_fact():
-    facts = retrieval.facts_of(toy())
-    features = retrieval.fact_features("what was revenue in 2009?", facts)
-    assert features.shape == (len(facts), len(retrieval.FEATURE_NAMES))
+    facts = document_facts.facts_of(toy())
+    features = ranker_features.fact_features("what was revenue in 2009?", facts)
+    assert features.shape == (len(facts), len(ranker_features.FEATURE_NAMES))
     assert np.isfinite(features).all()
-    column = dict(zip(retrieval.FEATURE_NAMES, features.T))
+    column = dict(zip(ranker_features.FEATURE_NAMES, features.T))
     assert column["row_name_stems_in_question"][1] == 1.0  # "revenue" is all of the row's name
     assert column["row_name_stems_in_question"][2] == 0.0  # "net income" is not in the question
     assert column["is_table"].tolist() == [1, 1, 1, 1, 0, 0, 0]
 
 
 def test_features_of_a_document_without_facts_are_empty():
-    assert retrieval.fact_features("anything?", []).shape == (0, len(retrieval.FEATURE_NAMES))
+    assert ranker_features.fact_features("anything?", []).shape == (0, len(ranker_features.FEATURE_NAMES))
+
+
+def test_feature_names_are_the_columns_the_cached_rankers_were_fit_on():
+    # the cached LightGBM models name their columns: same names, same order, none twice
+    names = ranker_features.FEATURE_NAMES
+    assert len(names) == len(set(names)) == 59 and ranker_features.FEATURE_VERSION == 2
+    assert hashlib.sha256(",".join(names).encode()).hexdigest()[:16] == "8fa6522a53959110"
+
+
+@pytest.mark.parametrize(
+    "example, shape, sha256",
+    [
+        # SHA-256 of the float32 features, computed before the features had a module of their own:
+        # the cached rankers and the recorded recalls were fit and measured on exactly these values
+        (toy(), (7, 59), "83fa9550d854bd4d"),  # a year and a row name in the question
+        (toy("what was the percentage change in net income from 2008 to 2009?"), (7, 59), "c43baeb4c886b333"),  # a year range, asks percent and change
+        (toy("what is the total of assets due after 2008 and thereafter?"), (7, 59), "7e4b3558070c2e18"),  # asks total, after/thereafter
+        ("dev:0", (72, 59), "bb0661af459f7292"),  # a long FinQA document: many rows and sentences
+        ("dev:17", (33, 59), "879db683cd423c79"),  # another table layout
+        ("test:3", (17, 59), "bd647c345d76a632"),  # a test example
+    ],
+)
+def test_feature_values_stay_those_the_rankers_were_fit_on(finqa, example, shape, sha256):
+    if isinstance(example, str):
+        split, index = example.split(":")
+        example = finqa[split][int(index)]
+    features = ranker_features.fact_features(str(example.question), document_facts.facts_of(example))
+    assert features.shape == shape and features.dtype == np.float32
+    assert hashlib.sha256(features.tobytes()).hexdigest()[:16] == sha256
 
 
 @pytest.mark.parametrize(
@@ -75,7 +105,7 @@ def test_features_of_a_document_without_facts_are_empty():
     ],
 )
 def test_stems(text, terms):
-    assert retrieval._stems(text) == terms
+    assert ranker_features._stems(text) == terms
 
 
 @pytest.mark.parametrize(
@@ -90,7 +120,7 @@ def test_stems(text, terms):
     ],
 )
 def test_header_is_data(row, is_data):
-    assert retrieval.header_is_data(row) is is_data
+    assert document_facts.header_is_data(row) is is_data
 
 
 # --- fitting ------------------------------------------------------------------------------------
@@ -161,7 +191,7 @@ def test_cache_is_keyed_and_read_back(finqa, tmp_path, monkeypatch):
     example = finqa["dev"][3]
     assert again.rank(example) == first.rank(example) and again.info["key"] == first.info["key"]
     # a new feature version, other train data or another seed is another key
-    monkeypatch.setattr(retrieval, "FEATURE_VERSION", retrieval.FEATURE_VERSION + 1)
+    monkeypatch.setattr(ranker_features, "FEATURE_VERSION", ranker_features.FEATURE_VERSION + 1)
     fingerprint = retrieval.train_fingerprint(train)
     assert retrieval.cache_key(fingerprint, 42) != first.info["key"]
     assert retrieval.cache_key(retrieval.train_fingerprint(train[:39]), 42) != retrieval.cache_key(fingerprint, 42)
@@ -181,7 +211,7 @@ def test_train_without_gold_facts_falls_back_to_bm25_and_says_so(tmp_path):
     train = [toy(gold={}, example_id=f"t{i}") for i in range(5)]
     ranker = retrieval.load_or_fit(train, 42, tmp_path)
     assert ranker.name == "bm25" and "no gold_inds" in ranker.describe()["note"]
-    assert "fallback" in retrieval.short_label({"retriever": "learned", "top_k": 3, **ranker.describe()})
+    assert "fallback" in retriever_labels.short_label({"retriever": "learned", "top_k": 3, **ranker.describe()})
     assert not list(tmp_path.iterdir())  # nothing learned, nothing cached
 
 
@@ -189,7 +219,7 @@ def test_train_without_gold_facts_falls_back_to_bm25_and_says_so(tmp_path):
 
 
 def ranking(*order):
-    return retrieval.Ranking(list(order), {fact_id: float(-i) for i, fact_id in enumerate(order)})
+    return document_facts.Ranking(list(order), {fact_id: float(-i) for i, fact_id in enumerate(order)})
 
 
 @pytest.mark.parametrize(
@@ -243,7 +273,7 @@ def test_evidence_from_cfg_follows_retriever(smollm2_tokenizer, finqa, tmp_path,
     assert evidence.retriever == expected and evidence.mode == "retrieved"
     if expected != "budget_fill":
         assert len(evidence.kept_ids - {"table_0"}) <= cfg.RETRIEVER_TOP_K
-        assert evidence.scores and set(evidence.ranking) == {fact.id for fact in retrieval.facts_of(example)}
+        assert evidence.scores and set(evidence.ranking) == {fact.id for fact in document_facts.facts_of(example)}
     assert prompts.prompt_from_cfg(example, smollm2_tokenizer, cfg).count(evidence.text) == 1
 
 
@@ -257,13 +287,35 @@ def test_gold_mode_fits_no_ranker(smollm2_tokenizer, finqa, tmp_path, monkeypatc
 def test_describe_names_retriever_k_and_the_fitted_ranker(tmp_path):
     cfg = resolve_config(["--PROFILE=cpu", "--EVIDENCE_MODE=retrieved", f"--OUTPUT_DIR={tmp_path}", "--DOWNLOAD_DATA=false",
                           "--RETRIEVER_TOP_K=4"])
-    info = retrieval.describe(cfg)
+    info = retrieval.describe_in_use(cfg)
     assert info["retriever"] == "learned" and info["top_k"] == 4 and len(info["key"]) == 16 and info["train_examples"] == 419
     assert (tmp_path / "retriever" / f"ranker-{info['key']}.json").is_file()
-    assert retrieval.short_label(info) == "learned ranker, top 4"
+    assert retriever_labels.short_label(info) == "learned ranker, top 4"
     assert prompts.evidence_label("retrieved", info) == "retrieved evidence (learned ranker, top 4)"
-    assert retrieval.short_label(retrieval.describe(cfg.replace(RETRIEVER="budget_fill"))).startswith("budget fill")
+    assert retriever_labels.short_label(retrieval.describe(cfg.replace(RETRIEVER="budget_fill"))).startswith("budget fill")
 
+
+
+BASE_RECORD = {"retriever", "label", "token_budget"}
+
+
+@pytest.mark.parametrize(
+    "overrides, ranker, keys, label",
+    [
+        ([], None, BASE_RECORD | {"top_k"}, "learned fact ranker (LightGBM lambdarank)"),  # no ranker loaded yet: the configuration only
+        ([], retrieval.BM25Ranker("fallback: no gold"), BASE_RECORD | {"top_k", "ranker", "note"}, "BM25 fact ranking (fallback: no gold)"),  # the caller's ranker
+        (["--RETRIEVER=bm25"], None, BASE_RECORD | {"top_k"}, "BM25 fact ranking"),  # BM25 is never loaded, so never named
+        (["--RETRIEVER=budget_fill"], None, BASE_RECORD, "whole table + BM25-ranked sentences filling the token budget"),  # no k
+        (["--EVIDENCE_MODE=gold"], None, BASE_RECORD | {"top_k", "note"}, "learned fact ranker (LightGBM lambdarank)"),  # says no retriever chose
+    ],
+)
+def test_describe_never_loads_data_nor_fits(tmp_path, monkeypatch, overrides, ranker, keys, label):
+    monkeypatch.setattr(retrieval, "load_from_config", lambda *a, **k: pytest.fail("describe loaded the train split"))
+    monkeypatch.setattr(retrieval, "load_or_fit", lambda *a: pytest.fail("describe fit a ranker"))
+    monkeypatch.setattr(retrieval, "_RANKERS", {})  # a process that built no prompt
+    cfg = resolve_config(["--PROFILE=cpu", "--EVIDENCE_MODE=retrieved", f"--OUTPUT_DIR={tmp_path}", "--DOWNLOAD_DATA=false", *overrides])
+    info = retrieval.describe(cfg, ranker)
+    assert set(info) == keys and info["label"] == label
 
 # --- the benchmark -------------------------------------------------------------------------------
 
@@ -326,7 +378,7 @@ def test_a_data_folder_without_train_ranks_with_bm25_and_says_so(smollm2_tokeniz
     example = load_finqa(data_dir=str(VENDORED_DIR), verbose=False)["dev"][0]
     assert prompts.evidence_from_cfg(example, smollm2_tokenizer, cfg).retriever == "bm25"
     info = retrieval.describe(cfg)
-    assert info["ranker"] == "bm25" and "no train split" in info["note"] and "fallback" in retrieval.short_label(info)
+    assert info["ranker"] == "bm25" and "no train split" in info["note"] and "fallback" in retriever_labels.short_label(info)
 
 
 def test_ranking_a_question_never_reads_its_gold_facts(finqa, learned):

@@ -21,6 +21,25 @@ def test_matmul_weights_are_the_models_linear_layers(tiny_loaded):
 
 
 @pytest.mark.parametrize(
+    "source",
+    [
+        "model",  # a loaded model: its config is read (the step log)
+        "config",  # its transformers config itself
+        "config_json",  # the config.json dict the memory estimate reads
+    ],
+)
+def test_model_shape_reads_a_model_its_config_or_its_config_json_alike(tiny_loaded, source):
+    model = tiny_loaded.model
+    given = {"model": model, "config": model.config, "config_json": model.config.to_dict()}[source]
+    assert throughput.model_shape(given) == throughput.model_shape(model)
+
+
+def test_a_config_json_without_a_required_number_is_refused():
+    with pytest.raises(KeyError):
+        throughput.model_shape({"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4})  # no vocab_size
+
+
+@pytest.mark.parametrize(
     ("trained", "sequences", "sampled", "flops"),
     [
         (10, 2, 0, (6 * 100 + 12 * 2 * 8 * 5) * 10),  # SFT: forward + backward, attention at the mean length 5
