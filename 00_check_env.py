@@ -21,7 +21,7 @@ Memory: without --probe, an instant estimate from a documented formula (finreaso
 With --probe, a measurement: the configured model loaded as 04/05 load it, a few real SFT steps
 in a fresh process over the longest training row of every padded length the stage will see (so
 its peak is the whole stage's) and one GRPO step whose completions all run to
-GRPO_MAX_NEW_TOKENS (finreason.memory.probe; minutes on the cpu profile). --memory-cap-gb caps a
+GRPO_MAX_NEW_TOKENS (finreason.probe.probe; minutes on the cpu profile). --memory-cap-gb caps a
 GPU at that much memory, to check a smaller card's profile on a bigger one. Nothing is written
 under the training folders.
 
@@ -235,6 +235,7 @@ def check_matmul_peak(report: Report, torch, cfg) -> None:
     """This machine's matmul peak in float32 and bfloat16 (the MFU denominators of the step log),
     and the training precision a run would take now (CPU_PRECISION=auto: the probe's recorded
     decision for this machine, else bf16 where its matmul peak wins)."""
+    # lazy: they import numpy and rank_bm25, packages this script checks for and reports missing
     from finreason import throughput, training
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -250,11 +251,13 @@ def check_matmul_peak(report: Report, torch, cfg) -> None:
 
 
 def check_probe(report: Report, cfg, cap_gb: float | None) -> None:
-    """The measured answer (memory.probe), beside the formula's; with CPU_PRECISION=auto on a
+    """The measured answer (probe.probe), beside the formula's; with CPU_PRECISION=auto on a
     CPU, the precision the probe chose from real steps in each (the trainers read it back)."""
-    result = memory.probe(cfg, cap_gb=cap_gb)
+    from finreason import probe  # lazy, as in check_matmul_peak
+
+    result = probe.probe(cfg, cap_gb=cap_gb)
     report.values["probe"] = result
-    print(memory.format_probe(result))
+    print(probe.format_probe(result))
     status = OK if result["verdict"] == "fits" else (FAIL if "does not fit" in result["verdict"] else WARN)
     report.add("memory probe", status, f"measured peak {result['peak_memory_gb']:.2f} GiB "
                f"(estimate {report.values['memory_estimate_gb']['peak']:.2f}; whole SFT stage "

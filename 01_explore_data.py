@@ -20,7 +20,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from finreason import configuration, console, outputlock, storage
+from finreason import configuration, console, models, outputlock, storage
 from finreason.data import SPLITS, Example, load_from_config
 from finreason.layout import Layout
 from finreason.provenance import provenance
@@ -159,8 +159,6 @@ def run(args, cfg) -> dict[str, Any]:
     # tokenizer (optional: only for token counts)
     tokenizer = None
     if args.tokens:
-        from finreason import models
-
         tokenizer = models.load_tokenizer(cfg)
 
     # summarize

@@ -36,7 +36,7 @@ import json
 import logging
 from pathlib import Path
 
-from finreason import configuration, console, evaluation, outputlock, storage
+from finreason import configuration, console, data, evaluation, outputlock, scorefile, storage
 from finreason.errors import FinReasonError
 from finreason.layout import STAGES
 
@@ -64,8 +64,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def score_mode(args: argparse.Namespace, cfg) -> dict:
     """Score a file: data and pure-python scoring only (no torch), so it takes seconds."""
-    from finreason import data, scorefile
-
     if args.out:
         # refuse an unwritable --out, or the user's own file, before the scoring work, not after it
         storage.claim_output(args.out, scorefile.VERDICT_KEYS, args.overwrite, not_same_as=[args.score])

@@ -46,11 +46,12 @@ from typing import Any
 
 import numpy as np
 
-from finreason import configuration, console, data, difficulty, measure, models, retrieval, stats, storage
+from finreason import configuration, console, data, difficulty, evaluation, measure, models, retrieval, stats, storage, training_record
 from finreason.errors import FinReasonError
 from finreason.layout import Layout
 from finreason.prompts import evidence_label
 from finreason.provenance import provenance
+from finreason.training import read_step_log
 
 NAME = "cpu_learning"
 ROOT = Path(__file__).resolve().parent.parent
@@ -158,8 +159,6 @@ def against_previous(where: Layout, previous: Layout, label: str) -> dict[str, A
     """Each stage's strict accuracy now and in the ``previous`` run on the questions both answered,
     the exact McNemar p-value of the pairs, which way it moved, and whether that is within noise
     (p > 0.05), with the precision each run trained in."""
-    from finreason import evaluation
-
     stages = {}
     for stage in STAGES:
         now, before = evaluation.read_stage(where, stage), evaluation.read_stage(previous, stage)
@@ -188,7 +187,7 @@ def precisions(where: Layout) -> dict[str, str | None]:
     for stage in ("sft", "grpo"):
         weights = where.weights(stage)
         try:
-            summary = json.loads((weights / models.TRAINING_SUMMARY).read_text(encoding="utf-8")) if weights else None
+            summary = json.loads((weights / training_record.TRAINING_SUMMARY).read_text(encoding="utf-8")) if weights else None
         except (OSError, ValueError):
             summary = None
         if isinstance(summary, dict):
@@ -209,9 +208,6 @@ def fixed_set_before(cfg: Any, where: Layout, candidates: list[dict[str, Any]]) 
 
 def summarize(cfg: Any, where: Layout, before: dict[str, int], after: dict[str, int], n: int) -> dict[str, Any]:
     """The benchmark's numbers from the files the scripts wrote."""
-    from finreason import evaluation
-    from finreason.training import read_step_log
-
     records = {stage: evaluation.read_stage(where, stage) for stage in ("zero_shot", "sft", "grpo")}
     ids = sorted(set.intersection(*(set(r) for r in records.values())))
     strict = {stage: [bool(records[stage][i].get("strict")) for i in ids] for stage in records}

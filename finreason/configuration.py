@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import config as config_module
-from finreason import console, models
+from finreason import console
 from finreason.errors import FinReasonError
+from finreason.hub import hub_reachable
 
 _OVERRIDE = re.compile(r"^--([A-Z][A-Z0-9_]*)=(.*)$", re.DOTALL)
 _TRUE = {"1", "true", "yes", "on"}
@@ -366,7 +367,7 @@ def parse_args(
     """Parse a script's own flags and the config overrides; exit 2 with one line on a mistake.
 
     Also sets up logging (``--quiet``: warnings and errors only) and decides whether the hub is
-    reachable (``models.hub_reachable``), while no hub library is imported yet."""
+    reachable (``hub.hub_reachable``), while no hub library is imported yet."""
     parser = argparse.ArgumentParser(
         description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -389,5 +390,5 @@ def parse_args(
         parser.error(str(error))
     console.setup_logging(quiet=args.quiet)
     # Before any model code imports the hub libraries, which read HF_HUB_OFFLINE only then.
-    models.hub_reachable()
+    hub_reachable()
     return args, cfg

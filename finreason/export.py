@@ -40,6 +40,7 @@ from finreason import console, data, evaluation, generation, gguf_files, layout,
 from finreason.errors import FinReasonError
 from finreason.layout import TRAINED_BY, TRAINED_STAGES, Layout
 from finreason.provenance import provenance
+from finreason.training_record import TRAINING_SUMMARY, TrainingRecord
 
 _LOG = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ def choose_weights(cfg: Any, stage: str | None = None, weights: str | os.PathLik
         folder = Path(weights).expanduser()
         if layout.weights_kind(folder) is None:
             raise ExportError(f"--weights {weights}: not a LoRA adapter folder ({layout.ADAPTER_MARKER}) nor a model folder ({layout.MODEL_MARKER})")
-        recorded = storage.read_json_object(folder / models.TRAINING_SUMMARY).get("stage")
+        recorded = TrainingRecord.read(folder).stage
         return (stage or (recorded if recorded in TRAINED_STAGES else "sft")), folder
     if stage:
         found = where.weights(stage)
@@ -103,7 +104,7 @@ def prompt_config(cfg: Any, weights: Path, explicit: Sequence[str] = ()) -> tupl
     """``cfg`` with the prompt settings the weights were trained with (their training summary's
     config), so the exported system prompt and the verification prompts are the trained ones;
     keys given on the command line (``explicit``) win. Returns (cfg, the keys changed)."""
-    trained = ((storage.read_json_object(weights / models.TRAINING_SUMMARY).get("provenance") or {}).get("config")) or {}
+    trained = (TrainingRecord.read(weights).provenance or {}).get("config") or {}
     changes = {key: trained[key] for key in PROMPT_KEYS if key in trained and key not in explicit and trained[key] != getattr(cfg, key)}
     if changes:
         _LOG.info("prompt settings from the weights' training: %s", ", ".join(f"{k}={v}" for k, v in changes.items()))
@@ -125,8 +126,7 @@ def exported_from(model_path: str | os.PathLike) -> dict[str, Any] | None:
     folder = Path(model_path).expanduser()
     if not folder.is_dir():
         return None
-    recorded = storage.read_json_object(folder / models.TRAINING_SUMMARY).get("exported_from")
-    return recorded if isinstance(recorded, dict) else None
+    return TrainingRecord.read(folder).exported_from
 
 
 # --- merged 16-bit folder --------------------------------------------------------------------
@@ -164,9 +164,9 @@ def save_merged(model: Any, tokenizer: Any, folder: Path, system_prompt: str, su
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
         (staging / SYSTEM_PROMPT_FILE).write_text(system_prompt + "\n", encoding="utf-8")
-        storage.atomic_write_json(staging / models.TRAINING_SUMMARY, {**summary, "weights": recorded})
+        storage.atomic_write_json(staging / TRAINING_SUMMARY, {**summary, "weights": recorded})
     # the hash of the folder's own tensors, so results made with it name exactly these weights
-    storage.atomic_write_json(folder / models.TRAINING_SUMMARY,
+    storage.atomic_write_json(folder / TRAINING_SUMMARY,
                               {**summary, "weights": recorded, "weights_sha256": models.weights_fingerprint(folder)})
     return folder
 
@@ -489,7 +489,7 @@ def _exported_summary(plan: ExportPlan, loaded: Any) -> dict[str, Any]:
     """The merged folder's training summary: the source's, marked as a standalone model with what
     it was exported from (and the stage's evaluation when it was made with these weights)."""
     cfg = plan.cfg
-    source_summary = storage.read_json_object(plan.weights / models.TRAINING_SUMMARY)
+    source_summary = TrainingRecord.read(plan.weights).as_dict()
     if not source_summary.get("evaluation"):
         source_summary["evaluation"] = stage_evaluation(cfg, plan.stage, loaded.info.get("weights_sha256"))
     return {

@@ -23,22 +23,18 @@ import importlib.util
 import json
 import logging
 import os
-import socket
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from finreason import gguf_files, layout, storage
+from finreason.hub import HUB_PROBE_TIMEOUT_S, hub_reachable
 from finreason.errors import FinReasonError
 from finreason.storage import atomic_folder, file_sha256
-# TRAINING_SUMMARY stays importable from here, where the loader's readers have always found it
-from finreason.training_record import TRAINING_SUMMARY, TrainingRecord  # noqa: F401
+from finreason.training_record import TrainingRecord
 
 SMOLLM2_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-HUB_HOST = ("huggingface.co", 443)
-HUB_PROBE_TIMEOUT_S = 3.0
 # Only the files a causal LM needs; never *.bin (pickle) and never custom code.
 HUB_ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "tokenizer*"]
 DONE_MARKER = ".finreason_converted"
@@ -58,33 +54,6 @@ class LoadedModel:
 
 
 # --- where the weights are --------------------------------------------------------------------
-
-_hub_reachable: bool | None = None
-
-
-def hub_reachable() -> bool:
-    """True when huggingface.co accepts a connection within seconds; decided once per process.
-
-    huggingface_hub reads HF_HUB_OFFLINE once, when it is first imported, so an offline machine
-    must set it before that import or the hub libraries still try (and retry) the network. Every
-    script decides in ``configuration.parse_args``, before any model code imports them, and
-    ``resolve_model_path`` decides before its first hub call. An unreachable hub sets
-    HF_HUB_OFFLINE=1 for this process and every process it starts."""
-    global _hub_reachable
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}:
-        return False
-    if _hub_reachable is None:
-        try:
-            with socket.create_connection(HUB_HOST, timeout=HUB_PROBE_TIMEOUT_S):
-                _hub_reachable = True
-        except OSError:
-            _hub_reachable = False
-            if "huggingface_hub" in sys.modules:
-                _LOG.warning("the hub is unreachable, but huggingface_hub was imported before this check: "
-                             "HF_HUB_OFFLINE=1 takes effect only in the processes this one starts")
-            os.environ["HF_HUB_OFFLINE"] = "1"
-    return _hub_reachable
-
 
 def model_key(name_or_path: str) -> str:
     """Comparable short name of a base model: hub id, local copy and HF-cache snapshot agree.

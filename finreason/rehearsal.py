@@ -45,7 +45,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from finreason import configuration, console, storage
+from finreason import configuration, console, data, export, generation, gguf_files, llama_cpp_source, models, prompts, serving, storage
 from finreason.errors import FinReasonError
 from finreason.layout import Layout
 from finreason.provenance import package_versions
@@ -219,8 +219,6 @@ def check_outputs(cfg: Any, checks: Checks) -> None:
 
 def check_export(cfg: Any, checks: Checks) -> Path | None:
     """08's merged folder: standalone (no quantisation), float16, GGUFs of the Qwen2 architecture."""
-    from finreason import export, gguf_files
-
     out = Layout.of(cfg).export_dir
     merged = out / export.MERGED
     config = storage.read_json_object(merged / "config.json")
@@ -251,8 +249,6 @@ def load_without_bitsandbytes(folder: str, cfg: Any) -> dict[str, Any]:
     sys.modules["bitsandbytes"] = None
     import torch
 
-    from finreason import models
-
     loaded = models.load_model(cfg.replace(LOAD_IN_4BIT=False, COMPUTE_DTYPE="float32"), weights=folder)
     ids = loaded.tokenizer("Program: divide(1, 2)", return_tensors="pt")["input_ids"]
     with torch.inference_mode():
@@ -271,8 +267,6 @@ def check_models(cfg: Any, merged: Path | None, checks: Checks) -> None:
     """The app's model loading, and the merged folder against the adapter (module docstring)."""
     import torch
     from safetensors.torch import load_file
-
-    from finreason import data, export, generation, models, prompts, serving
 
     where = Layout.of(cfg)
     grpo = where.weights("grpo")
@@ -345,7 +339,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.load_without_bitsandbytes:
         print(json.dumps(load_without_bitsandbytes(args.load_without_bitsandbytes, cfg)))
         return 0
-    from finreason import llama_cpp_source
 
     out = Path(args.out or Path(cfg.OUTPUT_DIR) / "rehearsal").expanduser().resolve()
     extra = [token for token in configuration.config_tokens(argv)[0] if not token.startswith(("--OUTPUT_DIR=", "--MODEL_NAME="))]

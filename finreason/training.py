@@ -23,9 +23,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from finreason import configuration, layout, models, prompts, retrieval, stats, storage
+from finreason import configuration, layout, memory, models, prompts, retrieval, rewards, stats, storage, throughput
 from finreason.errors import FinReasonError
 from finreason.layout import Layout
+from finreason.precision import recorded_precision
 from finreason.provenance import provenance
 from finreason.training_record import TrainingRecord
 
@@ -130,17 +131,15 @@ def precision_decision(cfg: Any) -> tuple[str, str]:
     """(the precision the trainers compute in, why): COMPUTE_DTYPE on a GPU; on a CPU,
     CPU_PRECISION. ``auto`` takes what ``00_check_env.py --probe`` measured on this machine for
     these settings (bfloat16 only where its real steps were faster and its projected peak fit
-    CPU_MEMORY_BUDGET_GB; ``memory.recorded_precision``); without such a measurement, bfloat16
+    CPU_MEMORY_BUDGET_GB; ``precision.recorded_precision``); without such a measurement, bfloat16
     where the measured bf16 matmul peak beats float32's (``throughput.choose_cpu_precision``)."""
     import torch
-
-    from finreason import memory, throughput
 
     if torch.cuda.is_available():
         return cfg.COMPUTE_DTYPE, f"COMPUTE_DTYPE={cfg.COMPUTE_DTYPE}"
     if cfg.CPU_PRECISION != "auto":
         return cfg.CPU_PRECISION, f"CPU_PRECISION={cfg.CPU_PRECISION}"
-    choice, why = memory.recorded_precision(cfg)
+    choice, why = recorded_precision(cfg)
     if choice is None:
         choice = throughput.choose_cpu_precision("auto")
         why += f"; {choice} from the matmul peaks (00_check_env.py --probe decides from real steps and memory)"
@@ -297,8 +296,6 @@ def grpo_config(cfg: Any, where: Layout, use_vllm: bool, precision: str | None =
     """TRL GRPOConfig from the GRPO_* constants; ``precision`` as for ``sft_config``; ``changes``
     override fields."""
     from trl import GRPOConfig
-
-    from finreason import rewards
 
     _, weights = rewards.reward_functions(cfg)
     return _trl_config(
@@ -499,8 +496,6 @@ def step_log_callback(path: str | os.PathLike, shown: Sequence[str], sampled: bo
     after the step (``memory.resident_gb``: growth from step to step shows here). ``sampled``:
     the step also generated its tokens (GRPO), which costs one more forward per token."""
     from transformers import TrainerCallback
-
-    from finreason import memory, throughput
 
     class StepLogCallback(TrainerCallback):
         def on_train_begin(self, args, state, control, model=None, **kwargs):  # noqa: ANN001 - TrainerCallback API

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from finreason import uploads
+from finreason import training_record, uploads
 
 ROOT = Path(__file__).resolve().parent.parent
 OWN_REPORTS = ROOT / "tests" / "data" / "own_reports.jsonl"
@@ -429,13 +429,12 @@ def _listening(port: int) -> bool:
     ],
 )
 def test_trained_evidence_reads_the_summary_or_says_unknown(tmp_path, summary, label):
-    from finreason import models
     from helpers import load_script
 
     app_module = load_script("app.py")
     if summary is not None:
         text = summary if isinstance(summary, str) else json.dumps(summary)
-        (tmp_path / models.TRAINING_SUMMARY).write_text(text, encoding="utf-8")
+        (tmp_path / training_record.TRAINING_SUMMARY).write_text(text, encoding="utf-8")
     found = app_module.trained_evidence(str(tmp_path))
     assert found == label if label is None else label in found
     assert app_module.trained_evidence(None) is None

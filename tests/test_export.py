@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from finreason import export, gguf_files, llama_cpp_source, models, prompts
+from finreason import export, gguf_files, llama_cpp_source, models, prompts, training_record
 from finreason.configuration import resolve_config
 from helpers import PROJECT_ROOT, run_script, tiny_overrides
 
@@ -323,7 +323,7 @@ def test_a_failed_export_leaves_the_previous_export_whole(tiny_llama_dir, tmp_pa
     monkeypatch.setattr(llama_cpp_source, "converter_dir", lambda cache: Path(cache))
     export.run_export(plan, progress=False)
     first = {path.relative_to(plan.out): path.read_bytes() for path in plan.out.rglob("*") if path.is_file()}
-    recorded = json.loads((plan.out / export.MERGED / models.TRAINING_SUMMARY).read_text())
+    recorded = json.loads((plan.out / export.MERGED / training_record.TRAINING_SUMMARY).read_text())
     assert recorded["weights"] == str(plan.out / export.MERGED)  # the final path, not the staging folder's
     assert json.loads((plan.out / export.EXPORT_JSON).read_text())["modelfile"]["path"] == str(plan.out / export.MODELFILE)
 

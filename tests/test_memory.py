@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from finreason import measure, memory, storage, training
+from finreason import measure, memory, precision, probe, storage, training
 from finreason.configuration import resolve_config
 from finreason.layout import Layout
 from helpers import load_script, tiny_overrides
@@ -69,7 +69,7 @@ def _result(sft_peak, grpo_peak, capacity=8.0, sft_oom=False, grpo_oom=False):
     ],
 )
 def test_probe_verdicts_name_the_first_constant_to_lower(result, verdict):
-    assert verdict in memory.verdict(result)
+    assert verdict in probe.verdict(result)
 
 
 def test_oom_order_matches_the_readme_table():
@@ -121,13 +121,13 @@ def test_measure_records_time_and_peak_memory_of_a_child(tmp_path):
     ],
 )
 def test_cpu_precision_is_chosen_from_real_steps_and_the_budget(fp32, bf16, budget, chosen, why):
-    found, reason = memory.choose_cpu_precision({"float32": fp32, "bfloat16": bf16}, budget)
+    found, reason = precision.choose_from_steps({"float32": fp32, "bfloat16": bf16}, budget)
     assert found == chosen and why in reason
 
 
 def _decision(cfg, **changes):
-    record = {"chosen": "bfloat16", "reason": "1.30x faster", "machine": memory._machine_identity(),
-              "settings": {key: getattr(cfg, key) for key in memory.PRECISION_SETTINGS}}
+    record = {"chosen": "bfloat16", "reason": "1.30x faster", "machine": precision.machine_identity(),
+              "settings": {key: getattr(cfg, key) for key in precision.PRECISION_SETTINGS}}
     for key, value in changes.items():
         if key in record:
             record[key] = value
@@ -151,14 +151,14 @@ def _decision(cfg, **changes):
 def test_a_recorded_precision_holds_only_for_its_machine_and_settings(tmp_path, record, chosen, why):
     cfg = resolve_config(["--PROFILE=cpu", f"--OUTPUT_DIR={tmp_path}"])
     storage.atomic_write_json(Layout.of(cfg).check_env, {"probe": {"cpu_precision": record(cfg)}})
-    found, reason = memory.recorded_precision(cfg)
+    found, reason = precision.recorded_precision(cfg)
     assert found == chosen and why in reason
 
 
 def test_a_damaged_check_env_means_no_recorded_precision(tmp_path):
     cfg = resolve_config(["--PROFILE=cpu", f"--OUTPUT_DIR={tmp_path}"])
     Layout.of(cfg).check_env.write_text('{"probe": {"cpu_precision": {"chos', encoding="utf-8")
-    assert memory.recorded_precision(cfg)[0] is None
+    assert precision.recorded_precision(cfg)[0] is None
 
 
 def test_auto_trains_in_the_recorded_precision_not_the_matmul_guess(tmp_path, monkeypatch):
@@ -191,9 +191,9 @@ def test_a_probe_phase_the_kernel_killed_ran_out_of_memory():
     import os
 
     # what the out-of-memory killer does to the phase's process: it dies without a word
-    found = memory._in_fresh_process(os.abort)
+    found = probe._in_fresh_process(os.abort)
     assert found["out_of_memory"] and found["killed"] and found["step_s"] is None
-    assert "does not fit: SFT ran out of memory" in memory.verdict(
+    assert "does not fit: SFT ran out of memory" in probe.verdict(
         {"capacity_gb": 8.0, "peak_memory_gb": found["peak_memory_gb"], "sft": found,
          "grpo": {"peak_memory_gb": 1.0, "out_of_memory": False}})
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from finreason import evaluation, generation, models, trainset
+from finreason import evaluation, generation, models, training_record, trainset
 from finreason.configuration import resolve_config
 from helpers import build_tiny_qwen2, run_script, tiny_overrides
 
@@ -152,7 +152,7 @@ def test_trained_base_reads_hostile_records_in_one_line(tmp_path, marker, summar
     if marker is not None:
         (tmp_path / layout.ADAPTER_MARKER).write_text(marker)
     if summary is not None:
-        (tmp_path / models.TRAINING_SUMMARY).write_text(summary)
+        (tmp_path / training_record.TRAINING_SUMMARY).write_text(summary)
     if isinstance(expected, str):
         assert models.trained_base(tmp_path) == expected
     else:
@@ -255,7 +255,7 @@ def save_full_model(model_dir: Path, folder: Path, base_name: str) -> Path:
     from transformers import AutoModelForCausalLM
 
     AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True).save_pretrained(folder)
-    (folder / models.TRAINING_SUMMARY).write_text(json.dumps({"base_model": base_name}), encoding="utf-8")
+    (folder / training_record.TRAINING_SUMMARY).write_text(json.dumps({"base_model": base_name}), encoding="utf-8")
     return folder
 
 

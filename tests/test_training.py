@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from finreason import configuration, models, storage, training
+from finreason import configuration, models, storage, training, training_record
 from finreason.configuration import ConfigError, resolve_config
 from finreason.layout import Layout
 from finreason.training_record import TrainingRecord
@@ -664,7 +664,7 @@ GRPO_RECORD = TrainingRecord(
 )
 def test_training_record_round_trips_with_the_keys_each_writer_wrote(tmp_path, record, keys):
     record.write(tmp_path)
-    on_disk = json.loads((tmp_path / models.TRAINING_SUMMARY).read_text(encoding="utf-8"))
+    on_disk = json.loads((tmp_path / training_record.TRAINING_SUMMARY).read_text(encoding="utf-8"))
     assert list(on_disk) == keys
     assert TrainingRecord.read(tmp_path) == record
 
@@ -685,7 +685,7 @@ def test_training_record_round_trips_with_the_keys_each_writer_wrote(tmp_path, r
 )
 def test_training_record_reads_old_and_damaged_files(tmp_path, text, expected):
     if text is not None:
-        (tmp_path / models.TRAINING_SUMMARY).write_text(text, encoding="utf-8")
+        (tmp_path / training_record.TRAINING_SUMMARY).write_text(text, encoding="utf-8")
     assert TrainingRecord.read(tmp_path) == expected
 
 
@@ -793,12 +793,12 @@ def test_stale_weights(tmp_path, grpo_started_from, sft_sha, stale):
     grpo = where.weights_dir("grpo", "adapter")
     grpo.mkdir(parents=True)
     (grpo / "adapter_config.json").write_text("{}")
-    storage.atomic_write_json(grpo / models.TRAINING_SUMMARY, {"sft_weights_sha256": grpo_started_from})
+    storage.atomic_write_json(grpo / training_record.TRAINING_SUMMARY, {"sft_weights_sha256": grpo_started_from})
     if sft_sha:
         sft = where.weights_dir("sft", "model")
         sft.mkdir(parents=True)
         (sft / "config.json").write_text("{}")
-        storage.atomic_write_json(sft / models.TRAINING_SUMMARY, {"weights_sha256": sft_sha})
+        storage.atomic_write_json(sft / training_record.TRAINING_SUMMARY, {"weights_sha256": sft_sha})
     assert ("grpo" in training.stale_weights(where)) is stale
 
 
