@@ -206,3 +206,31 @@ def test_demo_benchmark_checks_each_goal(tmp_path, seconds, peaks, accuracies, p
     assert result["best_trained_stage"] == best
     assert result["gain_points"] == pytest.approx(100 * (accuracies[best] - accuracies["zero_shot"]))
     assert result["probe_error"] == pytest.approx(projected / peaks[1] - 1, abs=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("source", "inside"),
+    [
+        ("import os\nX = 1\n", set()),  # module level only: imports and constants run whatever the run does
+        ("def f():\n    return 1\n", {2}),  # a function's body, not its def line
+        ("class A:\n    y = 2\n\n    def m(self):\n        a = 1\n        return a\n", {5, 6}),  # a method's body, not the class body
+        ("def f():\n    return g(\n        1,\n    )\n", {2, 3, 4}),  # every line of a statement that spans several
+        ("def f():\n    def g():\n        return 2\n    return g()\n", {2, 3, 4}),  # a nested function is inside its parent
+    ],
+)
+def test_code_path_counts_only_lines_inside_functions(tmp_path, source, inside):
+    code_path = load_script("benchmarks/code_path.py")
+    path = tmp_path / "module.py"
+    path.write_text(source, encoding="utf-8")
+    assert code_path.function_body_lines(path) == inside
+
+
+def test_code_path_keeps_only_the_repository_files_that_ran_inside_functions(tmp_path):
+    code_path = load_script("benchmarks/code_path.py")
+    outside = tmp_path / "elsewhere.py"
+    outside.write_text("def f():\n    return 1\n", encoding="utf-8")
+    stats_file = str(code_path.REPO / "finreason" / "stats.py")
+    body = sorted(code_path.function_body_lines(code_path.REPO / "finreason" / "stats.py"))
+    executed = [(stats_file, body[0]), (stats_file, body[1]), (stats_file, 1), (str(outside), 2), ("<string>", 1)]
+    # two body lines of stats.py count; its line 1 (the docstring) and files outside the repository do not
+    assert code_path.walked(executed) == {"finreason/stats.py": 2}
