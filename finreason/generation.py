@@ -18,7 +18,7 @@ import inspect
 import logging
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 _LOG = logging.getLogger(__name__)
@@ -185,9 +185,12 @@ def _longest_first(token_lists: Sequence[Sequence[int]]) -> list[int]:
     return sorted(range(len(token_lists)), key=lambda index: -len(token_lists[index]))
 
 
-def generate(loaded: Any, prompts: Sequence[str], max_new_tokens: int, batch_size: int, progress: bool = True) -> list[str]:
-    """Greedy completions (new tokens only, up to end of turn) for rendered chat prompts, in order:
-    transformers' batched ``model.generate`` over left-padded batches of similar length."""
+def _in_batches(loaded: Any, prompts: Sequence[str], per_batch: int, label: str, progress: bool,
+                decode_batch: Callable[[list[list[int]], list[int], int, int], list[Any]]) -> list[Any]:
+    """One result per prompt, in prompt order: the prompts tokenized and run longest first in
+    batches of ``per_batch`` (prompts of similar length: little padding) through
+    ``decode_batch(token lists, stop ids, pad id, batch start)``, which returns one result per
+    prompt of its batch; in inference mode, the model's training mode restored afterwards."""
     import torch
     from tqdm.auto import tqdm
 
@@ -199,48 +202,7 @@ def generate(loaded: Any, prompts: Sequence[str], max_new_tokens: int, batch_siz
     pad_id = _pad_id(tokenizer, stops)
     token_lists = _tokenized(tokenizer, prompts)
     order = _longest_first(token_lists)
-    texts: list[str] = [""] * len(prompts)
-    was_training = model.training
-    model.eval()
-    bar = tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not progress, file=sys.stderr)
-    try:
-        with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                chunk = order[start:start + batch_size]
-                input_ids, attention_mask = _left_padded([token_lists[index] for index in chunk], pad_id)
-                out = model.generate(
-                    input_ids=input_ids.to(model.device), attention_mask=attention_mask.to(model.device),
-                    max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops, pad_token_id=pad_id,
-                )
-                decoded = _decode_rows(tokenizer, out[:, input_ids.shape[1]:].tolist(), set(stops))
-                for index, text in zip(chunk, decoded):
-                    texts[index] = text
-                bar.update(len(chunk))
-    finally:
-        bar.close()
-        model.train(was_training)
-    return texts
-
-
-def sample(loaded: Any, prompts: Sequence[str], num_samples: int, max_new_tokens: int, temperature: float,
-           batch_size: int, seed: int, progress: bool = True, label: str = "sample") -> list[list[str]]:
-    """``num_samples`` completions per prompt at ``temperature`` > 0 (no top-k/top-p, as GRPO
-    samples), in prompt order; a batch holds ``max(batch_size, num_samples)`` rows."""
-    import torch
-    from tqdm.auto import tqdm
-
-    if not prompts:
-        return []
-    if temperature <= 0:
-        raise ValueError(f"sampling needs a temperature above 0, got {temperature}; greedy decoding is generate()")
-    model, tokenizer = loaded.model, loaded.tokenizer
-    limit_threads()
-    stops = set(stop_token_ids(tokenizer, model))
-    pad_id = _pad_id(tokenizer, stops)
-    token_lists = _tokenized(tokenizer, prompts)
-    order = _longest_first(token_lists)
-    per_batch = max(1, max(batch_size, num_samples) // num_samples)
-    results: list[list[str]] = [[] for _ in prompts]
+    results: list[Any] = [None] * len(prompts)
     was_training = model.training
     model.eval()
     bar = tqdm(total=len(prompts), desc=label, unit="prompt", disable=not progress, file=sys.stderr)
@@ -248,18 +210,50 @@ def sample(loaded: Any, prompts: Sequence[str], num_samples: int, max_new_tokens
         with torch.inference_mode():
             for start in range(0, len(order), per_batch):
                 chunk = order[start:start + per_batch]
-                # seeded per batch: the same prompts sample the same way on every run
-                generator = torch.Generator(device=model.device).manual_seed(int(seed) + start)
-                rows = _sample_batch(model, [token_lists[index] for index in chunk], pad_id, stops, max_new_tokens,
-                                     num_samples, temperature, generator)
-                texts = _decode_rows(tokenizer, rows, stops)
-                for position, index in enumerate(chunk):
-                    results[index] = texts[position * num_samples:(position + 1) * num_samples]
+                for index, result in zip(chunk, decode_batch([token_lists[index] for index in chunk], stops, pad_id, start)):
+                    results[index] = result
                 bar.update(len(chunk))
     finally:
         bar.close()
         model.train(was_training)
     return results
+
+
+def generate(loaded: Any, prompts: Sequence[str], max_new_tokens: int, batch_size: int, progress: bool = True) -> list[str]:
+    """Greedy completions (new tokens only, up to end of turn) for rendered chat prompts, in order:
+    transformers' batched ``model.generate`` over left-padded batches of similar length."""
+    model, tokenizer = loaded.model, loaded.tokenizer
+
+    def greedy(token_lists: list[list[int]], stops: list[int], pad_id: int, start: int) -> list[str]:
+        input_ids, attention_mask = _left_padded(token_lists, pad_id)
+        out = model.generate(
+            input_ids=input_ids.to(model.device), attention_mask=attention_mask.to(model.device),
+            max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops, pad_token_id=pad_id,
+        )
+        return _decode_rows(tokenizer, out[:, input_ids.shape[1]:].tolist(), set(stops))
+
+    return _in_batches(loaded, prompts, batch_size, "generate", progress, greedy)
+
+
+def sample(loaded: Any, prompts: Sequence[str], num_samples: int, max_new_tokens: int, temperature: float,
+           batch_size: int, seed: int, progress: bool = True, label: str = "sample") -> list[list[str]]:
+    """``num_samples`` completions per prompt at ``temperature`` > 0 (no top-k/top-p, as GRPO
+    samples), in prompt order; a batch holds ``max(batch_size, num_samples)`` rows."""
+    import torch
+
+    if temperature <= 0:
+        raise ValueError(f"sampling needs a temperature above 0, got {temperature}; greedy decoding is generate()")
+    model, tokenizer = loaded.model, loaded.tokenizer
+
+    def sampled(token_lists: list[list[int]], stops: list[int], pad_id: int, start: int) -> list[list[str]]:
+        # seeded per batch: the same prompts sample the same way on every run
+        generator = torch.Generator(device=model.device).manual_seed(int(seed) + start)
+        rows = _sample_batch(model, token_lists, pad_id, set(stops), max_new_tokens, num_samples, temperature, generator)
+        texts = _decode_rows(tokenizer, rows, set(stops))
+        return [texts[position * num_samples:(position + 1) * num_samples] for position in range(len(token_lists))]
+
+    per_batch = max(1, max(batch_size, num_samples) // num_samples)
+    return _in_batches(loaded, prompts, per_batch, label, progress, sampled)
 
 
 def generate_one_at_a_time(loaded: Any, prompts: Sequence[str], max_new_tokens: int) -> list[str]:

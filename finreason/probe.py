@@ -110,7 +110,8 @@ def _run_sft_phase(values: dict[str, Any], profile_note: str, rows: list[dict[st
     peak.reset()
     loaded = models.load_model(cfg, trainable=True)
     model_peak = round(peak.peak_gb(), 3)
-    tokenizer = models.load_tokenizer(cfg)
+    # the tokenizer the loader read, as in 04, which loads no second one
+    tokenizer = loaded.tokenizer
     tokenizer.padding_side = "right"
     scratch = Path(tempfile.mkdtemp(prefix="finreason-probe-"))
     cycled = [rows[i % len(rows)] for i in range(max(len(rows), steps * cfg.SFT_BATCH_SIZE * cfg.SFT_GRAD_ACCUM))]
