@@ -5,10 +5,12 @@ Command:
 
 Reads FinQA (finreason.data) and the configured model's tokenizer (finreason.models). Writes,
 atomically, under OUTPUT_DIR/data/:
-- sft_train.jsonl  {"id", "prompt", "completion"}: prompt from finreason.prompts (EVIDENCE_MODE;
-  retrieved evidence of a train example comes from the cross-fitted ranker that never saw it),
-  completion in the SFT_TARGET style (reasoning: a sentence citing the gold facts; both styles
-  end with the gold Program: and its Answer:)
+- sft_train.jsonl  {"id", "prompt", "completion", "gold", "table"}: prompt from finreason.prompts
+  (EVIDENCE_MODE; retrieved evidence of a train example comes from the cross-fitted ranker that
+  never saw it), completion in the SFT_TARGET style (reasoning: a sentence citing the gold facts;
+  both styles end with the gold Program: and its Answer:), gold answer and table (to score a
+  held-out row, SFT_HOLDOUT). SFT_EVIDENCE_VIEWS=both appends every example again prompted with
+  its gold facts ("view": "gold")
 - sft_dev.jsonl    the same for all of dev (validation loss)
 - grpo_train.jsonl {"id", "prompt", "gold" ("yes"/"no" or repr(float)), "table"}
 - manifest.json    provenance, tokenizer, evidence mode and retriever, counts, token lengths, the
@@ -74,6 +76,8 @@ def run(args, cfg) -> dict:
     # format
     usable = [example for example in train if example.id not in excluded]
     sft_train = trainset.sft_rows(data.first(usable, cfg.SFT_TRAIN_LIMIT), tokenizer, cfg, "sft train", progress)
+    if cfg.SFT_EVIDENCE_VIEWS == "both":
+        sft_train += trainset.gold_fact_views(data.first(usable, cfg.SFT_TRAIN_LIMIT), tokenizer, cfg, progress)
     dev = [example for example in bundle["dev"] if trainset.target_is_correct(example, cfg.SFT_TARGET)]
     sft_dev = trainset.sft_rows(dev, tokenizer, cfg, "sft dev", progress)
     grpo_train = trainset.grpo_rows(data.first(usable, cfg.GRPO_TRAIN_LIMIT), tokenizer, cfg, progress)
@@ -90,6 +94,7 @@ def run(args, cfg) -> dict:
                    "token_budget": cfg.PROMPT_TOKEN_BUDGET, "instructions": cfg.PROMPT_INSTRUCTIONS,
                    "few_shot": cfg.FEW_SHOT_EXAMPLE},
         "sft_target": cfg.SFT_TARGET,
+        "sft_evidence_views": cfg.SFT_EVIDENCE_VIEWS,
         "sft_train_lengths": trainset.length_stats(sft_train, tokenizer, cfg.MAX_SEQ_LEN),
         # all gold facts in the prompt: train (cross-fitted when the learned ranker chooses) beside dev
         "evidence_coverage": {"sft_train": trainset.evidence_coverage(data.first(usable, cfg.SFT_TRAIN_LIMIT), tokenizer, cfg),

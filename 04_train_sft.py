@@ -11,7 +11,8 @@ Writes: <OUTPUT_DIR>/sft/run.json                    (the settings, data hash an
                                                        only by the same run, else removed, saying why)
         <OUTPUT_DIR>/sft/checkpoints/checkpoint-N/   (every SAVE_STEPS; a killed run resumes here)
         <OUTPUT_DIR>/sft/runs/                        (TensorBoard: tensorboard --logdir outputs/sft/runs)
-        <OUTPUT_DIR>/sft/step_log.jsonl               (one line per optimizer step)
+        <OUTPUT_DIR>/sft/step_log.jsonl               (one line per optimizer step, and with SFT_HOLDOUT > 0
+                                                       one per epoch: the held-out training rows' score)
         <OUTPUT_DIR>/sft/adapter/ or sft/model/       (FINETUNE=lora: a LoRA adapter; FINETUNE=full: the
                                                        whole model; + tokenizer, README.md model card and
                                                        training_summary.json with provenance; written
@@ -21,6 +22,10 @@ Writes: <OUTPUT_DIR>/sft/run.json                    (the settings, data hash an
         <OUTPUT_DIR>/eval/sft.*                       (the evaluation 06_evaluate.py --stage sft runs:
                                                        the first EVAL_LIMIT examples of EVAL_SPLIT; 06
                                                        then finds it done)
+
+Epochs: with SFT_HOLDOUT > 0, that many training rows are held out and answered after every
+epoch (at most SFT_EPOCHS); training stops after SFT_PATIENCE epochs without a better score, and
+the best epoch's weights are the ones saved (finreason.epoch_choice; the curve is in the record).
 
 The loss is on the completion tokens only: the rows are TRL "prompt-completion" data, for which
 SFTTrainer masks the prompt tokens out of the labels (completion_only_loss, set explicitly).
@@ -32,7 +37,7 @@ import argparse
 import gc
 import logging
 
-from finreason import configuration, console, data, evaluation, models, outputlock, storage, training
+from finreason import configuration, console, data, epoch_choice, evaluation, models, outputlock, storage, training, trainset
 from finreason.layout import Layout
 from finreason.training_record import TrainingRecord
 
@@ -54,8 +59,10 @@ def main(argv=None) -> dict:
 def run(args: argparse.Namespace, cfg) -> dict:
     where = Layout.of(cfg)
 
-    # data: validated before anything heavy is imported or loaded
-    rows = data.first(training.load_rows(where.sft_train, training.SFT_FIELDS), cfg.SFT_TRAIN_LIMIT)
+    # data: validated before anything heavy is imported or loaded; SFT_HOLDOUT rows are kept out
+    # of training to choose the epoch (never dev or test)
+    rows = trainset.first_examples(training.load_rows(where.sft_train, training.SFT_FIELDS), cfg.SFT_TRAIN_LIMIT)
+    rows, held_out = epoch_choice.hold_out(rows, cfg.SFT_HOLDOUT, cfg.SEED)
 
     # precision: decided once, for TRL's config, the run's identity and its record
     precision, why = training.precision_decision(cfg)
@@ -77,7 +84,8 @@ def run(args: argparse.Namespace, cfg) -> dict:
             f"every training row is longer than MAX_SEQ_LEN={cfg.MAX_SEQ_LEN} tokens; raise --MAX_SEQ_LEN "
             "or rerun 03_format_data.py with a lower --PROMPT_TOKEN_BUDGET"
         )
-    _LOG.info("%d training rows from %s", len(rows), where.sft_train)
+    _LOG.info("%d training rows from %s%s", len(rows), where.sft_train,
+              f" ({len(held_out)} more held out to choose the epoch)" if held_out else "")
 
     # seed
     from transformers import set_seed
@@ -97,18 +105,23 @@ def run(args: argparse.Namespace, cfg) -> dict:
     # resume only the same run: same constants, rows and base weights (else start afresh, saying why)
     identity = training.run_identity(cfg, "sft", rows, models.weights_fingerprint(base_path), precision)
     resume = training.prepare_run(where, "sft", identity, args.fresh)
+    callbacks = [training.tensorboard_callback(where.runs("sft")), training.step_log_callback(where.step_log("sft"), ("loss",))]
+    if held_out:
+        callbacks.append(epoch_choice.epoch_rule_callback(held_out, tokenizer, cfg, where.step_log("sft")))
     trainer = SFTTrainer(
         model=loaded.model,
         args=sft_args,
         train_dataset=Dataset.from_list([{"prompt": row["prompt"], "completion": row["completion"]} for row in rows]),
         processing_class=tokenizer,
-        callbacks=[training.tensorboard_callback(where.runs("sft")), training.step_log_callback(where.step_log("sft"), ("loss",))],
+        callbacks=callbacks,
     )
     trainable, total = training.trainable_parameters(trainer.model)
     _LOG.info("trainable parameters: %s of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / max(total, 1))
 
-    # train: resume from the newest complete checkpoint when this same run was killed
+    # train: resume from the newest complete checkpoint when this same run was killed; then the
+    # best epoch's weights when held-out rows chose one
     result = training.train(trainer, resume)
+    choice = epoch_choice.restore_best(trainer) if held_out else None
 
     # save: weights, tokenizer, hash, training_summary.json and the model card, together; every
     # rank takes part in the save (ZeRO-3/FSDP gather the weights), the main process writes
@@ -126,6 +139,7 @@ def run(args: argparse.Namespace, cfg) -> dict:
         final_loss=final_loss,
         train_runtime_s=result.metrics.get("train_runtime"),
         trainable_parameters=trainable,
+        epoch_choice=choice,
         precision=precision,
         model_info=loaded.info,
     ), card={
@@ -133,6 +147,7 @@ def run(args: argparse.Namespace, cfg) -> dict:
         "method": _method(cfg) + " SFT with TRL SFTTrainer, loss on completion tokens only",
         "training data": f"{where.sft_train} ({len(rows)} rows; {cfg.SFT_TARGET} targets)",
         "optimizer steps": result.global_step,
+        **({"epoch kept": epoch_choice.card_text(choice)} if choice else {}),
         "precision": precision,
         "final training loss": final_loss,
     }, data=_read_manifest_data(where) if main_process else None)

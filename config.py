@@ -59,10 +59,13 @@ LORA_TARGET_MODULES = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj" 
 # --- SFT ---------------------------------------------------------------------------------
 SFT_TARGET = "reasoning"  # reasoning | program; reasoning = a sentence citing the facts, then Program and Answer
 SFT_TRAIN_LIMIT = 0  # >= 0; the first N training examples; 0 = all of train
+SFT_EVIDENCE_VIEWS = "one"  # one | both; both (EVIDENCE_MODE=retrieved only) = every training example twice, with its retrieved evidence and with its gold facts: two views of few examples
 SFT_BATCH_SIZE = 2  # >= 1; sequences per device step; lower first on OOM
 SFT_GRAD_ACCUM = 8  # >= 1; effective batch = SFT_BATCH_SIZE * SFT_GRAD_ACCUM * GPUs
 SFT_LEARNING_RATE = 2e-4  # > 0; LoRA learning rate; 1e-4 if loss spikes; ~1e-4 for FINETUNE=full
-SFT_EPOCHS = 3.0  # > 0; passes over train; ignored when SFT_MAX_STEPS > 0
+SFT_EPOCHS = 3.0  # > 0; passes over train (the most, with SFT_HOLDOUT > 0); ignored when SFT_MAX_STEPS > 0
+SFT_HOLDOUT = 0  # >= 0; training rows held out (a seeded draw, never dev or test) and answered greedily after every epoch: the best epoch's weights are kept; 0 = train on every row, keep the last epoch
+SFT_PATIENCE = 1  # >= 1; epochs without a better held-out score before SFT stops early (with SFT_HOLDOUT > 0)
 SFT_MAX_STEPS = -1  # -1 or >= 1; optimizer steps; -1 = use SFT_EPOCHS
 SAVE_STEPS = 50  # >= 1; checkpoint every N optimizer steps, so a killed run resumes
 GRADIENT_CHECKPOINTING = True  # true | false; recompute activations in backward: slower, far less memory

@@ -18,6 +18,9 @@ timed and its peak memory recorded (finreason.measure), in a private folder
   5. 06_evaluate.py --stage grpo            the GRPO model on the same dev questions
   6. the fixed set again with the GRPO model (finreason.difficulty.correct_counts, same settings): "after"
      (with --DIFFICULTY_FILTER=false no filter samples it, so "before" is sampled here with the SFT model)
+  7. pass@k: the same dev questions sampled --pass-k times (default 8) at GRPO_TEMPERATURE with the SFT
+     and the GRPO weights (the same sampler and check): how often a stage can write a right program,
+     beside how often its greedy answer is right (pass_at_k; GRPO should close that gap)
 Prints a table and writes <OUTPUT_DIR>/bench/cpu_learning.json (and cpu_learning_<mode>.json, so
 both evidence modes' results are kept) with: n, evidence_mode, zero_shot_strict, sft_strict,
 grpo_strict (fractions, with 95% bootstrap CIs), p_value (exact McNemar, SFT vs zero-shot),
@@ -46,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from finreason import configuration, console, data, difficulty, evaluation, measure, models, retrieval, stats, storage, training_record
+from finreason import configuration, console, data, difficulty, evaluation, measure, models, retrieval, stats, storage, training_record, trainset
 from finreason.errors import FinReasonError
 from finreason.layout import Layout
 from finreason.prompts import evidence_label
@@ -64,7 +67,14 @@ TARGETS = {
     "mixed_group_share_at_least": 0.25,  # GRPO groups whose correctness differs
     "fixed_set_p_value_below": 0.05,  # fixed-set correctness higher after GRPO, paired sign-flip test
     "grpo_below_sft_at_most": 0.03,  # GRPO may not lose more than 3 points on the same dev questions
+    # issue 25 (learning per example): the standard setting's SFT, the easier gold setting's best stage
+    "retrieved_sft_strict_at_least": 0.24,
+    "gold_best_stage_strict_at_least": 0.32,
 }
+# samples per dev question for pass@k, drawn as GRPO draws them (GRPO_TEMPERATURE, GRPO_MAX_NEW_TOKENS):
+# how often a stage can write a right program, beside how often its greedy answer is right
+PASS_K = 8
+SAMPLED_STAGES = ("sft", "grpo")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,6 +82,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fixed-set", type=int, default=64,
                         help="training questions in the fixed set, screened by the difficulty filter (default 64)")
     parser.add_argument("--grpo-steps", type=int, default=30, help="GRPO steps, one question each on the cpu profile (default 30)")
+    parser.add_argument("--pass-k", type=int, default=PASS_K,
+                        help=f"samples per dev question for pass@k of SFT and GRPO (default {PASS_K}; 0 = skip)")
     parser.add_argument("--fresh", action="store_true", help="delete this evidence mode's previous run first")
     parser.add_argument("--previous", type=Path, metavar="RUN_DIR",
                         help="an earlier run's folder (a copy of <OUTPUT_DIR>/bench/cpu_learning/<mode>): each stage's "
@@ -128,7 +140,16 @@ def main(argv=None) -> dict[str, Any]:
                                       where.root / "fixed_set_samples.jsonl")
     timings["fixed_set_after"] = {"seconds": round(time.time() - started, 1), "peak_rss_gb": None}
 
+    # pass@k: the same dev questions sampled PASS_K times with the SFT and the GRPO weights
+    sampled = {}
+    if args.pass_k:
+        started = time.time()
+        sampled = {stage: dev_pass_counts(run_cfg, where, stage, args.pass_k) for stage in SAMPLED_STAGES}
+        timings["pass_at_k"] = {"seconds": round(time.time() - started, 1), "peak_rss_gb": None}
+
     result = summarize(run_cfg, where, before, after, args.dev)
+    result["pass_at_k"] = pass_at_k(result, where, sampled, args.pass_k, run_cfg) if sampled else None
+    result["met"] = targets_met(result)
     result["precision"] = precisions(where)
     if args.previous is not None:
         result["against_previous"] = against_previous(where, Layout(args.previous), str(args.previous))
@@ -206,6 +227,42 @@ def fixed_set_before(cfg: Any, where: Layout, candidates: list[dict[str, Any]]) 
     return difficulty.correct_counts(loaded, candidates, cfg, models.weights_fingerprint(sft_weights), where.difficulty_samples)
 
 
+def dev_pass_counts(cfg: Any, where: Layout, stage: str, k: int) -> dict[str, int]:
+    """{dev question id: strictly correct samples of ``k``} for the dev questions ``stage`` was
+    evaluated on, with its weights: the difficulty filter's sampler and check (GRPO_TEMPERATURE,
+    GRPO_MAX_NEW_TOKENS), the evaluation's prompts, cached and resumable in pass_at_k.<stage>.jsonl."""
+    evaluated = evaluation.read_stage(where, stage)
+    examples = [example for example in data.load_from_config(cfg, splits=("dev",), verbose=False)["dev"] if example.id in evaluated]
+    weights = where.weights(stage)
+    loaded = models.load_model(cfg, weights=weights)
+    rows = trainset.grpo_rows(examples, loaded.tokenizer, cfg)
+    _LOG.info("pass@%d: %s on %d dev questions", k, stage, len(rows))
+    return difficulty.correct_counts(loaded, rows, cfg, models.weights_fingerprint(weights), where.root / f"pass_at_k.{stage}.jsonl",
+                                     samples=k)
+
+
+def pass_at_k(result: dict[str, Any], where: Layout, counts: dict[str, dict[str, int]], k: int, cfg: Any) -> dict[str, Any]:
+    """Per sampled stage, on the dev questions every stage answered: pass@k (a question counts when
+    any of its k samples is right), the mean per-sample correctness, the greedy accuracy on the same
+    questions, and the gap between pass@k and greedy that GRPO should close."""
+    stages: dict[str, Any] = {}
+    for stage, found in counts.items():
+        greedy_records = evaluation.read_stage(where, stage)
+        ids = sorted(set(found) & set(greedy_records))
+        passed = [found[i] > 0 for i in ids]
+        greedy = [bool(greedy_records[i].get("strict")) for i in ids]
+        stages[stage] = {
+            "n": len(ids), "pass_at_k": stats.rate(passed),
+            "pass_at_k_ci95": list(stats.bootstrap_ci(passed, cfg.BOOTSTRAP_SAMPLES, cfg.SEED)),
+            "sample_correct": sum(found[i] for i in ids) / (k * len(ids)) if ids else None,
+            "greedy": stats.rate(greedy),
+            "gap": stats.rate(passed) - stats.rate(greedy) if ids else None,
+            # of the questions some sample solves, how many the greedy answer solves
+            "greedy_among_passed": stats.rate([g for g, p in zip(greedy, passed) if p]),
+        }
+    return {"k": k, "temperature": cfg.GRPO_TEMPERATURE, "max_new_tokens": cfg.GRPO_MAX_NEW_TOKENS, "stages": stages}
+
+
 def summarize(cfg: Any, where: Layout, before: dict[str, int], after: dict[str, int], n: int) -> dict[str, Any]:
     """The benchmark's numbers from the files the scripts wrote."""
     records = {stage: evaluation.read_stage(where, stage) for stage in ("zero_shot", "sft", "grpo")}
@@ -270,7 +327,19 @@ def targets_met(result: dict[str, Any]) -> dict[str, bool]:
         "grpo_within_3_points_of_sft": known("sft_strict", "grpo_strict") and sft - grpo <= TARGETS["grpo_below_sft_at_most"],
         "grpo_not_below_sft": known("sft_strict", "grpo_strict") and grpo >= sft,
         "grpo_above_sft": known("sft_strict", "grpo_strict") and grpo > sft,
+        "retrieved_sft_at_least_24_percent": (result.get("evidence_mode") == "retrieved" and known("sft_strict")
+                                              and sft >= TARGETS["retrieved_sft_strict_at_least"]),
+        "gold_best_stage_at_least_32_percent": (result.get("evidence_mode") == "gold" and known("sft_strict", "grpo_strict")
+                                                and max(sft, grpo) >= TARGETS["gold_best_stage_strict_at_least"]),
+        "greedy_closer_to_pass_at_k_after_grpo": _gap_closed(result.get("pass_at_k")),
     }
+
+
+def _gap_closed(found: dict[str, Any] | None) -> bool:
+    """Whether GRPO's greedy accuracy is closer to its pass@k than SFT's was (both measured)."""
+    stages = (found or {}).get("stages") or {}
+    gaps = [stages.get(stage, {}).get("gap") for stage in ("sft", "grpo")]
+    return None not in gaps and gaps[1] < gaps[0]
 
 
 def table(result: dict[str, Any]) -> str:
@@ -293,6 +362,7 @@ def table(result: dict[str, Any]) -> str:
         f"mean correctness {_num(result['grpo_fixed_set_reward_before'])} -> {_num(result['grpo_fixed_set_reward_after'])} "
         f"(difference 95% CI [{_num(fixed['difference'][0])}, {_num(fixed['difference'][1])}], sign-flip p = "
         f"{_num(result['grpo_fixed_set_p_value'], '.2g')})",
+        *_pass_at_k_lines(result.get("pass_at_k")),
         f"targets met: {', '.join(f'{k}={v}' for k, v in result['met'].items())}",
         f"total {result['total_seconds'] / 60:.1f} min, largest stage {result['peak_rss_gb']:.2f} GiB",
     ]
@@ -302,6 +372,16 @@ def table(result: dict[str, Any]) -> str:
             f"{stage} {pct(row['previous_strict'])} -> {pct(row['strict'])} ({row['moved']}, McNemar p = {row['p_value']:.2g}"
             f"{'' if row['within_noise'] else ', NOT within noise'})" for stage, row in previous["stages"].items()))
     return "\n".join(lines)
+
+
+def _pass_at_k_lines(found: dict[str, Any] | None) -> list[str]:
+    if not found:
+        return []
+    pct = stats.percent
+    return [f"{stage}: greedy {pct(row['greedy'])}, pass@{found['k']} {pct(row['pass_at_k'])} "
+            f"[{pct(row['pass_at_k_ci95'][0])}, {pct(row['pass_at_k_ci95'][1])}], per sample {_num(row['sample_correct'])} "
+            f"(temperature {found['temperature']:g}); greedy right on {pct(row['greedy_among_passed'])} of the questions a sample solves"
+            for stage, row in found["stages"].items()]
 
 
 def _num(value: float | None, spec: str = ".3f") -> str:

@@ -202,11 +202,14 @@ RULES: dict[str, Rule] = {
     "LORA_TARGET_MODULES": NON_EMPTY,
     "SFT_TARGET": one_of("reasoning", "program"),
     "SFT_TRAIN_LIMIT": at_least(0),
+    "SFT_EVIDENCE_VIEWS": one_of("one", "both"),
     "SFT_BATCH_SIZE": at_least(1),
     "SFT_GRAD_ACCUM": at_least(1),
     "SFT_LEARNING_RATE": above(0),
     "SFT_EPOCHS": above(0),
     "SFT_MAX_STEPS": STEPS_OR_EPOCHS,
+    "SFT_HOLDOUT": at_least(0),
+    "SFT_PATIENCE": at_least(1),
     "SAVE_STEPS": at_least(1),
     "GRADIENT_CHECKPOINTING": BOOLEAN,
     "SFT_PAD_TO_MULTIPLE": at_least(1),
@@ -242,6 +245,9 @@ def _joint_problems(values: dict[str, Any]) -> list[str]:
             f"GRPO_BATCH_SIZE * GRPO_GRAD_ACCUM ({per_update}) must be a multiple of NUM_GENERATIONS "
             f"({values['NUM_GENERATIONS']}); e.g. --GRPO_BATCH_SIZE={values['NUM_GENERATIONS']}"
         )
+    if values["SFT_EVIDENCE_VIEWS"] == "both" and values["EVIDENCE_MODE"] != "retrieved":
+        problems.append("SFT_EVIDENCE_VIEWS=both adds gold-fact views to retrieved-evidence rows: add --EVIDENCE_MODE=retrieved "
+                        "or use --SFT_EVIDENCE_VIEWS=one")
     if values["FINETUNE"] == "full" and values["LOAD_IN_4BIT"]:
         problems.append("FINETUNE=full trains the weights themselves, which cannot be 4-bit: add --LOAD_IN_4BIT=false or use --FINETUNE=lora")
     return problems

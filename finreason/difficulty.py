@@ -29,16 +29,17 @@ from finreason.provenance import provenance
 _LOG = logging.getLogger(__name__)
 
 
-def sampling_key(fingerprint: str, cfg: Any) -> str:
-    return f"{fingerprint}|n={cfg.NUM_GENERATIONS}|t={cfg.GRPO_TEMPERATURE}|max={cfg.GRPO_MAX_NEW_TOKENS}|seed={cfg.SEED}"
+def sampling_key(fingerprint: str, cfg: Any, samples: int | None = None) -> str:
+    n = samples or cfg.NUM_GENERATIONS
+    return f"{fingerprint}|n={n}|t={cfg.GRPO_TEMPERATURE}|max={cfg.GRPO_MAX_NEW_TOKENS}|seed={cfg.SEED}"
 
 
 def correct_counts(loaded: Any, rows: Sequence[dict[str, Any]], cfg: Any, fingerprint: str, cache: str | os.PathLike,
-                   progress: bool = True) -> dict[str, int]:
-    """{question id: how many of NUM_GENERATIONS samples are strictly correct} for ``rows``
-    (GRPO rows: id, prompt, gold, table), cached in ``cache`` (see the module docstring)."""
-    n = cfg.NUM_GENERATIONS
-    key = sampling_key(fingerprint, cfg)
+                   progress: bool = True, samples: int | None = None) -> dict[str, int]:
+    """{question id: how many of ``samples`` (default NUM_GENERATIONS) samples are strictly correct}
+    for ``rows`` (GRPO rows: id, prompt, gold, table), cached in ``cache`` (see the module docstring)."""
+    n = samples or cfg.NUM_GENERATIONS
+    key = sampling_key(fingerprint, cfg, n)
     cache = Path(cache)
     # a count is reused only for the same question asked the same way: id, prompt and gold
     done = {(r["id"], r.get("row_sha256")): int(r["correct"]) for r in storage.read_jsonl(cache)

@@ -53,6 +53,7 @@ class TrainingRecord:
     final_loss: float | None = field(default=None, metadata=_SFT)
     train_runtime_s: float | None = None
     trainable_parameters: int | None = field(default=None, metadata=_SFT)
+    epoch_choice: dict[str, Any] | None = field(default=None, metadata={**_SFT, **_WHEN_SET})  # epoch_choice.restore_best (SFT_HOLDOUT > 0)
     use_vllm: bool | None = field(default=None, metadata=_GRPO)
     precision: str | None = None
     model_info: dict[str, Any] | None = field(default=None, metadata=_SFT)  # models.LoadedModel.info

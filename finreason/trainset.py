@@ -60,11 +60,30 @@ def target_is_correct(example: Any, style: str) -> bool:
         return False
 
 
-def sft_rows(examples: Sequence[Any], tokenizer: Any, cfg: Any, label: str, progress: bool = False) -> list[dict[str, str]]:
+def sft_rows(examples: Sequence[Any], tokenizer: Any, cfg: Any, label: str, progress: bool = False) -> list[dict[str, Any]]:
+    """Prompt and target of each example, with the gold answer and table the reward's check
+    needs: SFT trains on prompt + completion, and answers held-out rows (SFT_HOLDOUT) to choose its epoch."""
     return [
-        {"id": example.id, "prompt": prompt_from_cfg(example, tokenizer, cfg), "completion": format_target(example, cfg.SFT_TARGET)}
+        {"id": example.id, "prompt": prompt_from_cfg(example, tokenizer, cfg), "completion": format_target(example, cfg.SFT_TARGET),
+         "gold": gold_as_text(example.exe_ans), "table": example.table}
         for example in tqdm(examples, desc=label, disable=not progress)
     ]
+
+
+def first_examples(rows: Sequence[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    """The rows of the first ``limit`` training examples (0 = all), every view of each included."""
+    if limit <= 0:
+        return list(rows)
+    kept = set(list(dict.fromkeys(row["id"] for row in rows))[:limit])
+    return [row for row in rows if row["id"] in kept]
+
+
+def gold_fact_views(examples: Sequence[Any], tokenizer: Any, cfg: Any, progress: bool = False) -> list[dict[str, Any]]:
+    """The SFT rows of ``examples`` prompted with their gold facts instead of retrieved evidence,
+    marked ``"view": "gold"`` (SFT_EVIDENCE_VIEWS=both): the same question and target seen with
+    the evidence that matters alone, beside the retrieved view with its distractors."""
+    gold = cfg.replace(EVIDENCE_MODE="gold", SFT_EVIDENCE_VIEWS="one")
+    return [{**row, "view": "gold"} for row in sft_rows(examples, tokenizer, gold, "sft gold views", progress)]
 
 
 def grpo_rows(examples: Sequence[Any], tokenizer: Any, cfg: Any, progress: bool = False) -> list[dict[str, Any]]:

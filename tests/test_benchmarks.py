@@ -39,7 +39,7 @@ def sft_ablation():
 )
 def test_cpu_learning_runs_every_stage_and_reports(cpu_learning, tiny_qwen2_dir, tmp_path, capsys, difficulty_filter, sampled_by):
     result = cpu_learning.main([
-        "--dev", "2", "--fixed-set", "3", "--grpo-steps", "1", f"--OUTPUT_DIR={tmp_path}", f"--MODEL_NAME={tiny_qwen2_dir}", "--DOWNLOAD_DATA=false",
+        "--dev", "2", "--fixed-set", "3", "--grpo-steps", "1", "--pass-k", "3", f"--OUTPUT_DIR={tmp_path}", f"--MODEL_NAME={tiny_qwen2_dir}", "--DOWNLOAD_DATA=false",
         "--SFT_TRAIN_LIMIT=4", "--SFT_MAX_STEPS=1", "--SFT_GRAD_ACCUM=1", "--NUM_GENERATIONS=2", "--GRPO_BATCH_SIZE=2",
         "--GRPO_GRAD_ACCUM=1", "--GRPO_MAX_NEW_TOKENS=4", "--MAX_NEW_TOKENS=4", "--PROMPT_TOKEN_BUDGET=64",
         "--BOOTSTRAP_SAMPLES=20", f"--DIFFICULTY_FILTER={difficulty_filter}",
@@ -56,7 +56,13 @@ def test_cpu_learning_runs_every_stage_and_reports(cpu_learning, tiny_qwen2_dir,
     # n is the number of dev questions every stage answered, as recorded on disk
     assert result["n"] == len(evaluation.read_stage(run, "grpo")) == 2
     assert result["evidence_mode"] == "gold"  # the cpu profile's setting, labelled
-    assert set(result["timings"]) == {"format", "zero_shot", "sft", "grpo_train", "grpo_eval", "fixed_set_after"}
+    assert set(result["timings"]) == {"format", "zero_shot", "sft", "grpo_train", "grpo_eval", "fixed_set_after", "pass_at_k"}
+    # pass@k: the same 2 dev questions, k samples each, with the SFT and the GRPO weights
+    assert result["pass_at_k"]["k"] == 3 and set(result["pass_at_k"]["stages"]) == {"sft", "grpo"}
+    for stage in ("sft", "grpo"):
+        counts = [json.loads(line) for line in (run.root / f"pass_at_k.{stage}.jsonl").read_text(encoding="utf-8").splitlines()]
+        assert len(counts) == 2 and all(line["n"] == 3 for line in counts)
+        assert result["pass_at_k"]["stages"][stage]["n"] == 2
     assert all(result["timings"][stage]["peak_rss_gb"] > 0 for stage in ("zero_shot", "sft", "grpo_train"))
     # each evidence mode keeps its own file, named after the mode its numbers came from
     assert json.loads((tmp_path / "bench" / "cpu_learning_gold.json").read_text())["evidence_mode"] == "gold"
@@ -89,6 +95,30 @@ FULL = {
         ({"grpo_fixed_set_p_value": 0.2, "grpo_fixed_set_reward_after": 0.10}, {
             "sft_gain", "sft_at_least_14_percent", "sft_p_value", "mixed_group_share", "fixed_set_not_lower",
             "grpo_within_3_points_of_sft", "grpo_not_below_sft", "grpo_above_sft"}),  # unchanged fixed set: not lower, not higher
+        ({"evidence_mode": "retrieved", "sft_strict": 0.24, "grpo_strict": 0.25}, {
+            "sft_gain", "sft_at_least_14_percent", "sft_p_value", "mixed_group_share", "fixed_set_not_lower",
+            "fixed_set_significantly_higher", "grpo_within_3_points_of_sft", "grpo_not_below_sft", "grpo_above_sft",
+            "retrieved_sft_at_least_24_percent"}),  # issue 25's bar, in the standard setting only
+        ({"evidence_mode": "gold", "sft_strict": 0.24, "grpo_strict": 0.25}, {
+            "sft_gain", "sft_at_least_14_percent", "sft_p_value", "mixed_group_share", "fixed_set_not_lower",
+            "fixed_set_significantly_higher", "grpo_within_3_points_of_sft", "grpo_not_below_sft",
+            "grpo_above_sft"}),  # 24% with gold facts is not the standard setting's 24%, and short of gold's 32%
+        ({"evidence_mode": "gold", "sft_strict": 0.33, "grpo_strict": 0.31}, {
+            "sft_gain", "sft_at_least_14_percent", "sft_p_value", "mixed_group_share", "fixed_set_not_lower",
+            "fixed_set_significantly_higher", "grpo_within_3_points_of_sft",
+            "gold_best_stage_at_least_32_percent"}),  # the best stage counts, here SFT
+        ({"pass_at_k": {"stages": {"sft": {"gap": 0.17}, "grpo": {"gap": 0.10}}}}, {
+            "sft_gain", "sft_at_least_14_percent", "sft_p_value", "mixed_group_share", "fixed_set_not_lower",
+            "fixed_set_significantly_higher", "grpo_within_3_points_of_sft", "grpo_not_below_sft", "grpo_above_sft",
+            "greedy_closer_to_pass_at_k_after_grpo"}),  # GRPO turned some pass@k into greedy answers
+        ({"pass_at_k": {"stages": {"sft": {"gap": 0.17}, "grpo": {"gap": 0.17}}}}, {
+            "sft_gain", "sft_at_least_14_percent", "sft_p_value", "mixed_group_share", "fixed_set_not_lower",
+            "fixed_set_significantly_higher", "grpo_within_3_points_of_sft", "grpo_not_below_sft",
+            "grpo_above_sft"}),  # the same gap is not closer
+        ({"pass_at_k": {"stages": {"sft": {"gap": 0.17}}}}, {
+            "sft_gain", "sft_at_least_14_percent", "sft_p_value", "mixed_group_share", "fixed_set_not_lower",
+            "fixed_set_significantly_higher", "grpo_within_3_points_of_sft", "grpo_not_below_sft",
+            "grpo_above_sft"}),  # GRPO not sampled: unknown, not met
     ],
 )
 def test_cpu_learning_targets_need_their_numbers(cpu_learning, changes, met):
@@ -114,6 +144,41 @@ def test_sft_ablation_runs_the_four_combinations(sft_ablation, tiny_qwen2_dir, t
     assert (tmp_path / "bench" / "sft_ablation" / "full_program" / "sft" / "model" / "config.json").is_file()
     assert (tmp_path / "bench" / "sft_ablation" / "lora_reasoning" / "sft" / "adapter" / "adapter_config.json").is_file()
     assert "sft_ablation: n=2 dev questions, gold evidence" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_sft_epochs_measures_every_epoch_on_held_out_rows_and_dev(tiny_qwen2_dir, tmp_path, capsys):
+    sft_epochs = load_script("benchmarks/sft_epochs.py")
+    result = sft_epochs.main([
+        "--epochs", "2", "--holdout", "2", "--dev", "2", f"--OUTPUT_DIR={tmp_path}", f"--MODEL_NAME={tiny_qwen2_dir}",
+        "--DOWNLOAD_DATA=false", "--SFT_TRAIN_LIMIT=6", "--SFT_GRAD_ACCUM=1", "--SFT_BATCH_SIZE=2", "--MAX_NEW_TOKENS=4",
+        "--PROMPT_TOKEN_BUDGET=64", "--BOOTSTRAP_SAMPLES=10",
+    ])
+    run = tmp_path / "bench" / "sft_epochs" / "gold"
+    # 4 trained rows at 2 a step: an epoch every 2 steps, each epoch's checkpoint kept and evaluated
+    assert [row["step"] for row in result["epochs"]] == [2, 4]
+    assert [row["holdout_n"] for row in result["epochs"]] == [2, 2]
+    for number in (1, 2):
+        records = evaluation.read_stage(Layout(run / "epochs" / str(number)), "sft")
+        assert len(records) == result["n"] == 2
+    assert result["epochs"][0]["p_vs_epoch_1"] is None and result["epochs"][1]["p_vs_epoch_1"] is not None
+    # the tiny random model answers nothing right: the rule keeps epoch 1 either way
+    assert result["rule_patience_1"] == result["rule_no_early_stop"] == 1
+    assert json.loads((tmp_path / "bench" / "sft_epochs_gold.json").read_text())["evidence_mode"] == "gold"
+    assert "the rule keeps epoch 1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("scores", "patience", "kept"),
+    [
+        ([0.1, 0.2, 0.3, 0.4], 1, 4),  # improving to the end: the last epoch
+        ([0.1, 0.3, 0.2, 0.4], 1, 2),  # stops after the first worse epoch, so the later 0.4 is never seen
+        ([0.1, 0.3, 0.2, 0.4], 4, 4),  # without early stopping the best of all
+        ([0.2, 0.2, 0.2], 1, 1),  # a tie keeps the earlier epoch
+    ],
+)
+def test_sft_epochs_rule_keeps_the_epoch_the_trainer_would(scores, patience, kept):
+    assert load_script("benchmarks/sft_epochs.py")._kept(scores, patience) == kept
 
 
 def _records(flags):

@@ -51,7 +51,8 @@ def test_writes_the_three_files_and_manifest(script, tmp_path, gguf_tokenizer):
     out = tmp_path / "out" / "data"
     sft, dev, grpo = (list(read_jsonl(out / name)) for name in ("sft_train.jsonl", "sft_dev.jsonl", "grpo_train.jsonl"))
     assert (len(sft), len(dev), len(grpo)) == (4, 5, 3)
-    assert all(set(row) == {"id", "prompt", "completion"} for row in sft + dev)
+    # gold and table let 04 score held-out training rows (SFT_HOLDOUT) with the evaluation's check
+    assert all(set(row) == {"id", "prompt", "completion", "gold", "table"} for row in sft + dev)
     assert all(set(row) == {"id", "prompt", "gold", "table"} for row in grpo)
     assert json.loads((out / "manifest.json").read_text())["counts"] == manifest["counts"]
     assert manifest["self_check"]["checked"] == 12  # all of train, not only the 4-example slice
@@ -84,6 +85,19 @@ def test_prompts_match_the_shared_builder(script, tmp_path, gguf_tokenizer, sett
     assert row["prompt"] == prompts.prompt_from_cfg(example, gguf_tokenizer, cfg)
     assert row["completion"] == trainset.format_target(example, cfg.SFT_TARGET)
     assert manifest["prompt"]["evidence_mode"] == cfg.EVIDENCE_MODE and manifest["sft_target"] == cfg.SFT_TARGET
+
+
+def test_both_evidence_views_write_every_example_twice(script, tmp_path):
+    data_dir = write_data_dir(tmp_path / "finqa", raw_split("train", 4), raw_split("dev", 1))
+    manifest = script.main(base_args(tmp_path, f"--DATA_DIR={data_dir}", "--EVIDENCE_MODE=retrieved",
+                                     "--SFT_EVIDENCE_VIEWS=both", "--SFT_TRAIN_LIMIT=3", "--PROMPT_TOKEN_BUDGET=200"))
+    sft = list(read_jsonl(tmp_path / "out" / "data" / "sft_train.jsonl"))
+    plain, views = [row for row in sft if "view" not in row], [row for row in sft if "view" in row]
+    assert manifest["counts"]["sft_train"] == 6 and manifest["sft_evidence_views"] == "both"
+    assert [row["id"] for row in plain] == [row["id"] for row in views]  # the same 3 examples, the same targets
+    assert [row["completion"] for row in plain] == [row["completion"] for row in views]
+    assert {row["view"] for row in views} == {"gold"}
+    assert all(view["prompt"] != row["prompt"] for row, view in zip(plain, views))  # other evidence, same question
 
 
 def test_inconsistent_gold_is_left_out_and_listed(script, tmp_path):

@@ -28,7 +28,7 @@ LAYERS = (
     # evidence and prompts: the fact ranker, what goes into a prompt, and what produced a result
     ("retrieval", "prompts", "provenance", "trainset", "precision"),
     # the stages: the difficulty filter, evaluation and training
-    ("difficulty", "evaluation", "training"),
+    ("difficulty", "evaluation", "training", "epoch_choice"),
     # what is built on the stages: analysis, the memory probe, export, reports, the app's model choice
     ("analysis", "probe", "export", "report", "serving"),
     # end to end: the rehearsal drives every script

@@ -52,3 +52,16 @@ def test_unknown_target_style_is_refused(finqa, style):
 )
 def test_program_numbers(program, numbers):
     assert trainset._program_numbers(program) == numbers
+
+
+@pytest.mark.parametrize(
+    ("limit", "ids"),
+    [
+        (0, ["a", "b", "c", "a", "b", "c"]),  # 0 = every row
+        (2, ["a", "b", "a", "b"]),  # the first 2 examples with both their views, not the first 2 rows
+        (9, ["a", "b", "c", "a", "b", "c"]),  # more than there are
+    ],
+)
+def test_first_examples_keeps_every_view_of_the_first_examples(limit, ids):
+    given = [{"id": name} for name in "abc"] + [{"id": name, "view": "gold"} for name in "abc"]
+    assert [row["id"] for row in trainset.first_examples(given, limit)] == ids
