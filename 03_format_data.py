@@ -75,9 +75,10 @@ def run(args, cfg) -> dict:
 
     # format
     usable = [example for example in train if example.id not in excluded]
-    sft_train = trainset.sft_rows(data.first(usable, cfg.SFT_TRAIN_LIMIT), tokenizer, cfg, "sft train", progress)
+    sft_examples = data.first(usable, cfg.SFT_TRAIN_LIMIT)
+    sft_train = trainset.sft_rows(sft_examples, tokenizer, cfg, "sft train", progress)
     if cfg.SFT_EVIDENCE_VIEWS == "both":
-        sft_train += trainset.gold_fact_views(data.first(usable, cfg.SFT_TRAIN_LIMIT), tokenizer, cfg, progress)
+        sft_train += trainset.gold_fact_views(sft_examples, tokenizer, cfg, progress)
     dev = [example for example in bundle["dev"] if trainset.target_is_correct(example, cfg.SFT_TARGET)]
     sft_dev = trainset.sft_rows(dev, tokenizer, cfg, "sft dev", progress)
     grpo_train = trainset.grpo_rows(data.first(usable, cfg.GRPO_TRAIN_LIMIT), tokenizer, cfg, progress)
@@ -97,7 +98,7 @@ def run(args, cfg) -> dict:
         "sft_evidence_views": cfg.SFT_EVIDENCE_VIEWS,
         "sft_train_lengths": trainset.length_stats(sft_train, tokenizer, cfg.MAX_SEQ_LEN),
         # all gold facts in the prompt: train (cross-fitted when the learned ranker chooses) beside dev
-        "evidence_coverage": {"sft_train": trainset.evidence_coverage(data.first(usable, cfg.SFT_TRAIN_LIMIT), tokenizer, cfg),
+        "evidence_coverage": {"sft_train": trainset.evidence_coverage(sft_examples, tokenizer, cfg),
                               "sft_dev": trainset.evidence_coverage(dev, tokenizer, cfg)},
         "self_check": check,
         "provenance": provenance(cfg, data=bundle.describe(), model=cfg.MODEL_NAME),

@@ -4,7 +4,7 @@ Command:
     python 04_train_sft.py [--PROFILE=cpu] [--KEY=value ...] [--no-eval] [--fresh]
     accelerate launch --config_file accelerate/multi_gpu.yaml 04_train_sft.py      (several GPUs)
 
-Reads:  <OUTPUT_DIR>/data/sft_train.jsonl ({"id", "prompt", "completion"}; from 03_format_data.py),
+Reads:  <OUTPUT_DIR>/data/sft_train.jsonl ({"id", "prompt", "completion", "gold", "table"}; from 03_format_data.py),
         the base model MODEL_NAME, and FinQA's EVAL_SPLIT for the closing evaluation.
 Writes: <OUTPUT_DIR>/sft/run.json                    (the settings, data hash and base weights' SHA-256
                                                        of this run: checkpoints and step log are resumed
@@ -37,7 +37,7 @@ import argparse
 import gc
 import logging
 
-from finreason import configuration, console, data, epoch_choice, evaluation, models, outputlock, storage, training, trainset
+from finreason import configuration, console, epoch_choice, evaluation, models, outputlock, storage, training, trainset
 from finreason.layout import Layout
 from finreason.training_record import TrainingRecord
 
