@@ -60,6 +60,7 @@ LORA_TARGET_MODULES = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj" 
 SFT_TARGET = "reasoning"  # reasoning | program; reasoning = a sentence citing the facts, then Program and Answer
 SFT_TRAIN_LIMIT = 0  # >= 0; the first N training examples; 0 = all of train
 SFT_EVIDENCE_VIEWS = "one"  # one | both; both (EVIDENCE_MODE=retrieved only) = every training example twice, with its retrieved evidence and with its gold facts: two views of few examples
+SFT_PROGRAM_VIEWS = "one"  # one | commuted; commuted = also every training example whose program adds or multiplies two different arguments, its target written with them swapped (an equal program)
 SFT_BATCH_SIZE = 2  # >= 1; sequences per device step; lower first on OOM
 SFT_GRAD_ACCUM = 8  # >= 1; effective batch = SFT_BATCH_SIZE * SFT_GRAD_ACCUM * GPUs
 SFT_LEARNING_RATE = 2e-4  # > 0; LoRA learning rate; 1e-4 if loss spikes; ~1e-4 for FINETUNE=full

@@ -4,7 +4,8 @@ Command:
     .venv/bin/python benchmarks/sft_epochs.py [--epochs 4] [--holdout 40] [--dev 100] [--fresh] [--KEY=value ...]
     .venv/bin/python benchmarks/sft_epochs.py --EVIDENCE_MODE=retrieved      (the standard setting)
 
-Runs on the cpu profile (plus your overrides), in <OUTPUT_DIR>/bench/sft_epochs/<evidence mode>/:
+Runs on the cpu profile (plus your overrides), in <OUTPUT_DIR>/bench/sft_epochs/<setting>/
+(the evidence mode and the views, as the JSON's name):
   1. 03_format_data.py
   2. 04_train_sft.py --SFT_EPOCHS=E --SFT_HOLDOUT=H --SFT_PATIENCE=E --no-eval: --holdout training
      rows held out and answered after every epoch (finreason.epoch_choice), never stopping early so
@@ -14,7 +15,8 @@ Runs on the cpu profile (plus your overrides), in <OUTPUT_DIR>/bench/sft_epochs/
 Prints a table (per epoch: held-out strict, dev strict with its 95% CI, exact McNemar p against
 epoch 1 and against the epoch before) and which epoch the rule keeps at patience 1 and at
 patience E, beside the epoch dev likes best. Writes <OUTPUT_DIR>/bench/sft_epochs_<mode>.json
-(sft_epochs_<mode>_both_views.json with --SFT_EVIDENCE_VIEWS=both)
+(sft_epochs_<mode>_both_views.json with --SFT_EVIDENCE_VIEWS=both, _commuted_programs added with
+--SFT_PROGRAM_VIEWS=commuted)
 with those numbers, each epoch's weights SHA-256, the stage times and peak memory, provenance.
 
 One run of E epochs has one learning-rate schedule (cosine over E epochs): epoch 2 of a 4-epoch
@@ -62,7 +64,7 @@ def main(argv=None) -> dict[str, Any]:
     if args.epochs < 1 or args.holdout < 1 or args.dev < 1:
         raise EpochsError("--epochs, --holdout and --dev must each be at least 1")
     overrides, _ = configuration.config_tokens(argv)
-    setting = cfg.EVIDENCE_MODE if cfg.SFT_EVIDENCE_VIEWS == "one" else f"{cfg.EVIDENCE_MODE}_{cfg.SFT_EVIDENCE_VIEWS}_views"
+    setting = setting_name(cfg)
     run_dir = Layout.of(cfg).bench_dir / NAME / setting
     if args.fresh:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -112,6 +114,12 @@ def main(argv=None) -> dict[str, Any]:
     return result
 
 
+def setting_name(cfg: Any) -> str:
+    """The evidence mode, then each training-row view the run adds: runs of different rows keep apart."""
+    views = {"SFT_EVIDENCE_VIEWS": f"{cfg.SFT_EVIDENCE_VIEWS}_views", "SFT_PROGRAM_VIEWS": f"{cfg.SFT_PROGRAM_VIEWS}_programs"}
+    return "_".join([cfg.EVIDENCE_MODE, *(suffix for key, suffix in views.items() if getattr(cfg, key) != "one")])
+
+
 def summarize(epochs: list[dict[str, Any]], cfg: Any) -> dict[str, Any]:
     """Per epoch: held-out and dev strict accuracy, dev's CI and exact McNemar p against epoch 1
     and the epoch before, on the questions every epoch answered; the epochs each choice keeps."""
@@ -130,7 +138,8 @@ def summarize(epochs: list[dict[str, Any]], cfg: Any) -> dict[str, Any]:
         })
     holdout = [row["holdout_strict"] for row in rows]
     return {
-        "n": len(ids), "evidence_mode": cfg.EVIDENCE_MODE, "sft_evidence_views": cfg.SFT_EVIDENCE_VIEWS, "evidence": evidence_label(cfg.EVIDENCE_MODE, used_by(cfg)),
+        "n": len(ids), "evidence_mode": cfg.EVIDENCE_MODE, "sft_evidence_views": cfg.SFT_EVIDENCE_VIEWS,
+        "sft_program_views": cfg.SFT_PROGRAM_VIEWS, "evidence": evidence_label(cfg.EVIDENCE_MODE, used_by(cfg)),
         "epochs": rows,
         # the rule: the best held-out score among the epochs trained before it stops
         "rule_patience_1": _kept(holdout, 1),

@@ -203,6 +203,7 @@ RULES: dict[str, Rule] = {
     "SFT_TARGET": one_of("reasoning", "program"),
     "SFT_TRAIN_LIMIT": at_least(0),
     "SFT_EVIDENCE_VIEWS": one_of("one", "both"),
+    "SFT_PROGRAM_VIEWS": one_of("one", "commuted"),
     "SFT_BATCH_SIZE": at_least(1),
     "SFT_GRAD_ACCUM": at_least(1),
     "SFT_LEARNING_RATE": above(0),

@@ -293,3 +293,20 @@ def format_value(value: Value | complex) -> str:
 def render(steps: Sequence[tuple[str, str, str]]) -> str:
     """Canonical text of a program, the inverse of tokenize for well-formed steps."""
     return ", ".join(f"{op}({arg1}, {arg2})" for op, arg1, arg2 in steps)
+
+
+# the operations whose two arguments may trade places without changing the value
+COMMUTATIVE_OPS = ("add", "multiply")
+
+
+def commuted(program: str) -> str | None:
+    """``program`` with the arguments of every add and multiply step swapped: the same calculation
+    written the other way (FinQA's ``equal_program`` agrees), a second target for SFT
+    (SFT_PROGRAM_VIEWS). None when no step has two different arguments to swap, or the program
+    does not parse."""
+    try:
+        steps = split_steps(tokenize(program)[:-1])
+    except ProgramError:
+        return None
+    swapped = [(op, arg2, arg1) if op in COMMUTATIVE_OPS else (op, arg1, arg2) for op, arg1, arg2 in steps]
+    return render(swapped) if swapped != steps else None

@@ -9,13 +9,14 @@ sentence citing the gold evidence for "reasoning"). The self-check scores every 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
 from tqdm.auto import tqdm
 
 from finreason import scoring
-from finreason.programs import TABLE_OPS, ProgramError, cell_to_num, execute, format_value, split_steps, str_to_num, tokenize
+from finreason.programs import TABLE_OPS, ProgramError, cell_to_num, commuted, execute, format_value, split_steps, str_to_num, tokenize
 from finreason.prompts import evidence_from_cfg, prompt_from_cfg
 from finreason.document_facts import report_sentences
 
@@ -84,6 +85,16 @@ def gold_fact_views(examples: Sequence[Any], tokenizer: Any, cfg: Any, progress:
     the evidence that matters alone, beside the retrieved view with its distractors."""
     gold = cfg.replace(EVIDENCE_MODE="gold", SFT_EVIDENCE_VIEWS="one")
     return [{**row, "view": "gold"} for row in sft_rows(examples, tokenizer, gold, "sft gold views", progress)]
+
+
+def commuted_program_views(examples: Sequence[Any], tokenizer: Any, cfg: Any, progress: bool = False) -> list[dict[str, Any]]:
+    """The SFT rows of the ``examples`` whose program adds or multiplies two different arguments,
+    with the target's program written with them swapped (``programs.commuted``), marked
+    ``"view": "commuted"`` (SFT_PROGRAM_VIEWS=commuted): APOLLO's target-program augmentation, the
+    same question and answer with a second right program."""
+    variants = [(example, commuted(example.program)) for example in examples]
+    rewritten = [dataclasses.replace(example, program=program) for example, program in variants if program is not None]
+    return [{**row, "view": "commuted"} for row in sft_rows(rewritten, tokenizer, cfg, "sft commuted programs", progress)]
 
 
 def grpo_rows(examples: Sequence[Any], tokenizer: Any, cfg: Any, progress: bool = False) -> list[dict[str, Any]]:

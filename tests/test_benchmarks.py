@@ -181,6 +181,21 @@ def test_sft_epochs_rule_keeps_the_epoch_the_trainer_would(scores, patience, kep
     assert load_script("benchmarks/sft_epochs.py")._kept(scores, patience) == kept
 
 
+@pytest.mark.parametrize(
+    ("overrides", "name"),
+    [
+        ([], "gold"),  # the cpu profile's rows: the evidence mode alone, as before views existed
+        (["--EVIDENCE_MODE=retrieved"], "retrieved"),  # the standard setting
+        (["--EVIDENCE_MODE=retrieved", "--SFT_EVIDENCE_VIEWS=both"], "retrieved_both_views"),  # gold-fact views added
+        (["--SFT_PROGRAM_VIEWS=commuted"], "gold_commuted_programs"),  # swapped-argument targets added
+        (["--EVIDENCE_MODE=retrieved", "--SFT_EVIDENCE_VIEWS=both", "--SFT_PROGRAM_VIEWS=commuted"],
+         "retrieved_both_views_commuted_programs"),  # both: a third folder, never one of the others
+    ],
+)
+def test_sft_epochs_keeps_each_kind_of_training_rows_apart(overrides, name):
+    assert load_script("benchmarks/sft_epochs.py").setting_name(resolve_config(["--PROFILE=cpu", *overrides])) == name
+
+
 def _records(flags):
     return {f"q{i}": {"strict": flag} for i, flag in enumerate(flags)}
 

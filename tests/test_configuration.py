@@ -151,6 +151,7 @@ def test_help_exits_0(capsys):
         (["--SFT_TRL_ARGS=MaxGradNorm=1"], 'must be "" or name=value'),  # TRL's fields are snake_case
         (["--SFT_EVIDENCE_VIEWS=both", "--EVIDENCE_MODE=gold"], "add --EVIDENCE_MODE=retrieved"),  # gold rows already are the gold view
         (["--SFT_EVIDENCE_VIEWS=all"], "one | both"),  # two settings only
+        (["--SFT_PROGRAM_VIEWS=sympy"], "one | commuted"),  # swapped arguments are the one rewrite there is
     ],
 )
 def test_out_of_range_values_are_refused(overrides, message):
@@ -173,6 +174,8 @@ def test_out_of_range_values_are_refused(overrides, message):
         ["--GRPO_TRL_ARGS=top_p=0.9, max_grad_norm=0.5"],  # blanks after the comma are fine
         ["--SFT_EVIDENCE_VIEWS=both", "--EVIDENCE_MODE=retrieved"],  # retrieved rows plus their gold-fact views
         ["--SFT_HOLDOUT=40", "--SFT_PATIENCE=1"],  # choose the epoch on 40 held-out training rows
+        ["--SFT_PROGRAM_VIEWS=commuted"],  # equal programs in either evidence mode
+        ["--SFT_PROGRAM_VIEWS=commuted", "--SFT_EVIDENCE_VIEWS=both", "--EVIDENCE_MODE=retrieved"],  # both kinds of view at once
     ],
 )
 def test_edge_values_inside_the_range_are_accepted(overrides):
@@ -233,7 +236,7 @@ def test_stage_settings_read_a_group(overrides, group, expected):
                  "MAX_SEQ_LEN", "PROMPT_TOKEN_BUDGET", "LORA_R", "LORA_ALPHA", "LORA_DROPOUT", "LORA_TARGET_MODULES",
                  "SFT_TRAIN_LIMIT", "SFT_BATCH_SIZE", "SFT_GRAD_ACCUM", "SFT_LEARNING_RATE", "SFT_EPOCHS", "SFT_MAX_STEPS",
                  "SFT_HOLDOUT", "SFT_PATIENCE",  # they choose the epoch whose weights are kept
-                 "SFT_EVIDENCE_VIEWS",  # what the rows hold (its hash too), but a resumed run must not mix settings
+                 "SFT_EVIDENCE_VIEWS", "SFT_PROGRAM_VIEWS",  # what the rows hold (its hash too), but a resumed run must not mix settings
                  "GRADIENT_CHECKPOINTING", "SFT_PAD_TO_MULTIPLE", "SFT_TRL_ARGS", "SEED"}),
         # the same for GRPO: its own constants, the rewards and the filter, not the LoRA shape (the SFT weights' hash holds it)
         ("grpo", {"MODEL_NAME", "FINETUNE", "LOAD_IN_4BIT", "COMPUTE_DTYPE", "CPU_PRECISION", "EVIDENCE_MODE", "GRPO_TRAIN_LIMIT",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from finreason import models, prompts, trainset
+from finreason import models, programs, prompts, trainset
 from finreason.configuration import resolve_config
 from finreason.data import VENDORED_DIR
 from finreason.scoring import score_completion
@@ -98,6 +98,18 @@ def test_both_evidence_views_write_every_example_twice(script, tmp_path):
     assert [row["completion"] for row in plain] == [row["completion"] for row in views]
     assert {row["view"] for row in views} == {"gold"}
     assert all(view["prompt"] != row["prompt"] for row, view in zip(plain, views))  # other evidence, same question
+
+
+def test_commuted_program_views_add_a_second_right_program(script, tmp_path):
+    train = raw_split("train", 5)  # the 4th adds const_4 and 44; the 5th adds, divides and multiplies
+    data_dir = write_data_dir(tmp_path / "finqa", train, raw_split("dev", 1))
+    commutes = [programs.commuted(example["qa"]["program"]) is not None for example in train]
+    manifest = script.main(base_args(tmp_path, f"--DATA_DIR={data_dir}", "--SFT_PROGRAM_VIEWS=commuted"))
+    sft = list(read_jsonl(tmp_path / "out" / "data" / "sft_train.jsonl"))
+    views = [row for row in sft if row.get("view") == "commuted"]
+    assert manifest["sft_program_views"] == "commuted" and manifest["counts"]["sft_train"] == 5 + 2 == 5 + sum(commutes)
+    assert [row["id"] for row in views] == [example["id"] for example, swaps in zip(train, commutes) if swaps]
+    assert "Program: add(350, 500), divide(#0, 2248), multiply(const_100, #1)" in views[1]["completion"]  # written the other way round
 
 
 def test_inconsistent_gold_is_left_out_and_listed(script, tmp_path):

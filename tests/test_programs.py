@@ -153,6 +153,33 @@ def test_tokenize_rows(program, expected):
     assert official_program_tokenization(program) == expected
 
 
+@pytest.mark.parametrize(
+    "program, expected",
+    [
+        ("add(500, 350), divide(#0, 2248)", "add(350, 500), divide(#0, 2248)"),  # add trades its arguments; divide keeps them
+        ("subtract(5, 2), multiply(#0, const_100)", "subtract(5, 2), multiply(const_100, #0)"),  # a reference moves like a number
+        ("add(1, 2), add(#0, 3)", "add(2, 1), add(3, #0)"),  # every commutative step, not only the first
+        ("subtract(5829, 5735), divide(#0, 5735)", None),  # nothing commutes: no second target
+        ("add(7, 7)", None),  # equal arguments: swapping writes the same program
+        ("table_sum(revenue, none)", None),  # table operations take a row, not two numbers
+        ("add(1, 2", None),  # does not parse: no view rather than an error
+    ],
+)
+def test_commuted_rows(program, expected):
+    assert programs.commuted(program) == expected
+
+
+def test_commuted_programs_are_equal_and_give_the_same_answer(finqa):
+    from finreason.equivalence import equal_program
+
+    rewritten = [(example, programs.commuted(example.program)) for example in finqa["train"]]
+    rewritten = [(example, program) for example, program in rewritten if program is not None]
+    assert rewritten  # the vendored train split has add and multiply steps to swap
+    for example, program in rewritten:
+        assert equal_program(tokenize(example.program), tokenize(program)), example.id
+        assert execute(program, example.table) == pytest.approx(execute(example.program, example.table)), example.id
+
+
 def test_tokenize_matches_official_on_vendored_programs(finqa):
     for split in ("train", "dev", "test"):
         for example in finqa[split]:

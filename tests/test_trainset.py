@@ -65,3 +65,19 @@ def test_program_numbers(program, numbers):
 def test_first_examples_keeps_every_view_of_the_first_examples(limit, ids):
     given = [{"id": name} for name in "abc"] + [{"id": name, "view": "gold"} for name in "abc"]
     assert [row["id"] for row in trainset.first_examples(given, limit)] == ids
+
+
+def test_commuted_program_views_are_strict_correct_second_targets(finqa, smollm2_tokenizer):
+    from finreason.configuration import resolve_config
+
+    cfg = resolve_config(["--PROFILE=cpu"])
+    examples = finqa["train"][:40]
+    plain = {row["id"]: row for row in trainset.sft_rows(examples, smollm2_tokenizer, cfg, "plain")}
+    views = trainset.commuted_program_views(examples, smollm2_tokenizer, cfg)
+    assert views and len(views) < len(examples)  # only examples with an add or multiply of two different arguments
+    by_id = {example.id: example for example in examples}
+    for view in views:
+        original = plain[view["id"]]
+        assert view["view"] == "commuted" and view["prompt"] == original["prompt"]  # the same question, the same evidence
+        assert view["completion"] != original["completion"]  # another program ...
+        assert score_completion(view["completion"], by_id[view["id"]].exe_ans, by_id[view["id"]].table).strict  # ... just as right
