@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from finreason import programs
+from finreason.equivalence import equal_program
 from finreason.programs import ProgramError, execute, execute_tokens, str_to_num, tokenize
 
 
@@ -170,8 +171,6 @@ def test_commuted_rows(program, expected):
 
 
 def test_commuted_programs_are_equal_and_give_the_same_answer(finqa):
-    from finreason.equivalence import equal_program
-
     rewritten = [(example, programs.commuted(example.program)) for example in finqa["train"]]
     rewritten = [(example, program) for example, program in rewritten if program is not None]
     assert rewritten  # the vendored train split has add and multiply steps to swap

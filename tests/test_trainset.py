@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from finreason import trainset
+from finreason.configuration import resolve_config
 from finreason.scoring import score_completion
 
 
@@ -68,8 +69,6 @@ def test_first_examples_keeps_every_view_of_the_first_examples(limit, ids):
 
 
 def test_commuted_program_views_are_strict_correct_second_targets(finqa, smollm2_tokenizer):
-    from finreason.configuration import resolve_config
-
     cfg = resolve_config(["--PROFILE=cpu"])
     examples = finqa["train"][:40]
     plain = {row["id"]: row for row in trainset.sft_rows(examples, smollm2_tokenizer, cfg, "plain")}
