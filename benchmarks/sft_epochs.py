@@ -16,7 +16,7 @@ Prints a table (per epoch: held-out strict, dev strict with its 95% CI, exact Mc
 epoch 1 and against the epoch before) and which epoch the rule keeps at patience 1 and at
 patience E, beside the epoch dev likes best. Writes <OUTPUT_DIR>/bench/sft_epochs_<mode>.json
 (sft_epochs_<mode>_both_views.json with --SFT_EVIDENCE_VIEWS=both, _commuted_programs added with
---SFT_PROGRAM_VIEWS=commuted)
+--SFT_PROGRAM_VIEWS=commuted, _6_epochs with --epochs 6: any length but the default 4)
 with those numbers, each epoch's weights SHA-256, the stage times and peak memory, provenance.
 
 One run of E epochs has one learning-rate schedule (cosine over E epochs): epoch 2 of a 4-epoch
@@ -45,10 +45,12 @@ ROOT = Path(__file__).resolve().parent.parent
 _LOG = logging.getLogger(NAME)
 # far beyond an epoch: the only checkpoints are the ones the epoch rule saves at each epoch's end
 NO_STEP_CHECKPOINTS = 1_000_000
+# a run of another length has another cosine schedule: it keeps its own folder and JSON
+DEFAULT_EPOCHS = 4
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--epochs", type=int, default=4, help="epochs trained and measured (default 4)")
+    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help=f"epochs trained and measured (default {DEFAULT_EPOCHS})")
     parser.add_argument("--holdout", type=int, default=40, help="training rows held out to score each epoch (default 40)")
     parser.add_argument("--dev", type=int, default=100, help="dev questions evaluated after each epoch (default 100)")
     parser.add_argument("--fresh", action="store_true", help="delete this evidence mode's previous run first")
@@ -64,7 +66,7 @@ def main(argv=None) -> dict[str, Any]:
     if args.epochs < 1 or args.holdout < 1 or args.dev < 1:
         raise EpochsError("--epochs, --holdout and --dev must each be at least 1")
     overrides, _ = configuration.config_tokens(argv)
-    setting = setting_name(cfg)
+    setting = setting_name(cfg, args.epochs)
     run_dir = Layout.of(cfg).bench_dir / NAME / setting
     if args.fresh:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -114,10 +116,12 @@ def main(argv=None) -> dict[str, Any]:
     return result
 
 
-def setting_name(cfg: Any) -> str:
-    """The evidence mode, then each training-row view the run adds: runs of different rows keep apart."""
+def setting_name(cfg: Any, epochs: int = DEFAULT_EPOCHS) -> str:
+    """The evidence mode, then each training-row view the run adds, then the epochs if not the default:
+    runs of different rows or schedules keep apart."""
     views = {"SFT_EVIDENCE_VIEWS": f"{cfg.SFT_EVIDENCE_VIEWS}_views", "SFT_PROGRAM_VIEWS": f"{cfg.SFT_PROGRAM_VIEWS}_programs"}
-    return "_".join([cfg.EVIDENCE_MODE, *(suffix for key, suffix in views.items() if getattr(cfg, key) != "one")])
+    schedule = [] if epochs == DEFAULT_EPOCHS else [f"{epochs}_epochs"]
+    return "_".join([cfg.EVIDENCE_MODE, *(suffix for key, suffix in views.items() if getattr(cfg, key) != "one"), *schedule])
 
 
 def summarize(epochs: list[dict[str, Any]], cfg: Any) -> dict[str, Any]:

@@ -182,18 +182,21 @@ def test_sft_epochs_rule_keeps_the_epoch_the_trainer_would(scores, patience, kep
 
 
 @pytest.mark.parametrize(
-    ("overrides", "name"),
+    ("overrides", "epochs", "name"),
     [
-        ([], "gold"),  # the cpu profile's rows: the evidence mode alone, as before views existed
-        (["--EVIDENCE_MODE=retrieved"], "retrieved"),  # the standard setting
-        (["--EVIDENCE_MODE=retrieved", "--SFT_EVIDENCE_VIEWS=both"], "retrieved_both_views"),  # gold-fact views added
-        (["--SFT_PROGRAM_VIEWS=commuted"], "gold_commuted_programs"),  # swapped-argument targets added
-        (["--EVIDENCE_MODE=retrieved", "--SFT_EVIDENCE_VIEWS=both", "--SFT_PROGRAM_VIEWS=commuted"],
+        ([], 4, "gold"),  # the cpu profile's rows: the evidence mode alone, as before views existed
+        (["--EVIDENCE_MODE=retrieved"], 4, "retrieved"),  # the standard setting
+        (["--EVIDENCE_MODE=retrieved", "--SFT_EVIDENCE_VIEWS=both"], 4, "retrieved_both_views"),  # gold-fact views added
+        (["--SFT_PROGRAM_VIEWS=commuted"], 4, "gold_commuted_programs"),  # swapped-argument targets added
+        (["--EVIDENCE_MODE=retrieved", "--SFT_EVIDENCE_VIEWS=both", "--SFT_PROGRAM_VIEWS=commuted"], 4,
          "retrieved_both_views_commuted_programs"),  # both: a third folder, never one of the others
+        (["--EVIDENCE_MODE=retrieved"], 6, "retrieved_6_epochs"),  # a longer cosine schedule: never the 4-epoch curve
+        (["--SFT_PROGRAM_VIEWS=commuted"], 2, "gold_commuted_programs_2_epochs"),  # a shorter one, after the views
     ],
 )
-def test_sft_epochs_keeps_each_kind_of_training_rows_apart(overrides, name):
-    assert load_script("benchmarks/sft_epochs.py").setting_name(resolve_config(["--PROFILE=cpu", *overrides])) == name
+def test_sft_epochs_keeps_each_kind_of_training_rows_apart(overrides, epochs, name):
+    script = load_script("benchmarks/sft_epochs.py")
+    assert script.setting_name(resolve_config(["--PROFILE=cpu", *overrides]), epochs) == name
 
 
 def _records(flags):
