@@ -154,7 +154,8 @@ def test_sft_epochs_measures_every_epoch_on_held_out_rows_and_dev(tiny_qwen2_dir
         "--DOWNLOAD_DATA=false", "--SFT_TRAIN_LIMIT=6", "--SFT_GRAD_ACCUM=1", "--SFT_BATCH_SIZE=2", "--MAX_NEW_TOKENS=4",
         "--PROMPT_TOKEN_BUDGET=64", "--BOOTSTRAP_SAMPLES=10",
     ])
-    run = tmp_path / "bench" / "sft_epochs" / "gold"
+    # a 2-epoch schedule is not the default 4: its own folder and JSON
+    run = tmp_path / "bench" / "sft_epochs" / "gold_2_epochs"
     # 4 trained rows at 2 a step: an epoch every 2 steps, each epoch's checkpoint kept and evaluated
     assert [row["step"] for row in result["epochs"]] == [2, 4]
     assert [row["holdout_n"] for row in result["epochs"]] == [2, 2]
@@ -164,7 +165,7 @@ def test_sft_epochs_measures_every_epoch_on_held_out_rows_and_dev(tiny_qwen2_dir
     assert result["epochs"][0]["p_vs_epoch_1"] is None and result["epochs"][1]["p_vs_epoch_1"] is not None
     # the tiny random model answers nothing right: the rule keeps epoch 1 either way
     assert result["rule_patience_1"] == result["rule_no_early_stop"] == 1
-    assert json.loads((tmp_path / "bench" / "sft_epochs_gold.json").read_text())["evidence_mode"] == "gold"
+    assert json.loads((tmp_path / "bench" / "sft_epochs_gold_2_epochs.json").read_text())["evidence_mode"] == "gold"
     assert "the rule keeps epoch 1" in capsys.readouterr().out
 
 
