@@ -5,7 +5,7 @@ Command:
     .venv/bin/python benchmarks/sft_epochs.py --EVIDENCE_MODE=retrieved      (the standard setting)
 
 Runs on the cpu profile (plus your overrides), in <OUTPUT_DIR>/bench/sft_epochs/<setting>/
-(the evidence mode and the views, as the JSON's name):
+(the evidence mode, the views and a non-default length, as the JSON's name):
   1. 03_format_data.py
   2. 04_train_sft.py --SFT_EPOCHS=E --SFT_HOLDOUT=H --SFT_PATIENCE=E --no-eval: --holdout training
      rows held out and answered after every epoch (finreason.epoch_choice), never stopping early so
