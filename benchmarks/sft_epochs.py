@@ -5,7 +5,7 @@ Command:
     .venv/bin/python benchmarks/sft_epochs.py --EVIDENCE_MODE=retrieved      (the standard setting)
 
 Runs on the cpu profile (plus your overrides), in <OUTPUT_DIR>/bench/sft_epochs/<setting>/
-(the evidence mode, the views and a non-default length, as the JSON's name):
+(the evidence mode, the views, any SFT_TRL_ARGS and a non-default length, as the JSON's name):
   1. 03_format_data.py
   2. 04_train_sft.py --SFT_EPOCHS=E --SFT_HOLDOUT=H --SFT_PATIENCE=E --no-eval: --holdout training
      rows held out and answered after every epoch (finreason.epoch_choice), never stopping early so
@@ -16,7 +16,8 @@ Prints a table (per epoch: held-out strict, dev strict with its 95% CI, exact Mc
 epoch 1 and against the epoch before) and which epoch the rule keeps at patience 1 and at
 patience E, beside the epoch dev likes best. Writes <OUTPUT_DIR>/bench/sft_epochs_<mode>.json
 (sft_epochs_<mode>_both_views.json with --SFT_EVIDENCE_VIEWS=both, _commuted_programs added with
---SFT_PROGRAM_VIEWS=commuted, _6_epochs with --epochs 6: any length but the default 4)
+--SFT_PROGRAM_VIEWS=commuted, _neftune_noise_alpha_5 with --SFT_TRL_ARGS=neftune_noise_alpha=5,
+_6_epochs with --epochs 6: any length but the default 4)
 with those numbers, each epoch's weights SHA-256, the stage times and peak memory, provenance.
 
 One run of E epochs has one learning-rate schedule (cosine over E epochs): epoch 2 of a 4-epoch
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -72,8 +74,7 @@ def main(argv=None) -> dict[str, Any]:
         shutil.rmtree(run_dir, ignore_errors=True)
     base_path = models.resolve_model_path(cfg.MODEL_NAME, cfg.OUTPUT_DIR)
     common = ["--PROFILE=cpu", *overrides, f"--MODEL_NAME={base_path}", "--EVAL_SPLIT=dev", f"--EVAL_LIMIT={args.dev}", "--quiet"]
-    training_flags = [f"--SFT_EPOCHS={args.epochs}", f"--SFT_HOLDOUT={args.holdout}", f"--SFT_PATIENCE={args.epochs}",
-                      f"--SAVE_STEPS={NO_STEP_CHECKPOINTS}", f"--SFT_TRL_ARGS=save_total_limit={args.epochs + 1}"]
+    training_flags = sft_flags(cfg, args.epochs, args.holdout)
     where = Layout(run_dir)
     steps_log = run_dir / "steps.jsonl"
 
@@ -116,12 +117,22 @@ def main(argv=None) -> dict[str, Any]:
     return result
 
 
+def sft_flags(cfg: Any, epochs: int, holdout: int) -> list[str]:
+    """04's flags for the whole curve: never stopping early, a checkpoint at every epoch's end and
+    room to keep them all, beside the TRL fields the user set (e.g. neftune_noise_alpha=5)."""
+    trl_args = ",".join(part for part in (cfg.SFT_TRL_ARGS.strip(), f"save_total_limit={epochs + 1}") if part)
+    return [f"--SFT_EPOCHS={epochs}", f"--SFT_HOLDOUT={holdout}", f"--SFT_PATIENCE={epochs}",
+            f"--SAVE_STEPS={NO_STEP_CHECKPOINTS}", f"--SFT_TRL_ARGS={trl_args}"]
+
+
 def setting_name(cfg: Any, epochs: int = DEFAULT_EPOCHS) -> str:
-    """The evidence mode, then each training-row view the run adds, then the epochs if not the default:
-    runs of different rows or schedules keep apart."""
+    """The evidence mode, then each training-row view the run adds, then TRL fields the run sets, then
+    the epochs if not the default: runs of different rows, trainers or schedules keep apart."""
     views = {"SFT_EVIDENCE_VIEWS": f"{cfg.SFT_EVIDENCE_VIEWS}_views", "SFT_PROGRAM_VIEWS": f"{cfg.SFT_PROGRAM_VIEWS}_programs"}
+    trainer = [re.sub(r"[^a-z0-9.]+", "_", cfg.SFT_TRL_ARGS.lower()).strip("_")] if cfg.SFT_TRL_ARGS.strip() else []
     schedule = [] if epochs == DEFAULT_EPOCHS else [f"{epochs}_epochs"]
-    return "_".join([cfg.EVIDENCE_MODE, *(suffix for key, suffix in views.items() if getattr(cfg, key) != "one"), *schedule])
+    return "_".join([cfg.EVIDENCE_MODE, *(suffix for key, suffix in views.items() if getattr(cfg, key) != "one"),
+                     *trainer, *schedule])
 
 
 def summarize(epochs: list[dict[str, Any]], cfg: Any) -> dict[str, Any]:

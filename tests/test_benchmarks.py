@@ -193,11 +193,30 @@ def test_sft_epochs_rule_keeps_the_epoch_the_trainer_would(scores, patience, kep
          "retrieved_both_views_commuted_programs"),  # both: a third folder, never one of the others
         (["--EVIDENCE_MODE=retrieved"], 6, "retrieved_6_epochs"),  # a longer cosine schedule: never the 4-epoch curve
         (["--SFT_PROGRAM_VIEWS=commuted"], 2, "gold_commuted_programs_2_epochs"),  # a shorter one, after the views
+        (["--EVIDENCE_MODE=retrieved", "--SFT_TRL_ARGS=neftune_noise_alpha=5"], 4,
+         "retrieved_neftune_noise_alpha_5"),  # another trainer setting: never the plain curve
+        (["--SFT_TRL_ARGS=max_grad_norm=0.5, weight_decay=0.01"], 6,
+         "gold_max_grad_norm_0.5_weight_decay_0.01_6_epochs"),  # two fields, then the schedule
     ],
 )
 def test_sft_epochs_keeps_each_kind_of_training_rows_apart(overrides, epochs, name):
     script = load_script("benchmarks/sft_epochs.py")
     assert script.setting_name(resolve_config(["--PROFILE=cpu", *overrides]), epochs) == name
+
+
+@pytest.mark.parametrize(
+    ("overrides", "trl_args"),
+    [
+        ([], "save_total_limit=5"),  # room for all 4 epoch checkpoints (and the one being written)
+        (["--SFT_TRL_ARGS=neftune_noise_alpha=5"], "neftune_noise_alpha=5,save_total_limit=5"),  # the user's field reaches 04
+        (["--SFT_TRL_ARGS=save_total_limit=1"], "save_total_limit=1,save_total_limit=5"),  # the curve's own rotation comes last
+    ],
+)
+def test_sft_epochs_passes_the_users_trl_fields_to_sft(overrides, trl_args):
+    script = load_script("benchmarks/sft_epochs.py")
+    flags = script.sft_flags(resolve_config(["--PROFILE=cpu", *overrides]), 4, 40)
+    assert flags[-1] == f"--SFT_TRL_ARGS={trl_args}"
+    assert "--SFT_PATIENCE=4" in flags  # never stops early: the whole curve is measured
 
 
 def _records(flags):
