@@ -4,6 +4,7 @@ documented configuration), and their arithmetic on numbers made up to tell right
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 
@@ -63,6 +64,12 @@ def test_cpu_learning_runs_every_stage_and_reports(cpu_learning, tiny_qwen2_dir,
         counts = [json.loads(line) for line in (run.root / f"pass_at_k.{stage}.jsonl").read_text(encoding="utf-8").splitlines()]
         assert len(counts) == 2 and all(line["n"] == 3 for line in counts)
         assert result["pass_at_k"]["stages"][stage]["n"] == 2
+    # GRPO against SFT per sample: the difference of the two files' counts, question by question
+    sampled = {stage: {line["id"]: line["correct"] for line in map(json.loads, (run.root / f"pass_at_k.{stage}.jsonl").read_text(encoding="utf-8").splitlines())}
+               for stage in ("sft", "grpo")}
+    change = result["pass_at_k"]["grpo_vs_sft_per_sample"]
+    assert change["n"] == 2
+    assert change["difference"] == pytest.approx(sum(sampled["grpo"][i] - sampled["sft"][i] for i in sampled["sft"]) / (3 * 2))
     assert all(result["timings"][stage]["peak_rss_gb"] > 0 for stage in ("zero_shot", "sft", "grpo_train"))
     # each evidence mode keeps its own file, named after the mode its numbers came from
     assert json.loads((tmp_path / "bench" / "cpu_learning_gold.json").read_text())["evidence_mode"] == "gold"
@@ -74,6 +81,25 @@ FULL = {
     "sft_strict": 0.20, "zero_shot_strict": 0.05, "grpo_strict": 0.22, "p_value": 0.001, "grpo_mixed_group_share": 0.5,
     "grpo_fixed_set_reward_before": 0.10, "grpo_fixed_set_reward_after": 0.20, "grpo_fixed_set_p_value": 0.01,
 }
+
+
+@pytest.mark.parametrize(
+    ("sft", "grpo", "difference", "up", "down", "significant"),
+    [
+        ({"a": 1, "b": 2, "c": 0}, {"a": 1, "b": 2, "c": 0}, 0.0, 0, 0, False),  # the same counts: no change, p = 1
+        ({f"q{i}": 1 for i in range(12)}, {f"q{i}": 3 for i in range(12)}, 0.25, 12, 0, True),  # every question up 2 of 8
+        ({f"q{i}": 4 for i in range(12)}, {f"q{i}": 2 for i in range(12)}, -0.25, 0, 12, True),  # every question down: negative
+        ({"a": 0, "b": 8}, {"a": 8, "b": 0}, 0.0, 1, 1, False),  # one up, one down by as much: no change
+        ({"a": 1, "b": 1, "x": 5}, {"a": 2, "b": 1}, 0.0625, 1, 0, False),  # only questions both stages sampled count
+    ],
+)
+def test_cpu_learning_per_sample_change_is_paired(cpu_learning, sft, grpo, difference, up, down, significant):
+    change = cpu_learning.per_sample_change(sft, grpo, 8, SimpleNamespace(BOOTSTRAP_SAMPLES=200, SEED=0))
+    assert change["difference"] == pytest.approx(difference)
+    assert (change["questions_up"], change["questions_down"]) == (up, down)
+    assert (change["p_value"] < 0.05) is significant
+    low, high = change["difference_ci95"]
+    assert low <= change["difference"] <= high
 
 
 @pytest.mark.parametrize(
@@ -115,6 +141,13 @@ FULL = {
             "sft_gain", "sft_at_least_14_percent", "sft_p_value", "mixed_group_share", "fixed_set_not_lower",
             "fixed_set_significantly_higher", "grpo_within_3_points_of_sft", "grpo_not_below_sft",
             "grpo_above_sft"}),  # the same gap is not closer
+        ({"pass_at_k": {"stages": {"sft": {"gap": 0.34 - 0.23}, "grpo": {"gap": 0.35 - 0.24}}}}, {
+            "sft_gain", "sft_at_least_14_percent", "sft_p_value", "mixed_group_share", "fixed_set_not_lower",
+            "fixed_set_significantly_higher", "grpo_within_3_points_of_sft", "grpo_not_below_sft",
+            "grpo_above_sft"}),  # 11 points both, though float subtraction makes the second a hair smaller
+        ({"zero_shot_strict": 0.14, "sft_strict": 0.24, "grpo_strict": 0.21}, {
+            "sft_gain", "sft_at_least_14_percent", "sft_p_value", "mixed_group_share", "fixed_set_not_lower",
+            "fixed_set_significantly_higher", "grpo_within_3_points_of_sft"}),  # exactly 10 points up, exactly 3 down: both bars met
         ({"pass_at_k": {"stages": {"sft": {"gap": 0.17}}}}, {
             "sft_gain", "sft_at_least_14_percent", "sft_p_value", "mixed_group_share", "fixed_set_not_lower",
             "fixed_set_significantly_higher", "grpo_within_3_points_of_sft", "grpo_not_below_sft",
