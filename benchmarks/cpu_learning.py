@@ -272,13 +272,7 @@ def per_sample_change(sft: dict[str, int], grpo: dict[str, int], k: int, cfg: An
     paired measure most sensitive to pass@k becoming pass@1 (a greedy flip needs a whole question to
     change; this counts each of its k samples), with its CI and sign-flip p-value."""
     ids = sorted(set(sft) & set(grpo))
-    difference = [(grpo[i] - sft[i]) / k for i in ids]
-    return {
-        "n": len(ids), "difference": float(sum(difference) / len(ids)) if ids else None,
-        "difference_ci95": list(stats.bootstrap_ci(difference, cfg.BOOTSTRAP_SAMPLES, cfg.SEED)) if ids else None,
-        "p_value": stats.sign_flip_p_value(difference, seed=cfg.SEED),
-        "questions_up": sum(d > 0 for d in difference), "questions_down": sum(d < 0 for d in difference),
-    }
+    return {"n": len(ids), **stats.paired_change([sft[i] / k for i in ids], [grpo[i] / k for i in ids], cfg.BOOTSTRAP_SAMPLES, cfg.SEED)}
 
 
 def summarize(cfg: Any, where: Layout, before: dict[str, int], after: dict[str, int], n: int) -> dict[str, Any]:
@@ -290,7 +284,7 @@ def summarize(cfg: Any, where: Layout, before: dict[str, int], after: dict[str, 
     groups = cfg.NUM_GENERATIONS
     per_question_before = np.array([before[i] / groups for i in sorted(before)])
     per_question_after = np.array([after[i] / groups for i in sorted(before)])
-    difference = per_question_after - per_question_before
+    fixed_change = stats.paired_change(per_question_before, per_question_after, samples, seed)
     steps = [entry for entry in read_step_log(where.step_log("grpo")) if "correctness_mixed_group_share" in entry]
     mixed = [entry["correctness_mixed_group_share"] for entry in steps]
     acc = {stage: stats.rate(flags) for stage, flags in strict.items()}
@@ -316,9 +310,9 @@ def summarize(cfg: Any, where: Layout, before: dict[str, int], after: dict[str, 
         "grpo_fixed_set_reward_ci95": {
             "before": list(stats.bootstrap_ci(per_question_before, samples, seed)),
             "after": list(stats.bootstrap_ci(per_question_after, samples, seed)),
-            "difference": list(stats.bootstrap_ci(difference, samples, seed)),
+            "difference": fixed_change["difference_ci95"],
         },
-        "grpo_fixed_set_p_value": stats.sign_flip_p_value(difference, seed=seed),
+        "grpo_fixed_set_p_value": fixed_change["p_value"],
         "requested_dev": n,
     }
     result["targets"] = TARGETS

@@ -70,6 +70,20 @@ def sign_flip_p_value(differences: Sequence[float], seed: int = 0) -> float:
     return float((np.sum(np.abs(patterns @ nonzero) >= observed) + 1) / (SIGN_FLIP_SAMPLES + 1))
 
 
+def paired_change(before: Sequence[float], after: Sequence[float], samples: int, seed: int) -> dict[str, Any]:
+    """``after`` minus ``before``, item by item (the same questions, in the same order): the mean
+    difference, its bootstrap interval, the sign-flip p-value, and how many items rose and fell."""
+    if len(before) != len(after):
+        raise ValueError(f"paired_change needs paired values, got {len(before)} and {len(after)}")
+    difference = [float(b) - float(a) for a, b in zip(before, after)]
+    return {
+        "difference": sum(difference) / len(difference) if difference else None,
+        "difference_ci95": list(bootstrap_ci(difference, samples, seed)),
+        "p_value": sign_flip_p_value(difference, seed=seed),
+        "questions_up": sum(d > 0 for d in difference), "questions_down": sum(d < 0 for d in difference),
+    }
+
+
 def _group(records: Sequence[Mapping[str, Any]], keys_of: Callable[[Mapping[str, Any]], Iterable[Any]]) -> dict[str, dict[str, Any]]:
     groups: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for record in records:

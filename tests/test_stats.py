@@ -81,6 +81,31 @@ def test_sign_flip_p_value_sampled_for_many_questions():
     assert stats.sign_flip_p_value([0.25, -0.25] * 20, seed=3) > 0.9
 
 
+@pytest.mark.parametrize(
+    "before, after, difference, up, down",
+    [
+        ([0.5, 0.5], [0.5, 0.5], 0.0, 0, 0),  # nothing changed
+        ([0.25, 0.5, 0.0], [0.5, 0.25, 0.0], 0.0, 1, 1),  # a rise and a fall of the same size cancel
+        ([0.0, 0.125], [0.25, 0.375], 0.25, 2, 0),  # both up by a quarter
+        ([0.75], [0.5], -0.25, 0, 1),  # a fall is negative, not its size
+    ],
+)
+def test_paired_change_is_after_minus_before_item_by_item(before, after, difference, up, down):
+    change = stats.paired_change(before, after, samples=50, seed=0)
+    assert change["difference"] == pytest.approx(difference)
+    assert (change["questions_up"], change["questions_down"]) == (up, down)
+    assert change["p_value"] == pytest.approx(stats.sign_flip_p_value([b - a for a, b in zip(before, after)]))
+    low, high = change["difference_ci95"]
+    assert low <= change["difference"] <= high
+
+
+def test_paired_change_refuses_unpaired_values():
+    with pytest.raises(ValueError, match="paired"):
+        stats.paired_change([0.5, 0.25], [0.5], samples=10, seed=0)
+    empty = stats.paired_change([], [], samples=10, seed=0)
+    assert empty["difference"] is None and empty["difference_ci95"] == [None, None] and empty["p_value"] == 1.0
+
+
 def test_paired_table_counts_discordant_pairs():
     table = stats.paired_table({"zero_shot": [False, False, True], "sft": [True, True, True]})
     assert [row["execution_accuracy"] for row in table["stages"]] == [pytest.approx(1 / 3), 1.0]
