@@ -84,6 +84,7 @@ GRPO_LOSS_TYPE = "dr_grpo"  # dr_grpo | dapo | grpo | bnpo (TRL loss_type)
 GRPO_BATCH_SIZE = 4  # >= 1; completions per device step; BATCH * GRAD_ACCUM a multiple of NUM_GENERATIONS
 GRPO_GRAD_ACCUM = 4  # >= 1; steps accumulated per optimizer update
 GRPO_MAX_STEPS = 300  # >= 1; optimizer steps
+GRPO_PAD_TO_MULTIPLE = 1  # >= 1; pad each GRPO batch to a multiple of this many tokens (1 = to its longest sequence only); on a CPU, 32 keeps a long run's memory flat (README: GRPO memory grows the same way)
 REWARD_CORRECT_WEIGHT = 1.0  # >= 0; weight of the strict-correctness reward (the main signal)
 REWARD_FORMAT_WEIGHT = 0.1  # >= 0; weight of the parseable Program/Answer reward
 REWARD_MAX_ERROR_SHARE = 0.05  # 0 <= x <= 1; share of reward evaluations that may raise (a scorer bug) before the run stops; 1 = never

@@ -225,6 +225,7 @@ RULES: dict[str, Rule] = {
     "GRPO_BATCH_SIZE": at_least(1),
     "GRPO_GRAD_ACCUM": at_least(1),
     "GRPO_MAX_STEPS": at_least(1),
+    "GRPO_PAD_TO_MULTIPLE": at_least(1),
     "REWARD_CORRECT_WEIGHT": at_least(0),
     "REWARD_FORMAT_WEIGHT": at_least(0),
     "REWARD_MAX_ERROR_SHARE": FRACTION,

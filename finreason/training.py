@@ -303,7 +303,8 @@ def grpo_config(cfg: Any, where: Layout, use_vllm: bool, precision: str | None =
         {"num_generations": "NUM_GENERATIONS", "max_completion_length": "GRPO_MAX_NEW_TOKENS",
          "temperature": "GRPO_TEMPERATURE", "beta": "GRPO_BETA", "loss_type": "GRPO_LOSS_TYPE"},
         {"scale_rewards": "GRPO_LOSS_TYPE", "reward_weights": "REWARD_CORRECT_WEIGHT and REWARD_FORMAT_WEIGHT",
-         "use_vllm": "USE_VLLM"},
+         "use_vllm": "USE_VLLM", "pad_to_multiple_of": "GRPO_PAD_TO_MULTIPLE"},
+        pad_to_multiple_of=cfg.GRPO_PAD_TO_MULTIPLE if cfg.GRPO_PAD_TO_MULTIPLE > 1 else None,
         # Dr. GRPO removes the per-group std scaling as well as the length normalisation
         scale_rewards="none" if cfg.GRPO_LOSS_TYPE == "dr_grpo" else "group",
         reward_weights=weights,

@@ -241,7 +241,7 @@ def test_stage_settings_read_a_group(overrides, group, expected):
         # the same for GRPO: its own constants, the rewards and the filter, not the LoRA shape (the SFT weights' hash holds it)
         ("grpo", {"MODEL_NAME", "FINETUNE", "LOAD_IN_4BIT", "COMPUTE_DTYPE", "CPU_PRECISION", "EVIDENCE_MODE", "GRPO_TRAIN_LIMIT",
                   "NUM_GENERATIONS", "GRPO_MAX_NEW_TOKENS", "GRPO_TEMPERATURE", "GRPO_LEARNING_RATE", "GRPO_BETA",
-                  "GRPO_LOSS_TYPE", "GRPO_BATCH_SIZE", "GRPO_GRAD_ACCUM", "GRPO_MAX_STEPS", "REWARD_CORRECT_WEIGHT",
+                  "GRPO_LOSS_TYPE", "GRPO_BATCH_SIZE", "GRPO_GRAD_ACCUM", "GRPO_MAX_STEPS", "GRPO_PAD_TO_MULTIPLE", "REWARD_CORRECT_WEIGHT",
                   "REWARD_FORMAT_WEIGHT", "REWARD_MAX_ERROR_SHARE", "DIFFICULTY_FILTER", "DIFFICULTY_MAX_CANDIDATES",
                   "GRPO_TRL_ARGS", "SEED"}),
     ],

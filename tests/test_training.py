@@ -196,6 +196,9 @@ def test_hardware_arguments_on_cpu(monkeypatch, tmp_path, precision, peaks, bf16
         (["--GRPO_TRL_ARGS=top_p=0.9"], {"sft": {"top_p": None}}),  # each stage reads only its own options
         (["--SFT_PAD_TO_MULTIPLE=32"], {"sft": {"pad_to_multiple_of": 32}}),  # a few recurring lengths (cpu memory)
         (["--SFT_PAD_TO_MULTIPLE=1"], {"sft": {"pad_to_multiple_of": None}}),  # 1: to the batch's longest row, TRL's default
+        (["--GRPO_PAD_TO_MULTIPLE=32"], {"grpo": {"pad_to_multiple_of": 32}}),  # a long CPU run's memory stays flat
+        (["--GRPO_PAD_TO_MULTIPLE=1"], {"grpo": {"pad_to_multiple_of": None}}),  # 1: TRL's default, no padding
+        (["--GRPO_PAD_TO_MULTIPLE=32", "--SFT_PAD_TO_MULTIPLE=1"], {"sft": {"pad_to_multiple_of": None}}),  # each stage pads by its own constant
     ],
 )
 def test_trl_args_reach_the_trainer_config(tmp_path, overrides, expected):
@@ -216,6 +219,7 @@ def test_trl_args_reach_the_trainer_config(tmp_path, overrides, expected):
         ("--GRPO_TRL_ARGS=temperature=0.5", "set by --GRPO_TEMPERATURE"),
         ("--SFT_TRL_ARGS=bf16=true", "set by --COMPUTE_DTYPE (GPU) or CPU_PRECISION"),  # precision is the probe's decision
         ("--SFT_TRL_ARGS=pad_to_multiple_of=8", "set by --SFT_PAD_TO_MULTIPLE"),  # the constant the probe projects memory with
+        ("--GRPO_TRL_ARGS=pad_to_multiple_of=32", "set by --GRPO_PAD_TO_MULTIPLE"),  # one place to set it, in config.py
         ("--SFT_TRL_ARGS=max_grad_norm=big", "invalid float value: 'big'"),  # TRL's field type
         ("--SFT_TRL_ARGS=lr_scheduler_type=bogus", "invalid choice: 'bogus'"),  # TRL's choices
         ("--GRPO_TRL_ARGS=auto_find_batch_size=true", "GRPOConfig refuses it: auto_find_batch_size is not supported"),  # __post_init__
