@@ -17,7 +17,8 @@ Writes: <OUTPUT_DIR>/grpo/difficulty_samples.jsonl  (per-question correct counts
                                                      correctness_mixed_group_share = share of groups
                                                      whose correctness differs, i.e. that teach;
                                                      rewards/<name>/errors = completions whose reward
-                                                     raised, see REWARD_MAX_ERROR_SHARE)
+                                                     raised, see REWARD_MAX_ERROR_SHARE;
+                                                     sampled_question_ids = the questions the step sampled)
         <OUTPUT_DIR>/grpo/adapter/ or grpo/model/   (weights + tokenizer + README.md + training_summary.json,
                                                      written together; the other kind goes to grpo/archive/)
 
@@ -90,9 +91,11 @@ def run(args: argparse.Namespace, cfg) -> dict:
     train_rows = difficulty.fill_generation_batch(train_rows, cfg, processes.num_processes)
     training.require_same_on_every_process([row["id"] for row in train_rows], "difficulty-filtered questions")
 
-    # rewards: the evaluation's correctness check, plus a small format bonus; errors counted for the run
+    # rewards: the evaluation's correctness check, plus a small format bonus; errors counted for the
+    # run, and the questions each update sampled noted for the step log
     reward_errors = rewards.RewardErrors.from_cfg(cfg)
-    reward_funcs, _ = rewards.reward_functions(cfg, reward_errors)
+    sampled = rewards.SampledQuestions()
+    reward_funcs, _ = rewards.reward_functions(cfg, reward_errors, sampled)
 
     # trainer
     from datasets import Dataset
@@ -107,7 +110,10 @@ def run(args: argparse.Namespace, cfg) -> dict:
         args=grpo_args,
         train_dataset=Dataset.from_list([{k: row[k] for k in ("id", "prompt", "gold", "table")} for row in train_rows]),
         processing_class=loaded.tokenizer,
-        callbacks=[training.tensorboard_callback(where.runs("grpo")), training.step_log_callback(where.step_log("grpo"), SHOWN_PER_STEP, sampled=True)],
+        callbacks=[
+            training.tensorboard_callback(where.runs("grpo")),
+            training.step_log_callback(where.step_log("grpo"), SHOWN_PER_STEP, sampled=True, question_ids=sampled.take),
+        ],
     )
 
     # train: resume from the newest complete checkpoint when this same run was killed

@@ -22,6 +22,10 @@ timed and its peak memory recorded (finreason.measure), in a private folder
      and the GRPO weights (the same sampler and check): how often a stage can write a right program,
      beside how often its greedy answer is right (pass_at_k; GRPO should close that gap), and GRPO's
      per-sample correctness minus SFT's, question by question (grpo_vs_sft_per_sample: CI, sign-flip p)
+  8. the fixed set split by what GRPO did with each question (fixed_set_by_training, from the step
+     log's sampled_question_ids): trained on, kept by the filter but never reached, screened out;
+     each group's correctness before and after with CI and sign-flip p. A kept question the run
+     never reached is the carry-over control: the filter chose it, the updates never saw it
 Prints a table and writes <OUTPUT_DIR>/bench/cpu_learning.json (and cpu_learning_<mode>.json, so
 both evidence modes' results are kept) with: n, evidence_mode, zero_shot_strict, sft_strict,
 grpo_strict (fractions, with 95% bootstrap CIs), p_value (exact McNemar, SFT vs zero-shot),
@@ -149,6 +153,7 @@ def main(argv=None) -> dict[str, Any]:
         timings["pass_at_k"] = {"seconds": round(time.time() - started, 1), "peak_rss_gb": None}
 
     result = summarize(run_cfg, where, before, after, args.dev)
+    result["fixed_set_by_training"] = fixed_set_by_training(run_cfg, where, before, after)
     result["pass_at_k"] = pass_at_k(result, where, sampled, args.pass_k, run_cfg) if sampled else None
     result["met"] = targets_met(result)
     result["precision"] = precisions(where)
@@ -275,6 +280,36 @@ def per_sample_change(sft: dict[str, int], grpo: dict[str, int], k: int, cfg: An
     return {"n": len(ids), **stats.paired_change([sft[i] / k for i in ids], [grpo[i] / k for i in ids], cfg.BOOTSTRAP_SAMPLES, cfg.SEED)}
 
 
+def fixed_set_by_training(cfg: Any, where: Layout, before: dict[str, int], after: dict[str, int]) -> dict[str, Any] | None:
+    """The fixed set in three groups, each with its mean correctness before and after GRPO and the
+    paired change (CI, sign-flip p): ``trained`` (some update sampled it: the step log's
+    sampled_question_ids), ``kept_not_trained`` (the filter kept it, no update reached it) and
+    ``screened_out`` (the filter dropped it: always or never right). None for a step log from
+    before the ids were recorded. Without a filter (or when it kept nothing and GRPO fell back to
+    every candidate), every candidate counts as kept."""
+    steps = read_step_log(where.step_log("grpo"))
+    if not any("sampled_question_ids" in entry for entry in steps):
+        return None
+    trained = {question for entry in steps for question in entry.get("sampled_question_ids") or ()}
+    report = json.loads(where.difficulty_report.read_text(encoding="utf-8"))
+    kept = set(report.get("kept_ids") or before)
+    members = {
+        "trained": lambda question: question in trained,
+        "kept_not_trained": lambda question: question in kept and question not in trained,
+        "screened_out": lambda question: question not in kept and question not in trained,
+    }
+    groups = cfg.NUM_GENERATIONS
+    split = {}
+    for name, member in members.items():
+        ids = [question for question in sorted(before) if member(question)]
+        rate_before = [before[question] / groups for question in ids]
+        rate_after = [after[question] / groups for question in ids]
+        split[name] = {"n": len(ids), "before": float(np.mean(rate_before)) if ids else None,
+                       "after": float(np.mean(rate_after)) if ids else None,
+                       **stats.paired_change(rate_before, rate_after, cfg.BOOTSTRAP_SAMPLES, cfg.SEED)}
+    return split
+
+
 def summarize(cfg: Any, where: Layout, before: dict[str, int], after: dict[str, int], n: int) -> dict[str, Any]:
     """The benchmark's numbers from the files the scripts wrote."""
     records = {stage: evaluation.read_stage(where, stage) for stage in ("zero_shot", "sft", "grpo")}
@@ -285,7 +320,9 @@ def summarize(cfg: Any, where: Layout, before: dict[str, int], after: dict[str, 
     per_question_before = np.array([before[i] / groups for i in sorted(before)])
     per_question_after = np.array([after[i] / groups for i in sorted(before)])
     fixed_change = stats.paired_change(per_question_before, per_question_after, samples, seed)
-    steps = [entry for entry in read_step_log(where.step_log("grpo")) if "correctness_mixed_group_share" in entry]
+    log = read_step_log(where.step_log("grpo"))
+    # with TRL's num_iterations > 1 only the updates that sampled log rewards; every update logs a loss
+    steps = [entry for entry in log if "correctness_mixed_group_share" in entry]
     mixed = [entry["correctness_mixed_group_share"] for entry in steps]
     acc = {stage: stats.rate(flags) for stage, flags in strict.items()}
     retriever = retrieval.used_by(cfg)
@@ -301,7 +338,8 @@ def summarize(cfg: Any, where: Layout, before: dict[str, int], after: dict[str, 
         "p_value": stats.mcnemar(strict["zero_shot"], strict["sft"]),
         "grpo_p_value_vs_sft": stats.mcnemar(strict["sft"], strict["grpo"]),
         "grpo_mixed_group_share": sum(mixed) / len(mixed) if mixed else None,
-        "grpo_steps": len(steps),
+        "grpo_steps": sum(1 for entry in log if "loss" in entry),
+        "grpo_sampled_steps": len(steps),
         "grpo_correctness_first_last": [steps[0].get("rewards/correctness_reward/mean"), steps[-1].get("rewards/correctness_reward/mean")] if steps else None,
         "fixed_set": {"questions": len(before), "samples_per_question": groups, "temperature": cfg.GRPO_TEMPERATURE,
                       "max_new_tokens": cfg.GRPO_MAX_NEW_TOKENS},
@@ -376,11 +414,13 @@ def table(result: dict[str, Any]) -> str:
     lines = [
         console.table(stages, ("stage", "strict", "95% CI", "McNemar p vs previous", "time", "peak mem"),
                       title=f"cpu_learning: n={result['n']} dev questions, {result['evidence']}"),
-        f"GRPO: {result['grpo_steps']} steps, groups with mixed correctness {_num(result['grpo_mixed_group_share'])}; "
+        f"GRPO: {result['grpo_steps']} steps ({result['grpo_sampled_steps']} sampled), "
+        f"groups with mixed correctness {_num(result['grpo_mixed_group_share'])}; "
         f"fixed set ({result['fixed_set']['questions']} training questions x {result['fixed_set']['samples_per_question']} samples) "
         f"mean correctness {_num(result['grpo_fixed_set_reward_before'])} -> {_num(result['grpo_fixed_set_reward_after'])} "
         f"(difference 95% CI [{_num(fixed['difference'][0])}, {_num(fixed['difference'][1])}], sign-flip p = "
         f"{_num(result['grpo_fixed_set_p_value'], '.2g')})",
+        *_by_training_lines(result.get("fixed_set_by_training")),
         *_pass_at_k_lines(result.get("pass_at_k")),
         f"targets met: {', '.join(f'{k}={v}' for k, v in result['met'].items())}",
         f"total {result['total_seconds'] / 60:.1f} min, largest stage {result['peak_rss_gb']:.2f} GiB",
@@ -391,6 +431,14 @@ def table(result: dict[str, Any]) -> str:
             f"{stage} {pct(row['previous_strict'])} -> {pct(row['strict'])} ({row['moved']}, McNemar p = {row['p_value']:.2g}"
             f"{'' if row['within_noise'] else ', NOT within noise'})" for stage, row in previous["stages"].items()))
     return "\n".join(lines)
+
+
+def _by_training_lines(split: dict[str, Any] | None) -> list[str]:
+    if not split:
+        return []
+    return ["fixed set by what GRPO did: " + "; ".join(
+        f"{name.replace('_', ' ')} {group['n']}: {_num(group['before'])} -> {_num(group['after'])}"
+        + (f" (p = {group['p_value']:.2g})" if group["n"] else "") for name, group in split.items())]
 
 
 def _pass_at_k_lines(found: dict[str, Any] | None) -> list[str]:

@@ -14,6 +14,10 @@ bug in the scorer, and it must not pass for "the model is never correct": ``Rewa
 scores that completion 0.0 so one exception does not end the step, logs the first traceback
 once, logs each call's count as the step-log metric ``rewards/<name>/errors``, and stops the
 run with ``RewardError`` once more than REWARD_MAX_ERROR_SHARE of the evaluations so far raised.
+
+``SampledQuestions`` notes the ``id`` of every question whose completions the reward scored: the
+questions a run trained on, which the step log records per update (``sampled_question_ids``), so
+a benchmark can compare trained questions with kept ones the run never reached.
 """
 
 from __future__ import annotations
@@ -73,6 +77,25 @@ class RewardErrors:
         return scores
 
 
+class SampledQuestions:
+    """The ids of the questions the reward scored since ``take`` last emptied it, in order, once each."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+
+    def add(self, ids: Any) -> None:
+        """Note TRL's per-completion ``id`` column (a group repeats its question's id); no column, nothing."""
+        if isinstance(ids, Sequence) and not isinstance(ids, str):
+            for question in ids:
+                if question is not None and str(question) not in self.ids:
+                    self.ids.append(str(question))
+
+    def take(self) -> list[str]:
+        """The ids noted so far, forgetting them."""
+        taken, self.ids = self.ids, []
+        return taken
+
+
 def completion_text(completion: Any) -> str:
     """The assistant text of one completion, whether TRL gave a string or a message list.
 
@@ -119,7 +142,8 @@ def is_correct(completion: Any, gold: Any, table: Any) -> bool:
 
 
 def correctness_reward(completions: Sequence[Any], gold: Sequence[Any] | None = None, table: Sequence[Any] | None = None,
-                       reward_errors: RewardErrors | None = None, **kwargs: Any) -> list[float]:
+                       reward_errors: RewardErrors | None = None, sampled: SampledQuestions | None = None,
+                       **kwargs: Any) -> list[float]:
     """1.0 when the completion's Program (or Answer) strictly matches the gold answer, else 0.0.
 
     Inside GRPOTrainer it also logs, per step, ``correctness_mixed_group_share`` (the share of
@@ -127,8 +151,11 @@ def correctness_reward(completions: Sequence[Any], gold: Sequence[Any] | None = 
     ``correctness_zero_variance_share`` (its complement). TRL's own ``frac_reward_zero_std`` is on
     the weighted total, where the format bonus can make a group look mixed although no
     completion in it is correct. ``reward_errors`` counts the completions whose check raised
-    (``reward_functions`` binds one per run; without it, errors are counted for this call only).
+    (``reward_functions`` binds one per run; without it, errors are counted for this call only);
+    ``sampled``, when given, notes the scored questions' ``id`` column.
     """
+    if sampled is not None:
+        sampled.add(kwargs.get("id"))
     log_metric = kwargs.get("log_metric")
     scores = (reward_errors or RewardErrors()).scores(
         "correctness_reward", completions, lambda i, c: is_correct(c, _column(gold, i), _column(table, i)), log_metric)
@@ -162,13 +189,17 @@ def format_reward(completions: Sequence[Any], table: Sequence[Any] | None = None
         kwargs.get("log_metric"))
 
 
-def reward_functions(cfg: Any, errors: RewardErrors | None = None) -> tuple[list[RewardFunc], list[float]]:
+def reward_functions(cfg: Any, errors: RewardErrors | None = None,
+                     sampled: SampledQuestions | None = None) -> tuple[list[RewardFunc], list[float]]:
     """The reward functions and their weights for GRPOTrainer(reward_funcs=..., args.reward_weights=...).
 
     Both share ``errors`` (a new ``RewardErrors`` from the config when not given), the run's
-    count. They are ``functools.partial``s, which TRL unwraps to name its metrics after the
-    function (``rewards/correctness_reward/mean``...).
+    count; the correctness reward notes the questions it scores in ``sampled`` when given (one
+    function is enough: TRL calls every reward function on the same completions). They are
+    ``functools.partial``s, which TRL unwraps to name its metrics after the function
+    (``rewards/correctness_reward/mean``...).
     """
     errors = errors or RewardErrors.from_cfg(cfg)
-    funcs = [functools.partial(func, reward_errors=errors) for func in (correctness_reward, format_reward)]
+    funcs = [functools.partial(correctness_reward, reward_errors=errors, sampled=sampled),
+             functools.partial(format_reward, reward_errors=errors)]
     return funcs, [float(cfg.REWARD_CORRECT_WEIGHT), float(cfg.REWARD_FORMAT_WEIGHT)]

@@ -19,7 +19,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -488,14 +488,18 @@ def tensorboard_callback(log_dir: str | os.PathLike) -> Any:
     return callback
 
 
-def step_log_callback(path: str | os.PathLike, shown: Sequence[str], sampled: bool = False) -> Any:
+def step_log_callback(path: str | os.PathLike, shown: Sequence[str], sampled: bool = False,
+                      question_ids: Callable[[], list[str]] | None = None) -> Any:
     """A TrainerCallback appending every training log (one line per logging step) to ``path``
     and logging the ``shown`` metrics of each step, with the step's throughput: ``step_seconds``
     (optimizer step, wall clock), ``tokens`` (TRL's ``num_tokens`` since the previous step),
     ``tokens_per_second`` and ``mfu`` (model FLOPs per second over this machine's measured matmul
     peak in the step's ``precision``; finreason.throughput), and ``memory_gb``, the memory held
     after the step (``memory.resident_gb``: growth from step to step shows here). ``sampled``:
-    the step also generated its tokens (GRPO), which costs one more forward per token."""
+    the step also generated its tokens (GRPO), which costs one more forward per token.
+    ``question_ids``: returns (and forgets) the ids of the questions this process sampled since the
+    last log (``rewards.SampledQuestions.take``); each step's entry then lists every process's as
+    ``sampled_question_ids``, empty for a step that reused earlier samples (TRL's num_iterations)."""
     from transformers import TrainerCallback
 
     class StepLogCallback(TrainerCallback):
@@ -517,6 +521,8 @@ def step_log_callback(path: str | os.PathLike, shown: Sequence[str], sampled: bo
             self.seconds = time.perf_counter() - self.started if self.started is not None else None
 
         def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001 - TrainerCallback API
+            # before any return: every process calls on_log, and gathering their ids needs them all
+            sampled_ids = gather_ids(question_ids()) if question_ids is not None else None
             if not state.is_world_process_zero or not logs:
                 return
             entry = {"step": state.global_step, **{k: v for k, v in logs.items() if _scalar(v)}}
@@ -524,7 +530,8 @@ def step_log_callback(path: str | os.PathLike, shown: Sequence[str], sampled: bo
                 return  # the closing summary log, not a step
             held = memory.resident_gb()
             entry.update(self.throughput(entry.get("num_tokens")), precision=self.precision,
-                         **({"memory_gb": round(held, 3)} if held is not None else {}))
+                         **({"memory_gb": round(held, 3)} if held is not None else {}),
+                         **({"sampled_question_ids": sampled_ids} if sampled_ids is not None else {}))
             storage.append_jsonl(path, [entry])
             _LOG.info("step %d: %s", state.global_step, ", ".join(
                 f"{k}={entry[k]:.4g}" for k in (*shown, "tokens_per_second", "mfu", "memory_gb") if _scalar(entry.get(k))))
@@ -541,6 +548,16 @@ def step_log_callback(path: str | os.PathLike, shown: Sequence[str], sampled: bo
             return found
 
     return StepLogCallback()
+
+
+def gather_ids(ids: Sequence[str]) -> list[str]:
+    """Every process's ``ids``, rank by rank, once each (a collective call: all processes make it).
+    One process: ``ids`` as given."""
+    if process_state().num_processes == 1:
+        return list(ids)
+    from accelerate.utils import gather_object
+
+    return list(dict.fromkeys(gather_object(list(ids))))
 
 
 def _scalar(value: Any) -> bool:

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from finreason import evaluation, layout
+from finreason import evaluation, layout, storage
 from finreason.configuration import resolve_config
 from finreason.layout import Layout
 from helpers import load_script
@@ -74,7 +74,56 @@ def test_cpu_learning_runs_every_stage_and_reports(cpu_learning, tiny_qwen2_dir,
     # each evidence mode keeps its own file, named after the mode its numbers came from
     assert json.loads((tmp_path / "bench" / "cpu_learning_gold.json").read_text())["evidence_mode"] == "gold"
     assert not (tmp_path / "bench" / "cpu_learning_retrieved.json").exists()
-    assert "cpu_learning: n=2 dev questions, GOLD facts only" in capsys.readouterr().out
+    # one update, and it sampled (with TRL's num_iterations > 1 some updates reuse earlier samples)
+    assert (result["grpo_steps"], result["grpo_sampled_steps"]) == (1, 1)
+    # the fixed set split by what GRPO did: the one update's questions were trained on, and each group adds up
+    split = result["fixed_set_by_training"]
+    assert split["trained"]["n"] >= 1 and sum(group["n"] for group in split.values()) == 3
+    out = capsys.readouterr().out
+    assert "cpu_learning: n=2 dev questions, GOLD facts only" in out and "fixed set by what GRPO did: trained " in out
+
+
+# the fixed set: q1..q4 kept by the filter (mixed outcomes), q5 always right, q6 never
+BEFORE = {"q1": 2, "q2": 4, "q3": 1, "q4": 3, "q5": 8, "q6": 0}
+AFTER = {"q1": 6, "q2": 7, "q3": 2, "q4": 3, "q5": 8, "q6": 1}
+FILTERED = {"enabled": True, "kept_ids": ["q1", "q2", "q3", "q4"]}
+
+
+@pytest.mark.parametrize(
+    ("report", "steps", "sizes", "trained_change"),
+    [
+        # two updates reached q1 and q2; q3, q4 were kept but never reached; q5, q6 screened out
+        (FILTERED, [(1, ["q1"]), (2, ["q2"])], {"trained": 2, "kept_not_trained": 2, "screened_out": 2}, 3.5 / 8),
+        # num_iterations = 2: the second update reused the first's samples
+        (FILTERED, [(1, ["q1", "q2"]), (2, [])], {"trained": 2, "kept_not_trained": 2, "screened_out": 2}, 3.5 / 8),
+        # a killed run's step 2 sampled q3; the resumed run redid step 2 on q2: only the weights kept count
+        (FILTERED, [(1, ["q1"]), (2, ["q3"]), (2, ["q2"])], {"trained": 2, "kept_not_trained": 2, "screened_out": 2}, 3.5 / 8),
+        # every kept question reached: no control group left, and it says so with n = 0
+        (FILTERED, [(1, ["q1", "q2"]), (2, ["q3", "q4"])], {"trained": 4, "kept_not_trained": 0, "screened_out": 2}, 2.0 / 8),
+        # no filter: every candidate was kept, so nothing is screened out
+        ({"enabled": False}, [(1, ["q1"]), (2, ["q6"])], {"trained": 2, "kept_not_trained": 4, "screened_out": 0}, 2.5 / 8),
+        # the filter kept nothing and GRPO fell back to every candidate: the same as no filter
+        ({"enabled": True, "kept_ids": []}, [(1, ["q5"])], {"trained": 1, "kept_not_trained": 5, "screened_out": 0}, 0.0),
+    ],
+)
+def test_cpu_learning_splits_the_fixed_set_by_what_grpo_trained_on(cpu_learning, tmp_path, report, steps, sizes, trained_change):
+    where = Layout(tmp_path)
+    where.difficulty_report.parent.mkdir(parents=True)
+    where.difficulty_report.write_text(json.dumps({**report, "counts": BEFORE}), encoding="utf-8")
+    storage.append_jsonl(where.step_log("grpo"), [{"step": step, "loss": 0.1, "sampled_question_ids": ids} for step, ids in steps])
+    split = cpu_learning.fixed_set_by_training(SimpleNamespace(NUM_GENERATIONS=8, BOOTSTRAP_SAMPLES=50, SEED=0), where, BEFORE, AFTER)
+    assert {name: group["n"] for name, group in split.items()} == sizes
+    assert split["trained"]["difference"] == pytest.approx(trained_change)
+    # each group's before and after are the mean correctness of its own questions
+    for group in split.values():
+        assert (group["before"] is None) is (group["n"] == 0)
+    assert sum(group["n"] for group in split.values()) == len(BEFORE)
+
+
+def test_cpu_learning_has_no_split_for_a_step_log_without_ids(cpu_learning, tmp_path):
+    where = Layout(tmp_path)
+    storage.append_jsonl(where.step_log("grpo"), [{"step": 1, "loss": 0.1}])  # a run from before the ids were logged
+    assert cpu_learning.fixed_set_by_training(SimpleNamespace(NUM_GENERATIONS=8), where, BEFORE, AFTER) is None
 
 
 FULL = {

@@ -109,6 +109,10 @@ def test_grpo_saves_once_and_every_rank_trains_on_the_same_questions(trained):
     summary = _summary(_only_weights(out, "grpo"))
     assert summary["global_step"] == 2
     assert f"the same {summary['train_rows']} difficulty-filtered questions on all {PROCESSES} processes" in grpo_log
+    # each step's log lists every rank's sampled question, gathered by the main process: one per rank here
+    # (NUM_GENERATIONS = GRPO_BATCH_SIZE = 2, so each rank samples one question's group per step)
+    for entry in training.read_step_log(out / "grpo" / "step_log.jsonl"):
+        assert len(entry["sampled_question_ids"]) == PROCESSES, entry["sampled_question_ids"]
 
 
 def test_two_process_weights_load_in_06(trained):

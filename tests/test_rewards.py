@@ -204,3 +204,35 @@ def test_without_a_run_counter_a_call_counts_its_own_errors(monkeypatch):
     logged = {}
     assert rewards.correctness_reward(["Answer: 0.2"] * 3, gold=[GOLD_CHANGE] * 3, log_metric=logged.__setitem__) == [0.0] * 3
     assert logged["rewards/correctness_reward/errors"] == 3.0
+
+
+# --- which questions the reward scored: the step log's sampled_question_ids --------------------
+
+
+@pytest.mark.parametrize(
+    ("columns", "noted"),
+    [
+        ([["q1", "q1", "q2", "q2"]], ["q1", "q2"]),  # TRL's layout: a group repeats its question's id, noted once
+        ([["q2", "q2"], ["q1", "q1"], ["q2", "q2"]], ["q2", "q1"]),  # several calls before a log: order kept, once each
+        ([[7, 7]], ["7"]),  # a numeric id column is noted as text, as the records store ids
+        ([[None, "q1"]], ["q1"]),  # a missing id is not a question
+        ([None], []),  # no id column (a dataset without one): nothing noted, nothing raised
+        (["q1"], []),  # a bare string is not a per-completion column
+    ],
+)
+def test_sampled_questions_note_each_scored_question_once(columns, noted):
+    sampled = rewards.SampledQuestions()
+    for column in columns:
+        sampled.add(column)
+    assert sampled.take() == noted
+    assert sampled.take() == []  # taken: the next step starts empty
+
+
+def test_only_the_correctness_reward_notes_the_scored_questions():
+    sampled = rewards.SampledQuestions()
+    funcs, _ = rewards.reward_functions(resolve_config([]), sampled=sampled)
+    for func in funcs:  # TRL calls every reward function on the same completions
+        func(["Answer: 0.2", "Answer: 1"], gold=[GOLD_CHANGE] * 2, table=[TABLE] * 2, id=["q1", "q1"])
+    assert sampled.take() == ["q1"]
+    # without a recorder the reward is the same and notes nothing
+    assert rewards.correctness_reward(["Answer: 0.2"], gold=[GOLD_CHANGE], table=[TABLE], id=["q1"]) == [1.0]

@@ -94,3 +94,26 @@ def test_step_log_records_throughput(tmp_path, monkeypatch, tiny_loaded, args, s
         assert entry["precision"] == precision
         # the memory held after the step: growth from step to step shows in the log
         assert entry["memory_gb"] == pytest.approx(memory.resident_gb(), rel=0.5)
+
+
+@pytest.mark.parametrize(
+    ("noted", "logged"),
+    [
+        ([["q1"], ["q2", "q3"]], [["q1"], ["q2", "q3"]]),  # each step lists the questions it sampled
+        ([["q1"], []], [["q1"], []]),  # a step that reused earlier samples (TRL's num_iterations) sampled none
+        (None, None),  # SFT: no recorder, no key
+    ],
+)
+def test_step_log_records_the_questions_each_step_sampled(tmp_path, tiny_loaded, noted, logged):
+    batches = iter(noted or [])
+    callback = training.step_log_callback(tmp_path / "log.jsonl", ("loss",), sampled=True,
+                                          question_ids=(lambda: next(batches)) if noted is not None else None)
+    train_args = SimpleNamespace(bf16=False, fp16=False, device=SimpleNamespace(type="cpu"), per_device_train_batch_size=1,
+                                 gradient_accumulation_steps=1, world_size=1)
+    state = SimpleNamespace(num_input_tokens_seen=0, is_world_process_zero=True, global_step=0)
+    callback.on_train_begin(train_args, state, None, model=None)
+    for _ in range(len(noted or [[], []])):
+        state.global_step += 1
+        callback.on_log(train_args, state, None, logs={"loss": 1.0})
+    entries = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [entry.get("sampled_question_ids") for entry in entries] == (logged or [None, None])

@@ -500,6 +500,9 @@ def test_grpo_one_step_from_the_sft_adapter(sft_run, tiny_qwen2_dir, tmp_path):
                 "rewards/correctness_reward/mean", "rewards/format_reward/mean"):
         assert math.isfinite(step[key]), key
     assert 0.0 <= summary["steps"][-1]["correctness_mixed_group_share"] <= 1.0
+    # the questions the update sampled, as the reward saw their id column: the benchmark splits the fixed set by them
+    train_ids = {row["id"] for row in storage.read_jsonl(out / "data" / "grpo_train.jsonl")}
+    assert step["sampled_question_ids"] and set(step["sampled_question_ids"]) <= train_ids
     # a random model never solves FinQA: the filter keeps nothing and falls back to all candidates
     report = json.loads((out / "grpo" / "difficulty_filter.json").read_text(encoding="utf-8"))
     assert report["candidates"] == 2 and report["kept"] == 0 and "unfiltered" in report["decision"]
