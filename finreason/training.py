@@ -537,10 +537,15 @@ def step_log_callback(path: str | os.PathLike, shown: Sequence[str], sampled: bo
                 f"{k}={entry[k]:.4g}" for k in (*shown, "tokens_per_second", "mfu", "memory_gb") if _scalar(entry.get(k))))
 
         def throughput(self, tokens_seen: float | None) -> dict[str, float]:
-            if tokens_seen is None or self.seconds is None or self.seconds <= 0:
+            if self.seconds is None or self.seconds <= 0:
                 return {}
+            seconds, self.seconds = self.seconds, None
+            if tokens_seen is None:
+                # an update that sampled nothing (TRL's num_iterations > 1 reuses samples) logs no
+                # num_tokens: its time still counts, and the next sampling update's tokens are its own
+                return {"step_seconds": round(seconds, 3)}
             tokens = tokens_seen - (self.tokens_seen or 0)
-            self.tokens_seen, seconds, self.seconds = tokens_seen, self.seconds, None
+            self.tokens_seen = tokens_seen
             found = {"step_seconds": round(seconds, 3), "tokens": tokens, "tokens_per_second": round(tokens / seconds, 1)}
             if self.shape and self.peak and tokens > 0:
                 flops = throughput.step_flops(self.shape, tokens, self.sequences, tokens if sampled else 0)

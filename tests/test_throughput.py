@@ -67,6 +67,8 @@ def test_matmul_peak_is_measured(precision):
         ({"bf16": True}, False, [600], [(600, 200.0)]),
         # GRPO: sampled tokens count one more forward
         ({"bf16": False}, True, [600], [(600, 200.0)]),
+        # GRPO with num_iterations = 2: the update that reuses samples logs no num_tokens, only its time
+        ({"bf16": False}, True, [600, None, 900], [(600, 200.0), None, (300, 100.0)]),
     ],
 )
 def test_step_log_records_throughput(tmp_path, monkeypatch, tiny_loaded, args, sampled, logs, expected):
@@ -83,11 +85,15 @@ def test_step_log_records_throughput(tmp_path, monkeypatch, tiny_loaded, args, s
         callback.on_step_begin(train_args, state, None)
         callback.on_step_end(train_args, state, None)
         state.global_step += 1
-        callback.on_log(train_args, state, None, logs={"loss": 1.0, "num_tokens": float(tokens_seen)})
+        callback.on_log(train_args, state, None, logs={"loss": 1.0, **({"num_tokens": float(tokens_seen)} if tokens_seen else {})})
     entries = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text(encoding="utf-8").splitlines()]
     shape = throughput.model_shape(tiny_loaded.model)
     precision = "bfloat16" if args["bf16"] else "float32"
-    for entry, (tokens, per_second) in zip(entries, expected, strict=True):
+    for entry, measured in zip(entries, expected, strict=True):
+        if measured is None:
+            assert entry["step_seconds"] == 3.0 and "tokens" not in entry and "mfu" not in entry
+            continue
+        tokens, per_second = measured
         assert (entry["tokens"], entry["tokens_per_second"], entry["step_seconds"]) == (tokens, per_second, 3.0)
         flops = throughput.step_flops(shape, tokens, 2, tokens if sampled else 0)
         assert entry["mfu"] == pytest.approx(flops / 3.0 / peaks[precision], abs=1e-4)
