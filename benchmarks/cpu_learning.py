@@ -153,7 +153,6 @@ def main(argv=None) -> dict[str, Any]:
         timings["pass_at_k"] = {"seconds": round(time.time() - started, 1), "peak_rss_gb": None}
 
     result = summarize(run_cfg, where, before, after, args.dev)
-    result["fixed_set_by_training"] = fixed_set_by_training(run_cfg, where, before, after)
     result["pass_at_k"] = pass_at_k(result, where, sampled, args.pass_k, run_cfg) if sampled else None
     result["met"] = targets_met(result)
     result["precision"] = precisions(where)
@@ -280,14 +279,14 @@ def per_sample_change(sft: dict[str, int], grpo: dict[str, int], k: int, cfg: An
     return {"n": len(ids), **stats.paired_change([sft[i] / k for i in ids], [grpo[i] / k for i in ids], cfg.BOOTSTRAP_SAMPLES, cfg.SEED)}
 
 
-def fixed_set_by_training(cfg: Any, where: Layout, before: dict[str, int], after: dict[str, int]) -> dict[str, Any] | None:
+def fixed_set_by_training(cfg: Any, where: Layout, steps: list[dict[str, Any]], before: dict[str, int],
+                          after: dict[str, int]) -> dict[str, Any] | None:
     """The fixed set in three groups, each with its mean correctness before and after GRPO and the
-    paired change (CI, sign-flip p): ``trained`` (some update sampled it: the step log's
-    sampled_question_ids), ``kept_not_trained`` (the filter kept it, no update reached it) and
-    ``screened_out`` (the filter dropped it: always or never right). None for a step log from
-    before the ids were recorded. Without a filter (or when it kept nothing and GRPO fell back to
-    every candidate), every candidate counts as kept."""
-    steps = read_step_log(where.step_log("grpo"))
+    paired change (CI, sign-flip p): ``trained`` (some update sampled it: the sampled_question_ids
+    of ``steps``, GRPO's step log as ``read_step_log`` gives it), ``kept_not_trained`` (the filter
+    kept it, no update reached it) and ``screened_out`` (the filter dropped it: always or never
+    right). None for a step log from before the ids were recorded. Without a filter (or when it
+    kept nothing and GRPO fell back to every candidate), every candidate counts as kept."""
     if not any("sampled_question_ids" in entry for entry in steps):
         return None
     trained = {question for entry in steps for question in entry.get("sampled_question_ids") or ()}
@@ -340,6 +339,7 @@ def summarize(cfg: Any, where: Layout, before: dict[str, int], after: dict[str, 
         "grpo_mixed_group_share": sum(mixed) / len(mixed) if mixed else None,
         "grpo_steps": sum(1 for entry in log if "loss" in entry),
         "grpo_sampled_steps": len(steps),
+        "fixed_set_by_training": fixed_set_by_training(cfg, where, log, before, after),
         "grpo_correctness_first_last": [steps[0].get("rewards/correctness_reward/mean"), steps[-1].get("rewards/correctness_reward/mean")] if steps else None,
         "fixed_set": {"questions": len(before), "samples_per_question": groups, "temperature": cfg.GRPO_TEMPERATURE,
                       "max_new_tokens": cfg.GRPO_MAX_NEW_TOKENS},

@@ -11,6 +11,7 @@ import pytest
 from finreason import evaluation, layout, storage
 from finreason.configuration import resolve_config
 from finreason.layout import Layout
+from finreason.training import read_step_log
 from helpers import load_script
 
 REQUIRED = (
@@ -111,7 +112,8 @@ def test_cpu_learning_splits_the_fixed_set_by_what_grpo_trained_on(cpu_learning,
     where.difficulty_report.parent.mkdir(parents=True)
     where.difficulty_report.write_text(json.dumps({**report, "counts": BEFORE}), encoding="utf-8")
     storage.append_jsonl(where.step_log("grpo"), [{"step": step, "loss": 0.1, "sampled_question_ids": ids} for step, ids in steps])
-    split = cpu_learning.fixed_set_by_training(SimpleNamespace(NUM_GENERATIONS=8, BOOTSTRAP_SAMPLES=50, SEED=0), where, BEFORE, AFTER)
+    split = cpu_learning.fixed_set_by_training(SimpleNamespace(NUM_GENERATIONS=8, BOOTSTRAP_SAMPLES=50, SEED=0), where,
+                                               read_step_log(where.step_log("grpo")), BEFORE, AFTER)
     assert {name: group["n"] for name, group in split.items()} == sizes
     assert split["trained"]["difference"] == pytest.approx(trained_change)
     # each group's before and after are the mean correctness of its own questions
@@ -123,7 +125,8 @@ def test_cpu_learning_splits_the_fixed_set_by_what_grpo_trained_on(cpu_learning,
 def test_cpu_learning_has_no_split_for_a_step_log_without_ids(cpu_learning, tmp_path):
     where = Layout(tmp_path)
     storage.append_jsonl(where.step_log("grpo"), [{"step": 1, "loss": 0.1}])  # a run from before the ids were logged
-    assert cpu_learning.fixed_set_by_training(SimpleNamespace(NUM_GENERATIONS=8), where, BEFORE, AFTER) is None
+    assert cpu_learning.fixed_set_by_training(SimpleNamespace(NUM_GENERATIONS=8), where, read_step_log(where.step_log("grpo")),
+                                              BEFORE, AFTER) is None
 
 
 FULL = {
