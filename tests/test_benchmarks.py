@@ -422,3 +422,96 @@ def test_code_path_keeps_only_the_repository_files_that_ran_inside_functions(tmp
     executed = [(stats_file, body[0]), (stats_file, body[1]), (stats_file, 1), (str(outside), 2), ("<string>", 1)]
     # two body lines of stats.py count; its line 1 (the docstring) and files outside the repository do not
     assert code_path.walked(executed) == {"finreason/stats.py": 2}
+
+
+@pytest.fixture(scope="module")
+def carry_over():
+    return load_script("benchmarks/carry_over.py")
+
+
+@pytest.mark.slow
+def test_carry_over_answers_every_question_once_per_model(carry_over, tiny_qwen2_dir, tmp_path, capsys):
+    argv = [
+        "--sft", str(tiny_qwen2_dir), "--grpo", f"same={tiny_qwen2_dir}", "--tuned", "1", "--dev", "3", "--test", "2",
+        f"--OUTPUT_DIR={tmp_path}", "--DOWNLOAD_DATA=false", "--MAX_NEW_TOKENS=4", "--PROMPT_TOKEN_BUDGET=64", "--BOOTSTRAP_SAMPLES=10",
+    ]
+    result = carry_over.main(argv)
+    run = tmp_path / "bench" / "carry_over" / "gold"
+    # the first dev question was tuned on; the other 2 and both test questions were not
+    assert {group: result["groups"][group]["n"] for group in carry_over.GROUPS} == {"tuned": 1, "dev_not_tuned": 2, "test": 2, "not_tuned": 4}
+    for label, stage in (("sft", "sft"), ("same", "grpo")):
+        assert len(evaluation.read_stage(Layout(run / label / "dev"), stage)) == 3
+        assert len(evaluation.read_stage(Layout(run / label / "test"), stage)) == 2
+    # the same weights twice: every question answered alike, nothing gained or lost
+    same = result["groups"]["not_tuned"]["models"]["same"]
+    assert (same["gained"], same["lost"], same["p_vs_sft"]) == (0, 0, 1.0)
+    assert result["weights"]["sft"]["sha256"] == result["weights"]["same"]["sha256"] != "missing"
+    assert set(result["timings"]) == {"sft dev", "sft test", "same dev", "same test"}
+    assert json.loads((tmp_path / "bench" / "carry_over_gold.json").read_text())["tuned"] == 1
+    assert "carry_over: GOLD facts only" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("tuned", "groups"),
+    [
+        (2, {"tuned": ["d1", "d2"], "dev_not_tuned": ["d3"], "test": ["t1"], "not_tuned": ["d3", "t1"]}),  # the usual split of dev
+        (0, {"tuned": [], "dev_not_tuned": ["d1", "d2", "d3"], "test": ["t1"], "not_tuned": ["d1", "d2", "d3", "t1"]}),  # nothing tuned: all of dev carries over
+        (5, {"tuned": ["d1", "d2", "d3"], "dev_not_tuned": [], "test": ["t1"], "not_tuned": ["t1"]}),  # more tuned than dev holds: only test is left
+    ],
+)
+def test_carry_over_groups_the_questions_by_whether_they_were_tuned_on(carry_over, tuned, groups):
+    assert carry_over.question_groups({"dev": ["d1", "d2", "d3"], "test": ["t1"]}, tuned) == groups
+
+
+def _records(flags, prefix="q"):
+    return {f"{prefix}{index}": {"id": f"{prefix}{index}", "strict": flag} for index, flag in enumerate(flags)}
+
+
+@pytest.mark.parametrize(
+    ("sft", "grpo", "gained", "lost", "p"),
+    [
+        ([True, False, False, False], [True, True, True, False], 2, 0, 0.5),  # two more right, none lost
+        ([True, True, False, False], [False, False, True, True], 2, 2, 1.0),  # as many lost as gained: no change
+        ([True] * 8 + [False] * 8, [False] * 8 + [True] * 8, 8, 8, 1.0),  # different questions, the same count
+        ([False] * 8, [True] * 8, 8, 0, 2 * 0.5**8),  # eight gained, none lost: exact McNemar
+    ],
+)
+def test_carry_over_pairs_each_arm_with_sft_question_by_question(carry_over, sft, grpo, gained, lost, p):
+    ids = list(_records(sft))
+    result = carry_over.summarize({"sft": _records(sft), "arm": _records(grpo)}, {"not_tuned": ids}, 0, 0)
+    row = result["groups"]["not_tuned"]["models"]["arm"]
+    assert (row["gained"], row["lost"]) == (gained, lost)
+    assert row["p_vs_sft"] == pytest.approx(p)
+    assert row["strict"] == pytest.approx(sum(grpo) / len(grpo))
+    assert "gained" not in result["groups"]["not_tuned"]["models"]["sft"]
+
+
+def test_carry_over_compares_only_questions_every_model_answered(carry_over):
+    sft = _records([True, False, True])
+    arm = {key: value for key, value in _records([True, True, True]).items() if key != "q2"}
+    group = carry_over.summarize({"sft": sft, "arm": arm}, {"test": ["q0", "q1", "q2"]}, 0, 0)["groups"]["test"]
+    # q2 is missing from the arm, so neither model is scored on it
+    assert (group["n"], group["missing"]) == (2, 1)
+    assert group["models"]["sft"]["correct"] == 1 and group["models"]["arm"]["correct"] == 2
+
+
+@pytest.mark.parametrize(
+    ("grpo", "message"),
+    [
+        (["arm"], "expects LABEL=DIR"),  # no folder
+        (["arm="], "expects LABEL=DIR"),  # an empty folder name
+        (["Arm={weights}"], "lower-case"),  # a label that is not a clean folder name
+        (["../up={weights}"], "lower-case"),  # nor may it climb out of the benchmark's folder
+        (["sft={weights}"], "given twice"),  # the SFT weights' own label
+        (["a={weights}", "a={weights}"], "given twice"),  # one label, two arms
+        (["a={weights}/missing"], "no weights folder"),  # a folder that is not there
+    ],
+)
+def test_carry_over_rejects_bad_arms(carry_over, tmp_path, grpo, message):
+    with pytest.raises(carry_over.CarryOverError, match=message):
+        carry_over.parse_models(str(tmp_path), [spec.format(weights=tmp_path) for spec in grpo])
+
+
+def test_carry_over_accepts_arms_with_their_stage(carry_over, tmp_path):
+    chosen = carry_over.parse_models(str(tmp_path), [f"a={tmp_path}", f"b.1={tmp_path}"])
+    assert [(label, stage) for label, stage, _ in chosen] == [("sft", "sft"), ("a", "grpo"), ("b.1", "grpo")]
