@@ -99,6 +99,8 @@ def main(argv=None) -> dict[str, Any]:
         raise CarryOverError(f"--retriever: no folder at {retriever}")
     overrides, _ = configuration.config_tokens(argv)
     run_dir = Layout.of(cfg).bench_dir / NAME / cfg.EVIDENCE_MODE
+    # the base converted once under OUTPUT_DIR, not once per folder (a GGUF base is ~0.5 GB of safetensors)
+    base_path = models.resolve_model_path(cfg.MODEL_NAME, cfg.OUTPUT_DIR)
 
     # the questions, in split order: the first --tuned of dev are the ones every choice saw
     bundle = data.load_from_config(cfg, splits=("dev", "test"), verbose=False)
@@ -117,7 +119,7 @@ def main(argv=None) -> dict[str, Any]:
             name = f"{label} {split}"
             _LOG.info("%s: %s", name, weights)
             started = time.time()
-            folder_cfg = configuration.resolve_config(["--PROFILE=cpu", *overrides, f"--OUTPUT_DIR={folder}"])
+            folder_cfg = configuration.resolve_config(["--PROFILE=cpu", *overrides, f"--OUTPUT_DIR={folder}", f"--MODEL_NAME={base_path}"])
             evaluation.run_stage(folder_cfg, stage, weights=weights, split=split, limit=limit)
             timings[name] = {"seconds": round(time.time() - started, 1)}
             records.setdefault(label, {}).update(evaluation.read_stage(Layout(folder), stage))

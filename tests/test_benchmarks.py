@@ -433,7 +433,8 @@ def carry_over():
 def test_carry_over_answers_every_question_once_per_model(carry_over, tiny_qwen2_dir, tmp_path, capsys):
     argv = [
         "--sft", str(tiny_qwen2_dir), "--grpo", f"same={tiny_qwen2_dir}", "--tuned", "1", "--dev", "3", "--test", "2",
-        f"--OUTPUT_DIR={tmp_path}", "--DOWNLOAD_DATA=false", "--MAX_NEW_TOKENS=4", "--PROMPT_TOKEN_BUDGET=64", "--BOOTSTRAP_SAMPLES=10",
+        f"--OUTPUT_DIR={tmp_path}", f"--MODEL_NAME={tiny_qwen2_dir}", "--DOWNLOAD_DATA=false", "--MAX_NEW_TOKENS=4",
+        "--PROMPT_TOKEN_BUDGET=64", "--BOOTSTRAP_SAMPLES=10",
     ]
     result = carry_over.main(argv)
     run = tmp_path / "bench" / "carry_over" / "gold"
