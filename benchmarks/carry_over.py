@@ -154,10 +154,8 @@ def summarize(records: Mapping[str, Mapping[str, Mapping[str, Any]]], groups: Ma
         for label, flags in strict.items():
             row = {"correct": sum(flags), "strict": stats.rate(flags), "ci95": list(stats.bootstrap_ci(flags, samples, seed))}
             if label != BASELINE:
-                baseline = strict[BASELINE]
-                row.update(gained=sum(1 for a, b in zip(baseline, flags) if b and not a),
-                           lost=sum(1 for a, b in zip(baseline, flags) if a and not b),
-                           p_vs_sft=stats.mcnemar(baseline, flags))
+                lost, gained = stats.discordant(strict[BASELINE], flags)
+                row.update(gained=gained, lost=lost, p_vs_sft=stats.mcnemar(strict[BASELINE], flags))
             rows[label] = row
         result["groups"][group] = {"n": len(answered), "missing": len(ids) - len(answered), "models": rows}
     return result

@@ -194,10 +194,10 @@ def against_previous(where: Layout, previous: Layout, label: str) -> dict[str, A
         a = [bool(before[i].get("strict")) for i in shared]
         b = [bool(now[i].get("strict")) for i in shared]
         p_value = stats.mcnemar(a, b)
+        only_previous, only_now = stats.discordant(a, b)
         moved = "up" if sum(b) > sum(a) else "down" if sum(b) < sum(a) else "same"
         stages[stage] = {"n": len(shared), "previous_strict": stats.rate(a), "strict": stats.rate(b),
-                         "only_previous_right": sum(x and not y for x, y in zip(a, b)),
-                         "only_now_right": sum(y and not x for x, y in zip(a, b)),
+                         "only_previous_right": only_previous, "only_now_right": only_now,
                          "p_value": p_value, "moved": moved, "within_noise": p_value > NOISE_P_VALUE}
     return {"previous": label, "precision": {"previous": precisions(previous), "now": precisions(where)}, "stages": stages}
 

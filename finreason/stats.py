@@ -39,16 +39,20 @@ def bootstrap_ci(values: Sequence[bool | float], samples: int, seed: int, level:
     return float(np.percentile(means, tail)), float(np.percentile(means, 100.0 - tail))
 
 
+def discordant(a: Sequence[bool], b: Sequence[bool]) -> tuple[int, int]:
+    """(right only in ``a``, right only in ``b``): the pairs McNemar's test counts."""
+    return sum(1 for x, y in zip(a, b) if x and not y), sum(1 for x, y in zip(a, b) if y and not x)
+
+
 def mcnemar(a: Sequence[bool], b: Sequence[bool]) -> float:
     """Exact two-sided McNemar p-value (binomial test on the discordant pairs)."""
     if len(a) != len(b):
         raise ValueError(f"mcnemar needs paired results, got {len(a)} and {len(b)}")
-    only_a = sum(1 for x, y in zip(a, b) if x and not y)
-    only_b = sum(1 for x, y in zip(a, b) if y and not x)
-    discordant = only_a + only_b
-    if discordant == 0:
+    only_a, only_b = discordant(a, b)
+    discordant_pairs = only_a + only_b
+    if discordant_pairs == 0:
         return 1.0
-    tail = sum(math.comb(discordant, k) for k in range(min(only_a, only_b) + 1)) / 2.0 ** discordant
+    tail = sum(math.comb(discordant_pairs, k) for k in range(min(only_a, only_b) + 1)) / 2.0 ** discordant_pairs
     return min(1.0, 2.0 * tail)
 
 
@@ -125,11 +129,12 @@ def paired_table(strict_by_stage: Mapping[str, Sequence[bool]]) -> dict[str, Any
     for left_index, left in enumerate(names):
         for right in names[left_index + 1:]:
             a, b = strict_by_stage[left], strict_by_stage[right]
+            a_only, b_only = discordant(a, b)
             pairs.append({
                 "a": left,
                 "b": right,
-                "a_only": sum(1 for x, y in zip(a, b) if x and not y),
-                "b_only": sum(1 for x, y in zip(a, b) if y and not x),
+                "a_only": a_only,
+                "b_only": b_only,
                 "p_value": mcnemar(a, b) if a else None,
             })
     return {"stages": rows, "pairs": pairs}

@@ -24,6 +24,20 @@ def test_mcnemar_exact(a, b, expected):
     assert stats.mcnemar(b, a) == pytest.approx(expected)  # symmetric
 
 
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        ([True, True, False, False], [True, False, True, True], (1, 2)),  # one right only in a, two only in b
+        ([True, False], [True, False], (0, 0)),  # agreeing pairs are not counted
+        ([False, False, False], [True, True, True], (0, 3)),  # every pair discordant the same way
+        ([], [], (0, 0)),  # nothing to compare
+    ],
+)
+def test_discordant_counts_each_side_alone(a, b, expected):
+    assert stats.discordant(a, b) == expected
+    assert stats.discordant(b, a) == expected[::-1]  # swapping the sides swaps the counts
+
+
 def test_mcnemar_refuses_unpaired():
     with pytest.raises(ValueError):
         stats.mcnemar([True], [True, False])
