@@ -41,13 +41,13 @@ def bootstrap_ci(values: Sequence[bool | float], samples: int, seed: int, level:
 
 def discordant(a: Sequence[bool], b: Sequence[bool]) -> tuple[int, int]:
     """(right only in ``a``, right only in ``b``): the pairs McNemar's test counts."""
+    if len(a) != len(b):
+        raise ValueError(f"paired results needed, got {len(a)} and {len(b)}")
     return sum(1 for x, y in zip(a, b) if x and not y), sum(1 for x, y in zip(a, b) if y and not x)
 
 
 def mcnemar(a: Sequence[bool], b: Sequence[bool]) -> float:
     """Exact two-sided McNemar p-value (binomial test on the discordant pairs)."""
-    if len(a) != len(b):
-        raise ValueError(f"mcnemar needs paired results, got {len(a)} and {len(b)}")
     only_a, only_b = discordant(a, b)
     discordant_pairs = only_a + only_b
     if discordant_pairs == 0:

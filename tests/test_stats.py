@@ -38,6 +38,12 @@ def test_discordant_counts_each_side_alone(a, b, expected):
     assert stats.discordant(b, a) == expected[::-1]  # swapping the sides swaps the counts
 
 
+def test_discordant_refuses_unpaired():
+    # zip would silently drop the longer side's tail
+    with pytest.raises(ValueError):
+        stats.discordant([True, False], [True])
+
+
 def test_mcnemar_refuses_unpaired():
     with pytest.raises(ValueError):
         stats.mcnemar([True], [True, False])
