@@ -2,7 +2,7 @@
 
 Command:
     .venv/bin/python benchmarks/carry_over.py --sft DIR --grpo LABEL=DIR [--grpo LABEL=DIR ...]
-                                              [--tuned 100] [--retriever DIR] [--dev N] [--test N] [--KEY=value ...]
+                                              [--tuned 100] [--retriever DIR] [--dev N] [--test N] [--vote] [--KEY=value ...]
     e.g. after cpu_learning's standard-setting run:
     .venv/bin/python benchmarks/carry_over.py --EVIDENCE_MODE=retrieved
         --retriever outputs/bench/cpu_learning/retrieved/retriever
@@ -23,6 +23,10 @@ those two together, the carry-over number): n, correct, strict with its 95% boot
 each GRPO arm against SFT on the same questions: questions gained and lost, the exact McNemar p.
 Also each model's weights SHA-256, each evaluation's time, provenance.
 --dev and --test answer only the first N of a split (0, the default: all), for a quick look.
+--vote (three models or more) adds a row "vote": on each question the answer most of the models
+give (agreement as the strict check counts it, scoring.vote; a tie goes to the model listed first,
+the SFT weights), compared with SFT like an arm. Different SFT runs get different questions right
+at about the same rate; the vote measures how much of that is variance a single run cannot remove.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from finreason import configuration, console, data, evaluation, models, stats, storage
+from finreason import configuration, console, data, evaluation, models, scoring, stats, storage
 from finreason.errors import FinReasonError
 from finreason.layout import Layout
 from finreason.prompts import evidence_label
@@ -47,6 +51,7 @@ from finreason.retrieval import used_by
 NAME = "carry_over"
 _LOG = logging.getLogger(NAME)
 BASELINE = "sft"
+VOTE = "vote"
 # a label names a folder and a JSON key
 LABEL = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,39}$")
 GROUPS = ("tuned", "dev_not_tuned", "test", "not_tuned")
@@ -65,6 +70,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the run's fitted fact ranker, copied to each folder (default <OUTPUT_DIR>/retriever; none: each evaluation fits it)")
     parser.add_argument("--dev", type=int, default=0, help="answer only the first N dev questions (default 0: all)")
     parser.add_argument("--test", type=int, default=0, help="answer only the first N test questions (default 0: all)")
+    parser.add_argument("--vote", action="store_true",
+                        help="add a row: each question's majority answer of all the models (3 or more; a tie goes to SFT's)")
 
 
 def parse_models(sft: str, grpo: Sequence[str]) -> list[tuple[str, str, Path]]:
@@ -82,6 +89,8 @@ def parse_models(sft: str, grpo: Sequence[str]) -> list[tuple[str, str, Path]]:
     repeated = sorted({label for label in labels if labels.count(label) > 1})
     if repeated:
         raise CarryOverError(f"each label once ({BASELINE!r} is the SFT weights'): {', '.join(repeated)} given twice")
+    if VOTE in labels:
+        raise CarryOverError(f"--grpo label {VOTE!r} is the row --vote adds: choose another")
     for label, _, folder in chosen:
         if not Path(folder).is_dir():
             raise CarryOverError(f"{label}: no weights folder at {folder}")
@@ -94,6 +103,8 @@ def main(argv=None) -> dict[str, Any]:
     if args.tuned < 0 or args.dev < 0 or args.test < 0:
         raise CarryOverError("--tuned, --dev and --test must not be negative")
     chosen = parse_models(args.sft, args.grpo)
+    if args.vote and len(chosen) < 3:
+        raise CarryOverError("--vote needs three models or more (--sft and two --grpo): with two, every tie goes to SFT")
     retriever = Path(args.retriever) if args.retriever else Layout.of(cfg).retriever_dir
     if args.retriever and not retriever.is_dir():
         raise CarryOverError(f"--retriever: no folder at {retriever}")
@@ -124,9 +135,12 @@ def main(argv=None) -> dict[str, Any]:
             timings[name] = {"seconds": round(time.time() - started, 1)}
             records.setdefault(label, {}).update(evaluation.read_stage(Layout(folder), stage))
 
+    if args.vote:
+        records[VOTE] = majority(records)
     result = summarize(records, question_groups(order, args.tuned), cfg.BOOTSTRAP_SAMPLES, cfg.SEED)
     result.update(
         evidence_mode=cfg.EVIDENCE_MODE, evidence=evidence_label(cfg.EVIDENCE_MODE, used_by(cfg)), tuned=args.tuned,
+        voters=[label for label, _, _ in chosen] if args.vote else [],
         weights={label: {"path": str(weights), "sha256": models.weights_fingerprint(weights)} for label, _, weights in chosen},
         timings=timings, provenance=provenance(cfg, data=bundle.describe()),
     )
@@ -140,6 +154,20 @@ def question_groups(order: Mapping[str, Sequence[str]], tuned: int) -> dict[str,
     """The ids of each group: the tuned dev questions, the rest of dev, test, and the last two together."""
     dev, test = list(order["dev"]), list(order["test"])
     return {"tuned": dev[:tuned], "dev_not_tuned": dev[tuned:], "test": test, "not_tuned": dev[tuned:] + test}
+
+
+def majority(records: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Per question every model answered, the record of the answer most models give (``scoring.vote``
+    on their executed answers, in the models' order: a tie goes to the first, the SFT weights); a
+    question where no model has an answer keeps the first model's (wrong) record."""
+    voters = list(records.values())
+    chosen = {}
+    for question in voters[0]:
+        if all(question in by_id for by_id in voters):
+            answers = [by_id[question] for by_id in voters]
+            index = scoring.vote([answer.get("predicted") for answer in answers])
+            chosen[question] = answers[0 if index is None else index]
+    return chosen
 
 
 def summarize(records: Mapping[str, Mapping[str, Mapping[str, Any]]], groups: Mapping[str, Sequence[str]],

@@ -61,6 +61,9 @@ Verdicts (``score_completion``)
       with a right Answer line is wrong under both).
     * ``gold`` may be a float, "yes"/"no", or a string form of a number ("0.01639"); anything
       else gives both verdicts False with the reason in ``error``.
+    * ``vote``: of several predictions for one question (other models' answers), the one most
+      agree on, agreement being what strict compares (``answer_key``), so the vote never counts
+      as one answer two predictions the strict check would tell apart.
 
 Answers as people publish them (question files, ``finreason.questions``)
     FinQA's strict rule above is unchanged for FinQA (``scale`` ""). Two rules serve gold answers
@@ -485,6 +488,34 @@ def _close(candidate: float, gold: float, rel_tol: float) -> bool:
     return abs(candidate - gold) <= tolerance or math.isclose(candidate, gold, rel_tol=FLOAT_NOISE_REL)
 
 
+def answer_key(predicted: Any) -> float | str | None:
+    """What the strict check compares of a prediction: yes/no as it is, a number rounded as FinQA
+    rounds it; None for no answer, a value that cannot be rounded, or any other text (evaluation
+    records keep a non-finite result as "inf"/"nan"). Two predictions with the same key get the
+    same strict verdict on every question."""
+    if isinstance(predicted, str):
+        return predicted if predicted in ("yes", "no") else None
+    if predicted is None:
+        return None
+    try:
+        rounded = float(round(predicted, programs.ROUND_DIGITS))
+    except (OverflowError, ValueError, TypeError):
+        return None
+    return rounded if math.isfinite(rounded) else None
+
+
+def vote(predictions: Sequence[Any]) -> int | None:
+    """The index of the prediction most of ``predictions`` agree on, agreement being the strict
+    check's (``answer_key``); a tie goes to the answer given first, so list the most trusted
+    source first. None when no prediction is an answer."""
+    keys = [answer_key(predicted) for predicted in predictions]
+    answers = [key for key in keys if key is not None]
+    if not answers:
+        return None
+    # max keeps the first of equal counts, and answers keep the order given: a tie goes to the earliest
+    return keys.index(max(answers, key=answers.count))
+
+
 def compare(predicted: float | str | None, gold: float | str, rel_tol: float = 0.01) -> tuple[bool, bool]:
     """(strict, lenient) for an already-parsed prediction (see module docstring)."""
     if predicted is None:
@@ -492,9 +523,8 @@ def compare(predicted: float | str | None, gold: float | str, rel_tol: float = 0
     if isinstance(predicted, str) or isinstance(gold, str):
         same = predicted == gold
         return same, same
-    try:
-        rounded = float(round(predicted, programs.ROUND_DIGITS))
-    except (OverflowError, ValueError, TypeError):
+    rounded = answer_key(predicted)
+    if rounded is None:
         return False, False
     strict = rounded == gold
     try:

@@ -432,7 +432,8 @@ def carry_over():
 @pytest.mark.slow
 def test_carry_over_answers_every_question_once_per_model(carry_over, tiny_qwen2_dir, tmp_path, capsys):
     argv = [
-        "--sft", str(tiny_qwen2_dir), "--grpo", f"same={tiny_qwen2_dir}", "--tuned", "1", "--dev", "3", "--test", "2",
+        "--sft", str(tiny_qwen2_dir), "--grpo", f"same={tiny_qwen2_dir}", "--grpo", f"again={tiny_qwen2_dir}", "--vote",
+        "--tuned", "1", "--dev", "3", "--test", "2",
         f"--OUTPUT_DIR={tmp_path}", f"--MODEL_NAME={tiny_qwen2_dir}", "--DOWNLOAD_DATA=false", "--MAX_NEW_TOKENS=4",
         "--PROMPT_TOKEN_BUDGET=64", "--BOOTSTRAP_SAMPLES=10",
     ]
@@ -440,14 +441,16 @@ def test_carry_over_answers_every_question_once_per_model(carry_over, tiny_qwen2
     run = tmp_path / "bench" / "carry_over" / "gold"
     # the first dev question was tuned on; the other 2 and both test questions were not
     assert {group: result["groups"][group]["n"] for group in carry_over.GROUPS} == {"tuned": 1, "dev_not_tuned": 2, "test": 2, "not_tuned": 4}
-    for label, stage in (("sft", "sft"), ("same", "grpo")):
+    for label, stage in (("sft", "sft"), ("same", "grpo"), ("again", "grpo")):
         assert len(evaluation.read_stage(Layout(run / label / "dev"), stage)) == 3
         assert len(evaluation.read_stage(Layout(run / label / "test"), stage)) == 2
-    # the same weights twice: every question answered alike, nothing gained or lost
-    same = result["groups"]["not_tuned"]["models"]["same"]
-    assert (same["gained"], same["lost"], same["p_vs_sft"]) == (0, 0, 1.0)
+    # the same weights three times: every question answered alike, the vote too, nothing gained or lost
+    for label in ("same", "again", "vote"):
+        row = result["groups"]["not_tuned"]["models"][label]
+        assert (row["gained"], row["lost"], row["p_vs_sft"]) == (0, 0, 1.0)
     assert result["weights"]["sft"]["sha256"] == result["weights"]["same"]["sha256"] != "missing"
-    assert set(result["timings"]) == {"sft dev", "sft test", "same dev", "same test"}
+    assert result["voters"] == ["sft", "same", "again"] and "vote" not in result["weights"]
+    assert set(result["timings"]) == {f"{label} {split}" for label in ("sft", "same", "again") for split in ("dev", "test")}
     assert json.loads((tmp_path / "bench" / "carry_over_gold.json").read_text())["tuned"] == 1
     assert "carry_over: GOLD facts only" in capsys.readouterr().out
 
@@ -506,11 +509,43 @@ def test_carry_over_compares_only_questions_every_model_answered(carry_over):
         (["sft={weights}"], "given twice"),  # the SFT weights' own label
         (["a={weights}", "a={weights}"], "given twice"),  # one label, two arms
         (["a={weights}/missing"], "no weights folder"),  # a folder that is not there
+        (["vote={weights}"], "the row --vote adds"),  # the vote's own label
     ],
 )
 def test_carry_over_rejects_bad_arms(carry_over, tmp_path, grpo, message):
     with pytest.raises(carry_over.CarryOverError, match=message):
         carry_over.parse_models(str(tmp_path), [spec.format(weights=tmp_path) for spec in grpo])
+
+
+def _answers(predicted, strict):
+    return {"q0": {"id": "q0", "predicted": predicted, "strict": strict}}
+
+
+@pytest.mark.parametrize(
+    ("answers", "winner"),
+    [
+        ([(1.0, False), (2.0, True), (2.0, True)], "a"),  # two of three agree: the first of them, right
+        ([(2.0, True), (1.0, False), (1.0, False)], "a"),  # two agree on a wrong answer: it outvotes SFT's right one
+        ([(1.0, False), (2.0, True), (3.0, False)], "sft"),  # no two agree: SFT's answer
+        ([(None, False), (2.0, True), ("nan", False)], "a"),  # the only answer: no answer and "nan" do not vote
+        ([(None, False), (None, False), (None, False)], "sft"),  # nobody answers: SFT's record, wrong
+        ([(1.0, False), (0.1234567, True), (0.12346, True)], "a"),  # equal after FinQA's rounding: two agree, the first of them wins
+    ],
+)
+def test_carry_over_vote_takes_the_majority_answer(carry_over, answers, winner):
+    labels = ("sft", "a", "b")
+    records = {label: _answers(*answer) for label, answer in zip(labels, answers)}
+    assert carry_over.majority(records)["q0"] is records[winner]["q0"]
+
+
+def test_carry_over_vote_skips_questions_a_model_did_not_answer(carry_over):
+    records = {"sft": _records([True, False]), "a": _records([True]), "b": _records([True, True])}
+    assert list(carry_over.majority(records)) == ["q0"]
+
+
+def test_carry_over_vote_needs_three_models(carry_over, tmp_path):
+    with pytest.raises(carry_over.CarryOverError, match="three models or more"):
+        carry_over.main(["--sft", str(tmp_path), "--grpo", f"a={tmp_path}", "--vote", f"--OUTPUT_DIR={tmp_path}"])
 
 
 def test_carry_over_accepts_arms_with_their_stage(carry_over, tmp_path):

@@ -379,3 +379,49 @@ def test_finqa_strict_rule_unchanged_by_the_tolerant_one(finqa):
 )
 def test_coerce_gold_is_strict(gold, expected):
     assert scoring.coerce_gold(gold) == expected
+
+
+@pytest.mark.parametrize(
+    ("predicted", "key"),
+    [
+        (0.016390584, 0.01639),  # rounded as the strict check rounds: 5 decimals
+        (12, 12.0),  # an integer is the same number as its float
+        ("yes", "yes"),  # yes/no as it is
+        (None, None),  # no answer
+        ("nan", None),  # evaluation records keep a non-finite result as text: not an answer
+        ("12.5", None),  # nor is any other text: the strict check never accepts it
+        (float("inf"), None),  # a non-finite number is never right
+    ],
+)
+def test_answer_key(predicted, key):
+    assert scoring.answer_key(predicted) == key
+
+
+@pytest.mark.parametrize(
+    ("predictions", "index"),
+    [
+        ([1.0, 2.0, 2.0], 1),  # two of three agree: the first of them
+        ([1.0, 2.0, 3.0], 0),  # no two agree: the first answer
+        ([1.0, 2.0, 2.0, 1.0], 0),  # a tie: the answer given first
+        ([None, "nan", 3.0], 2),  # the only answer wins, however few
+        ([None, None], None),  # no answer at all
+        ([0.5, 0.123456, 0.1234649], 1),  # different floats, one answer after FinQA's rounding: 0.12346 twice
+        ([0.5, 0.123456, 0.123454], 0),  # ... and two that round apart do not agree
+        (["no", "yes", "yes"], 1),  # yes/no vote as numbers do
+        ([], None),  # nothing to vote on
+    ],
+)
+def test_vote(predictions, index):
+    assert scoring.vote(predictions) == index
+
+
+@given(st.lists(st.one_of(st.none(), st.floats(allow_nan=True), st.sampled_from(["yes", "no", "nan"])), max_size=8))
+@settings(max_examples=200, deadline=None)
+def test_vote_picks_an_answer_no_other_answer_outnumbers(predictions):
+    index = scoring.vote(predictions)
+    keys = [scoring.answer_key(predicted) for predicted in predictions]
+    answers = [key for key in keys if key is not None]
+    if index is None:
+        assert not answers
+    else:
+        assert keys[index] is not None and all(answers.count(keys[index]) >= answers.count(key) for key in answers)
