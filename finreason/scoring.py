@@ -604,7 +604,8 @@ def score_completion(
         if number is None:
             errors.append("answer: no number or yes/no in the Answer text")
         else:
-            predicted = number if isinstance(number, str) else float(round(number, programs.ROUND_DIGITS))
+            # parse_number gives a finite float or yes/no, so the key is never None here
+            predicted = answer_key(number)
             source = "answer"
     if parsed.program is None and parsed.answer_text is None:
         errors.append("no Program: or Answer: line")
