@@ -12,7 +12,9 @@ atomically, under OUTPUT_DIR/data/:
   held-out row, SFT_HOLDOUT). SFT_EVIDENCE_VIEWS=both appends every example again prompted with
   its gold facts ("view": "gold"); SFT_PROGRAM_VIEWS=commuted appends every example whose program
   adds or multiplies two different arguments again, its target's program with them swapped
-  ("view": "commuted")
+  ("view": "commuted"); SFT_DISTRACTOR_VIEWS=N appends every example N more times, prompted with
+  the gold facts its retrieved evidence holds beside other near-miss facts of the ranker
+  ("view": "distractors_1" ... "distractors_N")
 - sft_dev.jsonl    the same for all of dev (validation loss)
 - grpo_train.jsonl {"id", "prompt", "gold" ("yes"/"no" or repr(float)), "table"}
 - manifest.json    provenance, tokenizer, evidence mode and retriever, counts, token lengths, the
@@ -83,6 +85,8 @@ def run(args, cfg) -> dict:
         sft_train += trainset.gold_fact_views(sft_examples, tokenizer, cfg, progress)
     if cfg.SFT_PROGRAM_VIEWS == "commuted":
         sft_train += trainset.commuted_program_views(sft_examples, tokenizer, cfg, progress)
+    if cfg.SFT_DISTRACTOR_VIEWS:
+        sft_train += trainset.distractor_views(sft_examples, tokenizer, cfg, progress)
     dev = [example for example in bundle["dev"] if trainset.target_is_correct(example, cfg.SFT_TARGET)]
     sft_dev = trainset.sft_rows(dev, tokenizer, cfg, "sft dev", progress)
     grpo_train = trainset.grpo_rows(data.first(usable, cfg.GRPO_TRAIN_LIMIT), tokenizer, cfg, progress)
@@ -101,6 +105,7 @@ def run(args, cfg) -> dict:
         "sft_target": cfg.SFT_TARGET,
         "sft_evidence_views": cfg.SFT_EVIDENCE_VIEWS,
         "sft_program_views": cfg.SFT_PROGRAM_VIEWS,
+        "sft_distractor_views": cfg.SFT_DISTRACTOR_VIEWS,
         "sft_train_lengths": trainset.length_stats(sft_train, tokenizer, cfg.MAX_SEQ_LEN),
         # all gold facts in the prompt: train (cross-fitted when the learned ranker chooses) beside dev
         "evidence_coverage": {"sft_train": trainset.evidence_coverage(sft_examples, tokenizer, cfg),

@@ -61,6 +61,7 @@ SFT_TARGET = "reasoning"  # reasoning | program; reasoning = a sentence citing t
 SFT_TRAIN_LIMIT = 0  # >= 0; the first N training examples; 0 = all of train
 SFT_EVIDENCE_VIEWS = "one"  # one | both; both (EVIDENCE_MODE=retrieved only) = every training example twice, with its retrieved evidence and with its gold facts: two views of few examples
 SFT_PROGRAM_VIEWS = "one"  # one | commuted; commuted = also every training example whose program adds or multiplies two different arguments, its target written with them swapped (an equal program)
+SFT_DISTRACTOR_VIEWS = 0  # >= 0; N (EVIDENCE_MODE=retrieved, a ranker) = also every training example N more times, with the gold facts its retrieved evidence holds beside other near-miss facts of the ranker: more distractors to tell the gold rows from
 SFT_BATCH_SIZE = 2  # >= 1; sequences per device step; lower first on OOM
 SFT_GRAD_ACCUM = 8  # >= 1; effective batch = SFT_BATCH_SIZE * SFT_GRAD_ACCUM * GPUs
 SFT_LEARNING_RATE = 2e-4  # > 0; LoRA learning rate; 1e-4 if loss spikes; ~1e-4 for FINETUNE=full

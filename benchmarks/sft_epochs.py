@@ -16,8 +16,9 @@ Prints a table (per epoch: held-out strict, dev strict with its 95% CI, exact Mc
 epoch 1 and against the epoch before) and which epoch the rule keeps at patience 1 and at
 patience E, beside the epoch dev likes best. Writes <OUTPUT_DIR>/bench/sft_epochs_<mode>.json
 (sft_epochs_<mode>_both_views.json with --SFT_EVIDENCE_VIEWS=both, _commuted_programs added with
---SFT_PROGRAM_VIEWS=commuted, _neftune_noise_alpha_5 with --SFT_TRL_ARGS=neftune_noise_alpha=5,
-_6_epochs with --epochs 6: any length but the default 4)
+--SFT_PROGRAM_VIEWS=commuted, _3_distractor_views with --SFT_DISTRACTOR_VIEWS=3,
+_neftune_noise_alpha_5 with --SFT_TRL_ARGS=neftune_noise_alpha=5, _6_epochs with --epochs 6: any
+length but the default 4)
 with those numbers, each epoch's weights SHA-256, the stage times and peak memory, provenance.
 
 One run of E epochs has one learning-rate schedule (cosine over E epochs): epoch 2 of a 4-epoch
@@ -129,10 +130,11 @@ def setting_name(cfg: Any, epochs: int = DEFAULT_EPOCHS) -> str:
     """The evidence mode, then each training-row view the run adds, then TRL fields the run sets, then
     the epochs if not the default: runs of different rows, trainers or schedules keep apart."""
     views = {"SFT_EVIDENCE_VIEWS": f"{cfg.SFT_EVIDENCE_VIEWS}_views", "SFT_PROGRAM_VIEWS": f"{cfg.SFT_PROGRAM_VIEWS}_programs"}
+    distractors = [f"{cfg.SFT_DISTRACTOR_VIEWS}_distractor_views"] if cfg.SFT_DISTRACTOR_VIEWS else []
     trainer = [re.sub(r"[^a-z0-9.]+", "_", cfg.SFT_TRL_ARGS.lower()).strip("_")] if cfg.SFT_TRL_ARGS.strip() else []
     schedule = [] if epochs == DEFAULT_EPOCHS else [f"{epochs}_epochs"]
     return "_".join([cfg.EVIDENCE_MODE, *(suffix for key, suffix in views.items() if getattr(cfg, key) != "one"),
-                     *trainer, *schedule])
+                     *distractors, *trainer, *schedule])
 
 
 def summarize(epochs: list[dict[str, Any]], cfg: Any) -> dict[str, Any]:
@@ -154,7 +156,7 @@ def summarize(epochs: list[dict[str, Any]], cfg: Any) -> dict[str, Any]:
     holdout = [row["holdout_strict"] for row in rows]
     return {
         "n": len(ids), "evidence_mode": cfg.EVIDENCE_MODE, "sft_evidence_views": cfg.SFT_EVIDENCE_VIEWS,
-        "sft_program_views": cfg.SFT_PROGRAM_VIEWS, "evidence": evidence_label(cfg.EVIDENCE_MODE, used_by(cfg)),
+        "sft_program_views": cfg.SFT_PROGRAM_VIEWS, "sft_distractor_views": cfg.SFT_DISTRACTOR_VIEWS, "evidence": evidence_label(cfg.EVIDENCE_MODE, used_by(cfg)),
         "epochs": rows,
         # the rule: the best held-out score among the epochs trained before it stops
         "rule_patience_1": _kept(holdout, 1),

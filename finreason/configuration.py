@@ -204,6 +204,7 @@ RULES: dict[str, Rule] = {
     "SFT_TRAIN_LIMIT": at_least(0),
     "SFT_EVIDENCE_VIEWS": one_of("one", "both"),
     "SFT_PROGRAM_VIEWS": one_of("one", "commuted"),
+    "SFT_DISTRACTOR_VIEWS": at_least(0),
     "SFT_BATCH_SIZE": at_least(1),
     "SFT_GRAD_ACCUM": at_least(1),
     "SFT_LEARNING_RATE": above(0),
@@ -250,6 +251,9 @@ def _joint_problems(values: dict[str, Any]) -> list[str]:
     if values["SFT_EVIDENCE_VIEWS"] == "both" and values["EVIDENCE_MODE"] != "retrieved":
         problems.append("SFT_EVIDENCE_VIEWS=both adds gold-fact views to retrieved-evidence rows: add --EVIDENCE_MODE=retrieved "
                         "or use --SFT_EVIDENCE_VIEWS=one")
+    if values["SFT_DISTRACTOR_VIEWS"] and (values["EVIDENCE_MODE"] != "retrieved" or values["RETRIEVER"] == "budget_fill"):
+        problems.append("SFT_DISTRACTOR_VIEWS redraws the distractors a ranker puts beside the gold facts: add --EVIDENCE_MODE=retrieved "
+                        "with --RETRIEVER=learned or bm25, or use --SFT_DISTRACTOR_VIEWS=0")
     if values["FINETUNE"] == "full" and values["LOAD_IN_4BIT"]:
         problems.append("FINETUNE=full trains the weights themselves, which cannot be 4-bit: add --LOAD_IN_4BIT=false or use --FINETUNE=lora")
     return problems

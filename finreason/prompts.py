@@ -22,6 +22,7 @@ The question is never cut.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -202,6 +203,22 @@ def ranked_evidence(example: Any, tokenizer: Any, budget: int, ranking: Ranking,
         if n_tokens <= budget or not chosen:
             return _evidence(rows, kept, text, n_tokens, "retrieved", retriever, ranking)
         chosen.pop()
+
+
+def redrawn_distractors(example: Any, ranking: Ranking, top_k: int, rng: random.Random) -> Ranking:
+    """``ranking`` with the gold facts among its ``top_k`` best first, then distractors drawn by
+    ``rng`` from the ``2 * top_k`` best-ranked facts that are neither gold nor already among the
+    ``top_k``: ``ranked_evidence`` over it shows the same gold facts (and misses the same ones) as
+    the ranking itself, beside other near misses (SFT_DISTRACTOR_VIEWS). Drawn facts keep their
+    rank order, so a prompt over the token budget drops the lowest-ranked distractor first."""
+    n_rows, n_sentences = len(getattr(example, "table", None) or []), len(report_sentences(example))
+    facts = [fact_id for fact_id in ranking.order if _fact_index(fact_id, n_rows, n_sentences) is not None]
+    gold = set(getattr(example, "gold_inds", {}) or {})
+    shown = facts[:top_k]
+    kept_gold = [fact_id for fact_id in shown if fact_id in gold]
+    near_misses = [fact_id for fact_id in facts if fact_id not in gold and fact_id not in shown][:2 * top_k]
+    drawn = set(rng.sample(near_misses, min(len(near_misses), top_k - len(kept_gold))))
+    return Ranking(kept_gold + [fact_id for fact_id in near_misses if fact_id in drawn], dict(ranking.scores))
 
 
 def _fact_index(fact_id: str, n_rows: int, n_sentences: int) -> int | None:

@@ -10,14 +10,15 @@ sentence citing the gold evidence for "reasoning"). The self-check scores every 
 from __future__ import annotations
 
 import dataclasses
+import random
 from collections.abc import Sequence
 from typing import Any
 
 from tqdm.auto import tqdm
 
-from finreason import scoring
+from finreason import retrieval, scoring
 from finreason.programs import TABLE_OPS, ProgramError, cell_to_num, commuted, execute, format_value, split_steps, str_to_num, tokenize
-from finreason.prompts import evidence_from_cfg, prompt_from_cfg
+from finreason.prompts import Evidence, evidence_from_cfg, prompt_from_cfg, ranked_evidence, redrawn_distractors
 from finreason.document_facts import report_sentences
 
 TARGET_STYLES = ("reasoning", "program")
@@ -64,11 +65,12 @@ def target_is_correct(example: Any, style: str) -> bool:
 def sft_rows(examples: Sequence[Any], tokenizer: Any, cfg: Any, label: str, progress: bool = False) -> list[dict[str, Any]]:
     """Prompt and target of each example, with the gold answer and table the reward's check
     needs: SFT trains on prompt + completion, and answers held-out rows (SFT_HOLDOUT) to choose its epoch."""
-    return [
-        {"id": example.id, "prompt": prompt_from_cfg(example, tokenizer, cfg), "completion": format_target(example, cfg.SFT_TARGET),
-         "gold": gold_as_text(example.exe_ans), "table": example.table}
-        for example in tqdm(examples, desc=label, disable=not progress)
-    ]
+    return [_sft_row(example, tokenizer, cfg) for example in tqdm(examples, desc=label, disable=not progress)]
+
+
+def _sft_row(example: Any, tokenizer: Any, cfg: Any, evidence: Evidence | None = None) -> dict[str, Any]:
+    return {"id": example.id, "prompt": prompt_from_cfg(example, tokenizer, cfg, evidence=evidence),
+            "completion": format_target(example, cfg.SFT_TARGET), "gold": gold_as_text(example.exe_ans), "table": example.table}
 
 
 def first_examples(rows: Sequence[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
@@ -95,6 +97,25 @@ def commuted_program_views(examples: Sequence[Any], tokenizer: Any, cfg: Any, pr
     variants = [(example, commuted(example.program)) for example in examples]
     rewritten = [dataclasses.replace(example, program=program) for example, program in variants if program is not None]
     return [{**row, "view": "commuted"} for row in sft_rows(rewritten, tokenizer, cfg, "sft commuted programs", progress)]
+
+
+def distractor_views(examples: Sequence[Any], tokenizer: Any, cfg: Any, progress: bool = False) -> list[dict[str, Any]]:
+    """``SFT_DISTRACTOR_VIEWS`` more SFT rows of each example, marked ``"view": "distractors_<n>"``:
+    the same question and target, prompted with the gold facts its retrieved evidence holds and,
+    beside them, other near-miss facts of the ranker's (``prompts.redrawn_distractors``, a draw
+    seeded by SEED, the example and the view). What a model gets wrong is the row, year or
+    operation among the facts shown; these views vary the facts it must tell the gold ones from."""
+    ranker = retrieval.ranker_for(cfg)
+    if ranker is None:
+        raise ValueError("SFT_DISTRACTOR_VIEWS redraws a ranker's facts: RETRIEVER=budget_fill ranks none")
+    rows = []
+    for example in tqdm(examples, desc="sft distractor views", disable=not progress):
+        ranking = ranker.rank(example)
+        for view in range(1, cfg.SFT_DISTRACTOR_VIEWS + 1):
+            redrawn = redrawn_distractors(example, ranking, cfg.RETRIEVER_TOP_K, random.Random(f"{cfg.SEED}:{example.id}:{view}"))
+            evidence = ranked_evidence(example, tokenizer, cfg.PROMPT_TOKEN_BUDGET, redrawn, cfg.RETRIEVER_TOP_K, ranker.name)
+            rows.append({**_sft_row(example, tokenizer, cfg, evidence), "view": f"distractors_{view}"})
+    return rows
 
 
 def grpo_rows(examples: Sequence[Any], tokenizer: Any, cfg: Any, progress: bool = False) -> list[dict[str, Any]]:

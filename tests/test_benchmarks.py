@@ -276,6 +276,7 @@ def test_sft_epochs_rule_keeps_the_epoch_the_trainer_would(scores, patience, kep
         (["--SFT_PROGRAM_VIEWS=commuted"], 4, "gold_commuted_programs"),  # swapped-argument targets added
         (["--EVIDENCE_MODE=retrieved", "--SFT_EVIDENCE_VIEWS=both", "--SFT_PROGRAM_VIEWS=commuted"], 4,
          "retrieved_both_views_commuted_programs"),  # both: a third folder, never one of the others
+        (["--EVIDENCE_MODE=retrieved", "--SFT_DISTRACTOR_VIEWS=3"], 1, "retrieved_3_distractor_views_1_epochs"),  # redrawn distractors
         (["--EVIDENCE_MODE=retrieved"], 6, "retrieved_6_epochs"),  # a longer cosine schedule: never the 4-epoch curve
         (["--SFT_PROGRAM_VIEWS=commuted"], 2, "gold_commuted_programs_2_epochs"),  # a shorter one, after the views
         (["--EVIDENCE_MODE=retrieved", "--SFT_TRL_ARGS=neftune_noise_alpha=5"], 4,

@@ -152,6 +152,9 @@ def test_help_exits_0(capsys):
         (["--SFT_EVIDENCE_VIEWS=both", "--EVIDENCE_MODE=gold"], "add --EVIDENCE_MODE=retrieved"),  # gold rows already are the gold view
         (["--SFT_EVIDENCE_VIEWS=all"], "one | both"),  # two settings only
         (["--SFT_PROGRAM_VIEWS=sympy"], "one | commuted"),  # swapped arguments are the one rewrite there is
+        (["--SFT_DISTRACTOR_VIEWS=-1"], "--SFT_DISTRACTOR_VIEWS must be >= 0"),  # a count of views
+        (["--SFT_DISTRACTOR_VIEWS=2"], "add --EVIDENCE_MODE=retrieved"),  # gold prompts have no distractors to redraw
+        (["--SFT_DISTRACTOR_VIEWS=2", "--EVIDENCE_MODE=retrieved", "--RETRIEVER=budget_fill"], "--RETRIEVER=learned or bm25"),  # no ranking to redraw from
     ],
 )
 def test_out_of_range_values_are_refused(overrides, message):
@@ -176,6 +179,8 @@ def test_out_of_range_values_are_refused(overrides, message):
         ["--SFT_HOLDOUT=40", "--SFT_PATIENCE=1"],  # choose the epoch on 40 held-out training rows
         ["--SFT_PROGRAM_VIEWS=commuted"],  # equal programs in either evidence mode
         ["--SFT_PROGRAM_VIEWS=commuted", "--SFT_EVIDENCE_VIEWS=both", "--EVIDENCE_MODE=retrieved"],  # both kinds of view at once
+        ["--SFT_DISTRACTOR_VIEWS=3", "--EVIDENCE_MODE=retrieved"],  # three redrawn-distractor views beside each retrieved row
+        ["--SFT_DISTRACTOR_VIEWS=1", "--EVIDENCE_MODE=retrieved", "--RETRIEVER=bm25"],  # BM25 ranks too
     ],
 )
 def test_edge_values_inside_the_range_are_accepted(overrides):
@@ -236,7 +241,7 @@ def test_stage_settings_read_a_group(overrides, group, expected):
                  "MAX_SEQ_LEN", "PROMPT_TOKEN_BUDGET", "LORA_R", "LORA_ALPHA", "LORA_DROPOUT", "LORA_TARGET_MODULES",
                  "SFT_TRAIN_LIMIT", "SFT_BATCH_SIZE", "SFT_GRAD_ACCUM", "SFT_LEARNING_RATE", "SFT_EPOCHS", "SFT_MAX_STEPS",
                  "SFT_HOLDOUT", "SFT_PATIENCE",  # they choose the epoch whose weights are kept
-                 "SFT_EVIDENCE_VIEWS", "SFT_PROGRAM_VIEWS",  # what the rows hold (its hash too), but a resumed run must not mix settings
+                 "SFT_EVIDENCE_VIEWS", "SFT_PROGRAM_VIEWS", "SFT_DISTRACTOR_VIEWS",  # what the rows hold (its hash too), but a resumed run must not mix settings
                  "GRADIENT_CHECKPOINTING", "SFT_PAD_TO_MULTIPLE", "SFT_TRL_ARGS", "SEED"}),
         # the same for GRPO: its own constants, the rewards and the filter, not the LoRA shape (the SFT weights' hash holds it)
         ("grpo", {"MODEL_NAME", "FINETUNE", "LOAD_IN_4BIT", "COMPUTE_DTYPE", "CPU_PRECISION", "EVIDENCE_MODE", "GRPO_TRAIN_LIMIT",

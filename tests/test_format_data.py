@@ -112,6 +112,20 @@ def test_commuted_program_views_add_a_second_right_program(script, tmp_path):
     assert "Program: add(350, 500), divide(#0, 2248), multiply(const_100, #1)" in views[1]["completion"]  # written the other way round
 
 
+def test_distractor_views_redraw_the_facts_beside_the_gold_ones(script, tmp_path):
+    data_dir = write_data_dir(tmp_path / "finqa", raw_split("train", 4), raw_split("dev", 1))
+    manifest = script.main(base_args(tmp_path, f"--DATA_DIR={data_dir}", "--EVIDENCE_MODE=retrieved", "--RETRIEVER=bm25",
+                                     "--SFT_DISTRACTOR_VIEWS=2", "--SFT_TRAIN_LIMIT=3"))
+    sft = list(read_jsonl(tmp_path / "out" / "data" / "sft_train.jsonl"))
+    plain = {row["id"]: row for row in sft if "view" not in row}
+    views = [row for row in sft if "view" in row]
+    assert manifest["sft_distractor_views"] == 2 and manifest["counts"]["sft_train"] == 3 + 3 * 2
+    assert [(row["id"], row["view"]) for row in views] == [(key, f"distractors_{n}") for key in plain for n in (1, 2)]
+    assert all(row["completion"] == plain[row["id"]]["completion"] for row in views)  # the same target
+    assert all(row["prompt"].split("Question:")[-1] == plain[row["id"]]["prompt"].split("Question:")[-1] for row in views)
+    assert any(row["prompt"] != plain[row["id"]]["prompt"] for row in views)  # other facts shown
+
+
 def test_inconsistent_gold_is_left_out_and_listed(script, tmp_path):
     train = raw_split("train", 3)
     train[1]["qa"]["exe_ans"] = 123456.0  # the gold program cannot give this

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import random
 from types import SimpleNamespace
 
 import numpy as np
@@ -387,3 +388,57 @@ def test_ranking_a_question_never_reads_its_gold_facts(finqa, learned):
         blind = dataclasses.replace(example, gold_inds={}, program="", exe_ans="", answer="")
         assert learned.rank(blind) == learned.rank(example)
         assert retrieval.BM25Ranker().rank(blind) == retrieval.BM25Ranker().rank(example)
+
+
+# --- distractor views: the gold facts a ranking shows, other near misses beside them ------------------------
+
+
+class LastOf:
+    """An rng whose draw is the last ``k`` of the population: rows below name what is drawn."""
+
+    def sample(self, population, k):
+        return list(population)[len(population) - k:]
+
+
+@pytest.mark.parametrize(
+    "order, k, gold, expected",
+    [
+        # the gold fact stays; two near misses from outside the top 3 replace text_0 and table_2
+        (("table_1", "text_0", "table_2", "text_1", "table_3", "text_2", "table_0"), 3, {"table_1"},
+         ["table_1", "text_2", "table_0"]),
+        # a gold fact the ranker left out of the top 3 stays out: the view misses what the prompt misses
+        (("text_0", "table_2", "text_1", "table_1", "table_3", "text_2", "table_0"), 3, {"table_1"},
+         ["table_3", "text_2", "table_0"]),
+        # every shown fact is gold: nothing to redraw
+        (("table_1", "text_0", "table_2"), 1, {"table_1"}, ["table_1"]),
+        # near misses come from the 2k best after the shown ones only (text_1 and later are too far down)
+        (("table_1", "text_0", "table_2", "text_1", "table_3", "text_2"), 1, {"text_2"}, ["table_2"]),
+        # ids naming nothing in this document neither show nor get drawn
+        (("table_9", "table_1", "text_0", "text_7", "table_2", "table_3"), 2, {"table_1"}, ["table_1", "table_3"]),
+        # fewer near misses than empty slots: the view shows fewer facts
+        (("table_1", "text_0"), 3, {"table_1"}, ["table_1"]),
+        # two gold facts kept in rank order, one slot redrawn
+        (("text_2", "table_3", "table_1", "text_0", "table_2"), 3, {"table_1", "text_2"}, ["text_2", "table_1", "table_2"]),
+    ],
+)
+def test_redrawn_distractors_keep_the_shown_gold_facts(order, k, gold, expected):
+    redrawn = prompts.redrawn_distractors(toy(gold={fact_id: "" for fact_id in gold}), ranking(*order), k, LastOf())
+    assert redrawn.order == expected
+
+
+def test_redrawn_distractor_views_show_the_same_gold_facts_beside_other_facts(smollm2_tokenizer, finqa):
+    ranker = retrieval.BM25Ranker()
+    changed = 0
+    for example in finqa["dev"][:40]:
+        plain_ranking = ranker.rank(example)
+        plain = prompts.ranked_evidence(example, smollm2_tokenizer, 4096, plain_ranking, 3, "bm25")
+        views = [prompts.ranked_evidence(example, smollm2_tokenizer, 4096,
+                                         prompts.redrawn_distractors(example, plain_ranking, 3, random.Random(f"42:{example.id}:{view}")),
+                                         3, "bm25") for view in (1, 2)]
+        again = prompts.redrawn_distractors(example, plain_ranking, 3, random.Random(f"42:{example.id}:1"))
+        assert again.order == views[0].ranking  # seeded: a rerun writes the same rows
+        for view in views:
+            assert view.kept_ids & set(example.gold_inds) == plain.kept_ids & set(example.gold_inds)
+            assert len(view.kept_ids - {"table_0"}) <= 3  # k facts at most, beside the header a kept row brings
+        changed += any(view.kept_ids != plain.kept_ids for view in views)
+    assert changed >= 30  # most prompts have distractors to redraw
