@@ -156,7 +156,8 @@ def summarize(epochs: list[dict[str, Any]], cfg: Any) -> dict[str, Any]:
     holdout = [row["holdout_strict"] for row in rows]
     return {
         "n": len(ids), "evidence_mode": cfg.EVIDENCE_MODE, "sft_evidence_views": cfg.SFT_EVIDENCE_VIEWS,
-        "sft_program_views": cfg.SFT_PROGRAM_VIEWS, "sft_distractor_views": cfg.SFT_DISTRACTOR_VIEWS, "evidence": evidence_label(cfg.EVIDENCE_MODE, used_by(cfg)),
+        "sft_program_views": cfg.SFT_PROGRAM_VIEWS, "sft_distractor_views": cfg.SFT_DISTRACTOR_VIEWS,
+        "evidence": evidence_label(cfg.EVIDENCE_MODE, used_by(cfg)),
         "epochs": rows,
         # the rule: the best held-out score among the epochs trained before it stops
         "rule_patience_1": _kept(holdout, 1),

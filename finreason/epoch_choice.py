@@ -34,9 +34,9 @@ SCORE = "holdout_strict"
 def hold_out(rows: Sequence[dict[str, Any]], count: int, seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(rows to train on, ``count`` rows held out), both in file order; the held-out rows are a
     draw seeded by ``seed`` among the rows in the run's own evidence and target (not another
-    ``view`` of an example: SFT_EVIDENCE_VIEWS, SFT_PROGRAM_VIEWS, SFT_DISTRACTOR_VIEWS), so a resumed or repeated run,
-    with views or without, holds out the same ones, and every other view of a held-out example is
-    left out of training too."""
+    ``view`` of an example: SFT_EVIDENCE_VIEWS, SFT_PROGRAM_VIEWS, SFT_DISTRACTOR_VIEWS), so a
+    resumed or repeated run, with views or without, holds out the same ones, and every other view
+    of a held-out example is left out of training too."""
     if count == 0:
         return list(rows), []
     primary = [index for index, row in enumerate(rows) if "view" not in row]

@@ -195,7 +195,7 @@ def ranked_evidence(example: Any, tokenizer: Any, budget: int, ranking: Ranking,
     lowest-ranked kept fact goes."""
     table = [list(row) for row in (getattr(example, "table", None) or [])]
     sentences = report_sentences(example)
-    chosen = [fact_id for fact_id in ranking.order if _fact_index(fact_id, len(table), len(sentences)) is not None][:top_k]
+    chosen = _facts_here(ranking, len(table), len(sentences))[:top_k]
     while True:
         rows, kept = _kept_parts(chosen, len(table), len(sentences))
         text = _render_evidence(table, rows, sentences, kept)
@@ -211,14 +211,18 @@ def redrawn_distractors(example: Any, ranking: Ranking, top_k: int, rng: random.
     ``top_k``: ``ranked_evidence`` over it shows the same gold facts (and misses the same ones) as
     the ranking itself, beside other near misses (SFT_DISTRACTOR_VIEWS). Drawn facts keep their
     rank order, so a prompt over the token budget drops the lowest-ranked distractor first."""
-    n_rows, n_sentences = len(getattr(example, "table", None) or []), len(report_sentences(example))
-    facts = [fact_id for fact_id in ranking.order if _fact_index(fact_id, n_rows, n_sentences) is not None]
+    facts = _facts_here(ranking, len(getattr(example, "table", None) or []), len(report_sentences(example)))
     gold = set(getattr(example, "gold_inds", {}) or {})
     shown = facts[:top_k]
     kept_gold = [fact_id for fact_id in shown if fact_id in gold]
     near_misses = [fact_id for fact_id in facts if fact_id not in gold and fact_id not in shown][:2 * top_k]
     drawn = set(rng.sample(near_misses, min(len(near_misses), top_k - len(kept_gold))))
     return Ranking(kept_gold + [fact_id for fact_id in near_misses if fact_id in drawn], dict(ranking.scores))
+
+
+def _facts_here(ranking: Ranking, n_rows: int, n_sentences: int) -> list[str]:
+    """The ranking's fact ids, best first, that name a row or sentence of this document."""
+    return [fact_id for fact_id in ranking.order if _fact_index(fact_id, n_rows, n_sentences) is not None]
 
 
 def _fact_index(fact_id: str, n_rows: int, n_sentences: int) -> int | None:

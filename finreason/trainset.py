@@ -105,9 +105,7 @@ def distractor_views(examples: Sequence[Any], tokenizer: Any, cfg: Any, progress
     beside them, other near-miss facts of the ranker's (``prompts.redrawn_distractors``, a draw
     seeded by SEED, the example and the view). What a model gets wrong is the row, year or
     operation among the facts shown; these views vary the facts it must tell the gold ones from."""
-    ranker = retrieval.ranker_for(cfg)
-    if ranker is None:
-        raise ValueError("SFT_DISTRACTOR_VIEWS redraws a ranker's facts: RETRIEVER=budget_fill ranks none")
+    ranker = retrieval.ranker_for(cfg)  # never None: configuration refuses SFT_DISTRACTOR_VIEWS without a ranker
     rows = []
     for example in tqdm(examples, desc="sft distractor views", disable=not progress):
         ranking = ranker.rank(example)
